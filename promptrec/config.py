@@ -1,0 +1,80 @@
+"""One settings model: defaults, then a TOML file, then PROMPTREC_* environment variables."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "promptrec"
+
+
+class RetrievalSettings(BaseModel):
+    """How candidates are retrieved and fused."""
+
+    sources: tuple[str, ...] = ("transitions", "behaviour", "text", "popularity")
+    weights: dict[str, float] = Field(default_factory=dict)  # empty: the built-in tuned weights
+    als_factors: int = 64
+    als_iterations: int = 15
+    als_regularization: float = 0.05
+    transition_window: int = 3
+    transition_last_items: int = 5
+    text_recency_half_life: float = 10.0  # in interactions: weight of an item halves every N items back
+
+
+class ChromaSettings(BaseModel):
+    """Where the vector store lives: an embedded persistent client, or a `chroma run` server."""
+
+    mode: Literal["persistent", "http"] = "persistent"
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+class Settings(BaseSettings):
+    """Every setting promptrec reads. TOML file: $PROMPTREC_CONFIG or ./promptrec.toml."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="PROMPTREC_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    cache_dir: Path = Field(default_factory=default_cache_dir)
+    dataset: str = "movielens-100k"
+    encoder: str = "all-minilm-l6-v2"
+    generator: str = "smollm2-135m-instruct"
+    index_dir: Path | None = None  # default: <cache_dir>/index/<dataset>
+    device: str = "auto"  # "cpu", "cuda" or "auto"
+    n_candidates: int = 20
+    min_rating: float | None = None  # implicit-feedback threshold; None keeps every interaction
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    chroma: ChromaSettings = Field(default_factory=ChromaSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = Path(os.environ.get("PROMPTREC_CONFIG", "promptrec.toml"))
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    def resolved_index_dir(self) -> Path:
+        return self.index_dir or self.cache_dir / "index" / self.dataset
