@@ -25,14 +25,23 @@ def default_cache_dir() -> Path:
 class RetrievalSettings(BaseModel):
     """How candidates are retrieved and fused."""
 
-    sources: tuple[str, ...] = ("transitions", "behaviour", "text", "popularity")
-    weights: dict[str, float] = Field(default_factory=dict)  # empty: the built-in tuned weights
+    # Fusion weights per source (reciprocal-rank fusion); a source with weight 0 is skipped.
+    weights: dict[str, float] = Field(
+        default_factory=lambda: {"transitions": 1.0, "behaviour": 0.5, "text": 0.1, "popularity": 0.0}
+    )
+    rrf_k: float = 60.0
+    pool_size: int = 200  # items each source contributes to the fusion
+    seed: int = 0
     als_factors: int = 64
     als_iterations: int = 15
     als_regularization: float = 0.05
-    transition_window: int = 3
+    als_alpha: float = 1.0
+    transition_window: int = 5
     transition_last_items: int = 5
-    text_recency_half_life: float = 10.0  # in interactions: weight of an item halves every N items back
+    transition_recency_decay: float = 0.7  # weight of the k-th most recent item: decay**k
+    transition_popularity_damping: float = 0.2  # T[a, b] / (popularity(b) + 1) ** damping
+    text_recency_half_life: float = 10.0  # in interactions: an item's weight halves every N items back
+    text_history_items: int = 50
 
 
 class ChromaSettings(BaseModel):

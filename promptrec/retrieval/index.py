@@ -1,0 +1,283 @@
+"""The retrieval index: text and behaviour vectors in Chroma, transitions and popularity in
+a file beside them, and a manifest that ties them to one catalog, log and encoder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+from pydantic import BaseModel
+
+from promptrec.config import Settings
+from promptrec.data.schema import Item
+from promptrec.errors import IndexMismatchError
+from promptrec.retrieval.encoder import TextEncoder
+from promptrec.retrieval.sources import BehaviourModel, TransitionModel, popularity
+from promptrec.retrieval.store import ItemVectorCollection, SyncReport, chroma_client, collection_name
+
+MANIFEST = "manifest.json"
+SEQUENTIAL = "sequential.npz"
+ProgressFn = Callable[[str, int, int], None]  # (stage, advance, total)
+
+
+def catalog_fingerprint(items: Sequence[Item]) -> str:
+    digest = hashlib.sha256()
+    for item in sorted(items, key=lambda it: it.item_id):
+        digest.update(f"{item.item_id}\x1f{item.text()}\x1e".encode())
+    return digest.hexdigest()[:16]
+
+
+def interactions_fingerprint(histories: Mapping[str, Sequence[str]]) -> str:
+    digest = hashlib.sha256()
+    for user in sorted(histories):
+        digest.update(("\x1f".join([user, *histories[user]]) + "\x1e").encode())
+    return digest.hexdigest()[:16]
+
+
+def content_hash(item: Item) -> str:
+    return hashlib.sha256(item.text().encode()).hexdigest()[:16]
+
+
+class IndexManifest(BaseModel):
+    """What an index was built from; checked whenever it is opened."""
+
+    namespace: str
+    encoder: str
+    text_dimension: int
+    behaviour_dimension: int
+    catalog_fingerprint: str
+    interactions_fingerprint: str
+    item_ids: list[str]  # the item order behind sequential.npz
+    n_users: int
+    build_seconds: float
+    text_sync: SyncReport
+    behaviour_sync: SyncReport
+
+
+def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+class RetrievalIndex:
+    """Opened index: Chroma collections plus the in-memory behaviour and sequential models."""
+
+    def __init__(
+        self,
+        manifest: IndexManifest,
+        text: ItemVectorCollection,
+        behaviour: ItemVectorCollection,
+        behaviour_model: BehaviourModel,
+        transitions: TransitionModel,
+        item_popularity: np.ndarray,
+        encoder: TextEncoder,
+    ):
+        self.manifest = manifest
+        self.text = text
+        self.behaviour = behaviour
+        self.behaviour_model = behaviour_model
+        self.transitions = transitions
+        self.popularity = item_popularity
+        self.encoder = encoder
+        self.item_ids = manifest.item_ids
+        self.position = {item_id: n for n, item_id in enumerate(self.item_ids)}
+
+    @staticmethod
+    def _collections(settings: Settings, namespace: str, encoder: str, text_dim: int, factors: int):
+        client = chroma_client(settings.chroma, settings.resolved_index_dir())
+        text = ItemVectorCollection(
+            client,
+            collection_name(namespace, "text"),
+            "cosine",
+            {"kind": "text", "encoder": encoder, "dimension": text_dim},
+        )
+        behaviour = ItemVectorCollection(
+            client,
+            collection_name(namespace, "behaviour"),
+            "ip",
+            {"kind": "behaviour", "encoder": "implicit-als", "dimension": factors},
+        )
+        return text, behaviour
+
+    @classmethod
+    def build(
+        cls,
+        items: Sequence[Item],
+        histories: Mapping[str, Sequence[str]],
+        settings: Settings,
+        namespace: str,
+        progress: ProgressFn | None = None,
+        rebuild: bool = False,
+    ) -> RetrievalIndex:
+        """Create or update the index. Text vectors are upserted only for items whose text
+        changed; behaviour vectors are refitted only when the interaction log changed."""
+        started = time.perf_counter()
+        index_dir = settings.resolved_index_dir()
+        index_dir.mkdir(parents=True, exist_ok=True)
+        encoder = TextEncoder(settings.encoder, settings)
+        rs = settings.retrieval
+        text, behaviour = cls._collections(settings, namespace, settings.encoder, encoder.dimension, rs.als_factors)
+        if rebuild:
+            client = chroma_client(settings.chroma, index_dir)
+            for coll in (text, behaviour):
+                client.delete_collection(coll.name)
+            text, behaviour = cls._collections(settings, namespace, settings.encoder, encoder.dimension, rs.als_factors)
+        text.check_identity()
+        behaviour.check_identity()
+
+        item_ids = [item.item_id for item in items]
+        position = {item_id: n for n, item_id in enumerate(item_ids)}
+        metadatas = [item.metadata() for item in items]
+        hashes = [content_hash(item) for item in items]
+        texts = [item.text() for item in items]
+        report = progress or (lambda stage, advance, total: None)
+
+        catalog_fp = catalog_fingerprint(items)
+        text_sync = text.sync(
+            item_ids,
+            hashes,
+            metadatas,
+            lambda batch: encoder.encode([texts[n] for n in batch]),
+            on_progress=lambda advance, total: report("text vectors", advance, total),
+        )
+        text.set_metadata(catalog_fingerprint=catalog_fp)
+
+        unknown = {i for h in histories.values() for i in h if i not in position}
+        if unknown:
+            raise IndexMismatchError(
+                f"{len(unknown)} interacted item id(s) are not in the catalog, e.g. {sorted(unknown)[:5]}"
+            )
+        positions = {user: [position[i] for i in h] for user, h in histories.items()}
+        inter_fp = interactions_fingerprint(histories)
+        sequential_path = index_dir / SEQUENTIAL
+        old = cls._read_manifest(index_dir)
+        behaviour_current = (
+            old is not None
+            and old.interactions_fingerprint == inter_fp
+            and old.item_ids == item_ids
+            and old.namespace == namespace
+            and behaviour.count() == len(item_ids)
+            and behaviour.metadata().get("interactions_fingerprint") == inter_fp
+            and sequential_path.is_file()
+        )
+        if behaviour_current:
+            behaviour_sync = SyncReport(unchanged=len(item_ids))
+        else:
+            report("behaviour model", 0, 2)
+            model = BehaviourModel.fit(positions, len(item_ids), rs)
+            report("behaviour model", 1, 2)
+            # Every factor changes on a refit: the hash is the log's fingerprint per item.
+            vectors = model.item_factors.astype(np.float32)
+            behaviour_sync = behaviour.sync(
+                item_ids,
+                [inter_fp] * len(item_ids),
+                metadatas,
+                lambda batch: vectors[batch],
+            )
+            behaviour.set_metadata(interactions_fingerprint=inter_fp, catalog_fingerprint=catalog_fp)
+            transitions = TransitionModel.fit(positions, len(item_ids), rs)
+            pop = popularity(positions, len(item_ids))
+
+            def write_sequential(tmp: Path) -> None:
+                with open(tmp, "wb") as fh:
+                    np.savez_compressed(
+                        fh,
+                        transitions_data=transitions.transitions.data,
+                        transitions_indices=transitions.transitions.indices,
+                        transitions_indptr=transitions.transitions.indptr,
+                        popularity=pop,
+                    )
+
+            _write_atomic(sequential_path, write_sequential)
+            report("behaviour model", 1, 2)
+
+        manifest = IndexManifest(
+            namespace=namespace,
+            encoder=settings.encoder,
+            text_dimension=encoder.dimension,
+            behaviour_dimension=rs.als_factors,
+            catalog_fingerprint=catalog_fp,
+            interactions_fingerprint=inter_fp,
+            item_ids=item_ids,
+            n_users=len(histories),
+            build_seconds=round(time.perf_counter() - started, 3),
+            text_sync=text_sync,
+            behaviour_sync=behaviour_sync,
+        )
+        _write_atomic(index_dir / MANIFEST, lambda tmp: tmp.write_text(manifest.model_dump_json(indent=1)))
+        return cls._load(manifest, settings, encoder)
+
+    @staticmethod
+    def _read_manifest(index_dir: Path) -> IndexManifest | None:
+        path = index_dir / MANIFEST
+        if not path.is_file():
+            return None
+        return IndexManifest.model_validate_json(path.read_text())
+
+    @classmethod
+    def open(
+        cls,
+        settings: Settings,
+        namespace: str,
+        items: Sequence[Item],
+        histories: Mapping[str, Sequence[str]],
+    ) -> RetrievalIndex:
+        """Open an index built earlier, refusing one built for another catalog, log or encoder."""
+        index_dir = settings.resolved_index_dir()
+        manifest = cls._read_manifest(index_dir)
+        if manifest is None:
+            raise IndexMismatchError(f"no index in {index_dir}: build it with `promptrec index`")
+        checks = {
+            "namespace": (manifest.namespace, namespace),
+            "encoder": (manifest.encoder, settings.encoder),
+            "catalog fingerprint": (manifest.catalog_fingerprint, catalog_fingerprint(items)),
+            "interactions fingerprint": (manifest.interactions_fingerprint, interactions_fingerprint(histories)),
+        }
+        for what, (stored, current) in checks.items():
+            if stored != current:
+                raise IndexMismatchError(
+                    f"the index in {index_dir} was built with {what} {stored!r}, but the current "
+                    f"data gives {current!r}; run `promptrec index` to update it"
+                )
+        return cls._load(manifest, settings, TextEncoder(settings.encoder, settings))
+
+    @classmethod
+    def _load(cls, manifest: IndexManifest, settings: Settings, encoder: TextEncoder) -> RetrievalIndex:
+        rs = settings.retrieval
+        text, behaviour = cls._collections(
+            settings, manifest.namespace, manifest.encoder, manifest.text_dimension, manifest.behaviour_dimension
+        )
+        text.check_identity(allow_empty=False)
+        behaviour.check_identity(allow_empty=False)
+        for coll, key in ((text, "catalog_fingerprint"), (behaviour, "interactions_fingerprint")):
+            stored = coll.metadata().get(key)
+            if stored != getattr(manifest, key):
+                raise IndexMismatchError(
+                    f"Chroma collection {coll.name!r} holds vectors for {key} {stored!r}, "
+                    f"the manifest says {getattr(manifest, key)!r}; run `promptrec index`"
+                )
+        ids, factors = behaviour.vectors()
+        order = {item_id: n for n, item_id in enumerate(ids)}
+        factors = factors[[order[i] for i in manifest.item_ids]]
+        with np.load(settings.resolved_index_dir() / SEQUENTIAL) as data:
+            n = len(manifest.item_ids)
+            matrix = sp.csr_matrix(
+                (data["transitions_data"], data["transitions_indices"], data["transitions_indptr"]), shape=(n, n)
+            )
+            pop = data["popularity"]
+        return cls(
+            manifest,
+            text,
+            behaviour,
+            BehaviourModel(factors, rs.als_regularization, rs.als_alpha),
+            TransitionModel(matrix),
+            pop,
+            encoder,
+        )

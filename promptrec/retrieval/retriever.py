@@ -1,0 +1,109 @@
+"""Candidate retrieval: each source ranks the catalog for a history; the ranks are fused."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from promptrec.config import RetrievalSettings
+from promptrec.data.schema import Item
+from promptrec.retrieval.fusion import reciprocal_rank_fusion
+from promptrec.retrieval.index import RetrievalIndex
+from promptrec.retrieval.schema import Candidate
+from promptrec.retrieval.sources import recency_weighted_mean
+
+SOURCES = ("transitions", "behaviour", "text", "popularity")
+
+
+class Retriever:
+    """Fuses four sources over one index: transitions (sequential behaviour), behaviour
+    vectors (ALS, queried in Chroma), text vectors (queried in Chroma) and popularity."""
+
+    def __init__(self, index: RetrievalIndex, catalog: Mapping[str, Item], settings: RetrievalSettings):
+        unknown = set(settings.weights) - set(SOURCES)
+        if unknown:
+            raise ValueError(f"retrieval.weights names unknown source(s) {sorted(unknown)}; known: {SOURCES}")
+        self.index = index
+        self.catalog = catalog
+        self.settings = settings
+
+    def _top(self, scores: np.ndarray, n: int, exclude: set[str], allowed: set[str] | None) -> list[tuple[str, float]]:
+        ids = self.index.item_ids
+        order = np.argsort(-scores, kind="stable")
+        out: list[tuple[str, float]] = []
+        for pos in order:
+            item_id = ids[pos]
+            if item_id in exclude or (allowed is not None and item_id not in allowed):
+                continue
+            out.append((item_id, float(scores[pos])))
+            if len(out) == n:
+                break
+        return out
+
+    def source_rankings(
+        self, history: Sequence[str], pool: int, where: dict[str, Any] | None = None
+    ) -> dict[str, list[tuple[str, float]]]:
+        """Each active source's top `pool` (item id, score), history excluded."""
+        index, rs = self.index, self.settings
+        exclude = set(history)
+        positions = [index.position[i] for i in history if i in index.position]
+        allowed = index.text.ids_matching(where) if where else None
+        weights = {s: rs.weights.get(s, 0.0) for s in SOURCES}
+        out: dict[str, list[tuple[str, float]]] = {}
+        if weights["popularity"] > 0 or not positions:
+            out["popularity"] = self._top(index.popularity.astype(np.float64), pool, exclude, allowed)
+        if not positions:
+            return out
+        if weights["transitions"] > 0:
+            scores = index.transitions.scores(positions, rs.transition_last_items, rs.transition_recency_decay)
+            ranked = self._top(scores, pool, exclude, allowed)
+            out["transitions"] = [(i, s) for i, s in ranked if s > 0]
+        if weights["behaviour"] > 0:
+            vector = index.behaviour_model.user_vector(positions)
+            out["behaviour"] = index.behaviour.query(vector, pool, exclude, where)
+        if weights["text"] > 0:
+            recent = list(history[-rs.text_history_items :])
+            ids, vectors = index.text.vectors(recent)
+            row = {item_id: n for n, item_id in enumerate(ids)}
+            ordered = np.stack([vectors[row[i]] for i in recent if i in row]) if row else vectors
+            query = recency_weighted_mean(ordered, rs.text_recency_half_life)
+            out["text"] = index.text.query(query, pool, exclude, where)
+        return out
+
+    def candidates(
+        self, history: Sequence[str], n: int, where: dict[str, Any] | None = None
+    ) -> list[Candidate]:
+        """The top-n fused candidates for a history (oldest first); popularity when it is empty."""
+        if n <= 0:
+            raise ValueError(f"n must be positive, got {n}")
+        pool = max(self.settings.pool_size, n)
+        rankings = self.source_rankings(history, pool, where)
+        if not history:
+            fused = [(i, s) for i, s in rankings["popularity"]]
+        else:
+            active = {s: r for s, r in rankings.items() if self.settings.weights.get(s, 0.0) > 0}
+            fused = reciprocal_rank_fusion(
+                {s: [i for i, _ in r] for s, r in active.items()},
+                {s: self.settings.weights[s] for s in active},
+                k=self.settings.rrf_k,
+            )
+        scores = {s: dict(r) for s, r in rankings.items()}
+        ranks = {s: {i: k for k, (i, _) in enumerate(r, start=1)} for s, r in rankings.items()}
+        out = []
+        for rank, (item_id, fused_score) in enumerate(fused[:n], start=1):
+            item = self.catalog[item_id]
+            out.append(
+                Candidate(
+                    item_id=item_id,
+                    title=item.display_title(),
+                    text=item.text(),
+                    fused_score=fused_score,
+                    rank=rank,
+                    source_scores={s: v[item_id] for s, v in scores.items() if item_id in v},
+                    source_ranks={s: v[item_id] for s, v in ranks.items() if item_id in v},
+                    popularity=int(self.index.popularity[self.index.position[item_id]]),
+                )
+            )
+        return out

@@ -1,0 +1,179 @@
+"""Item vectors in Chroma: one collection per vector kind (text, behaviour), with the
+encoder, its dimension and a fingerprint of what the vectors were built from recorded in
+the collection's metadata, so that a mismatch is an error rather than wrong results."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel
+
+from promptrec.config import ChromaSettings
+from promptrec.errors import IndexMismatchError, PromptrecError
+
+Space = Literal["cosine", "ip"]
+UPSERT_BATCH = 512
+
+
+def chroma_client(chroma: ChromaSettings, index_dir: Path):
+    """A persistent client under `index_dir`, or an HTTP client for a `chroma run` server."""
+    import chromadb
+    from chromadb.config import Settings as ChromaClientSettings
+
+    client_settings = ChromaClientSettings(anonymized_telemetry=False)
+    if chroma.mode == "http":
+        try:
+            return chromadb.HttpClient(host=chroma.host, port=chroma.port, settings=client_settings)
+        except Exception as exc:  # chromadb raises ValueError/ConnectionError variants
+            raise PromptrecError(
+                f"cannot reach the Chroma server at http://{chroma.host}:{chroma.port} ({exc}); "
+                "start one with `chroma run --path DIR --port PORT` or set chroma.mode = \"persistent\""
+            ) from exc
+    index_dir.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(index_dir / "chroma"), settings=client_settings)
+
+
+def collection_name(namespace: str, kind: str) -> str:
+    """A valid Chroma collection name (3-63 chars of [A-Za-z0-9._-], alphanumeric ends)."""
+    raw = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{namespace}-{kind}").strip("-._")
+    if len(raw) > 63:
+        import hashlib
+
+        raw = raw[:54].rstrip("-._") + "-" + hashlib.sha256(raw.encode()).hexdigest()[:8]
+    return raw if len(raw) >= 3 else raw + "-pr"
+
+
+class SyncReport(BaseModel):
+    """What an upsert pass changed."""
+
+    added: int = 0
+    updated: int = 0
+    removed: int = 0
+    unchanged: int = 0
+
+
+class ItemVectorCollection:
+    """One Chroma collection of item vectors plus the metadata that says how they were made."""
+
+    def __init__(self, client, name: str, space: Space, identity: dict[str, Any]):
+        """`identity` (e.g. encoder, dimension) must match what the collection was built with."""
+        self.name = name
+        self.space = space
+        self.identity = identity
+        self._collection = client.get_or_create_collection(
+            name,
+            configuration={"hnsw": {"space": space, "ef_construction": 200, "ef_search": 200}},
+            metadata={"promptrec": True, **identity},
+        )
+
+    def metadata(self) -> dict[str, Any]:
+        return dict(self._collection.metadata or {})
+
+    def count(self) -> int:
+        return self._collection.count()
+
+    def check_identity(self, allow_empty: bool = True) -> None:
+        """Raise IndexMismatchError when the stored vectors were built differently."""
+        stored = self.metadata()
+        if allow_empty and self.count() == 0:
+            return
+        for key, expected in self.identity.items():
+            if key in stored and stored[key] != expected:
+                raise IndexMismatchError(
+                    f"Chroma collection {self.name!r} was built with {key}={stored[key]!r}, "
+                    f"but this recommender uses {key}={expected!r}; rebuild it with "
+                    "`promptrec index --rebuild` (or use the settings it was built with)"
+                )
+
+    def set_metadata(self, **values: Any) -> None:
+        meta = {k: v for k, v in self.metadata().items() if not k.startswith("hnsw:")}
+        meta.update(values)
+        self._collection.modify(metadata=meta)
+
+    def content_hashes(self) -> dict[str, str]:
+        """item id → the content hash stored with its vector."""
+        got = self._collection.get(include=["metadatas"])
+        return {i: (m or {}).get("content_hash", "") for i, m in zip(got["ids"], got["metadatas"])}
+
+    def sync(
+        self,
+        ids: Sequence[str],
+        content_hashes: Sequence[str],
+        metadatas: Sequence[dict[str, Any]],
+        vectors_for: Callable[[list[int]], np.ndarray],
+        on_progress: Callable[[int, int], None] | None = None,
+    ) -> SyncReport:
+        """Upsert only the items whose content hash changed; delete items no longer present.
+
+        `vectors_for(positions)` computes vectors for the given positions of `ids` only, so
+        unchanged items are never re-encoded; `on_progress(advance, total)` reports progress.
+        """
+        stored = self.content_hashes()
+        wanted = dict(zip(ids, content_hashes))
+        removed = [i for i in stored if i not in wanted]
+        if removed:
+            self._collection.delete(ids=removed)
+        todo = [n for n, (i, h) in enumerate(zip(ids, content_hashes)) if stored.get(i) != h]
+        report = SyncReport(
+            added=sum(1 for n in todo if ids[n] not in stored),
+            updated=sum(1 for n in todo if ids[n] in stored),
+            removed=len(removed),
+            unchanged=len(ids) - len(todo),
+        )
+        if on_progress:
+            on_progress(0, len(todo))
+        for start in range(0, len(todo), UPSERT_BATCH):
+            batch = todo[start : start + UPSERT_BATCH]
+            vectors = vectors_for(batch)
+            self._collection.upsert(
+                ids=[ids[n] for n in batch],
+                embeddings=vectors.astype(np.float32),
+                metadatas=[{**metadatas[n], "content_hash": content_hashes[n]} for n in batch],
+            )
+            if on_progress:
+                on_progress(len(batch), len(todo))
+        return report
+
+    def vectors(self, ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
+        """Stored vectors (all, or those of `ids` that exist), as (ids, matrix)."""
+        got = self._collection.get(ids=list(ids) if ids is not None else None, include=["embeddings"])
+        embeddings = got["embeddings"]
+        if embeddings is None or len(embeddings) == 0:
+            return [], np.zeros((0, int(self.identity.get("dimension", 0))), dtype=np.float32)
+        return list(got["ids"]), np.asarray(embeddings, dtype=np.float32)
+
+    def ids_matching(self, where: dict[str, Any]) -> set[str]:
+        """Item ids whose metadata match a Chroma `where` filter."""
+        return set(self._collection.get(where=where, include=[])["ids"])
+
+    def query(
+        self,
+        vector: np.ndarray,
+        n: int,
+        exclude: set[str] = frozenset(),
+        where: dict[str, Any] | None = None,
+    ) -> list[tuple[str, float]]:
+        """Top-n (item id, similarity) for a query vector, skipping `exclude`."""
+        total = self.count()
+        if total == 0 or n <= 0:
+            return []
+        n_results = min(total, n + len(exclude))
+        result = self._collection.query(
+            query_embeddings=[np.asarray(vector, dtype=np.float32)],
+            n_results=n_results,
+            where=where,
+            include=["distances"],
+        )
+        out: list[tuple[str, float]] = []
+        for item_id, distance in zip(result["ids"][0], result["distances"][0]):
+            if item_id in exclude:
+                continue
+            # Chroma's cosine distance is 1 - cos and its ip distance 1 - dot: both give 1 - d.
+            out.append((item_id, 1.0 - float(distance)))
+            if len(out) == n:
+                break
+        return out
