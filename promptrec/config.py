@@ -44,6 +44,18 @@ class RetrievalSettings(BaseModel):
     text_history_items: int = 50
 
 
+class RankerSettings(BaseModel):
+    """How the generator reranks candidates (the strategy is declared by the template)."""
+
+    template: str = "letters"  # a name in prompts/rerank/ (without .j2) or a path to a .j2 file
+    backend: Literal["transformers", "vllm-engine", "vllm-server"] = "transformers"
+    server_url: str = "http://127.0.0.1:8001/v1"  # the OpenAI-compatible server (vllm-server)
+    permutations: int = 3  # letters: average over this many candidate orders (position bias)
+    history_items: int = 10  # the most recent history items shown in a prompt
+    timeout_s: float = 120.0  # past this the result falls back to the retrieval order
+    calibrate: bool = True  # use the fitted calibration when one matches; else raw LLM order
+
+
 class ChromaSettings(BaseModel):
     """Where the vector store lives: an embedded persistent client, or a `chroma run` server."""
 
@@ -68,6 +80,7 @@ class Settings(BaseSettings):
     n_candidates: int = 20
     min_rating: float | None = None  # implicit-feedback threshold; None keeps every interaction
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    ranker: RankerSettings = Field(default_factory=RankerSettings)
     chroma: ChromaSettings = Field(default_factory=ChromaSettings)
 
     @classmethod
