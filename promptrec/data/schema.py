@@ -90,6 +90,54 @@ def interactions_frame(records: "list[Interaction] | pd.DataFrame") -> pd.DataFr
     return frame.reset_index(drop=True)
 
 
+class SkippedRow(BaseModel):
+    """One input row a loader left out because it was malformed (only with skip_bad_rows=True)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    line: int | None = None  # 1-based, as in the file
+    field: str | None = None
+    reason: str
+
+    def __str__(self) -> str:
+        where = ", ".join(
+            part
+            for part in (
+                self.path,
+                f"line {self.line}" if self.line is not None else None,
+                f"field {self.field!r}" if self.field is not None else None,
+            )
+            if part
+        )
+        return f"{where}: {self.reason}"
+
+
+class LoadReport(BaseModel):
+    """What a loader read: every skipped row with its reason, and the encoding of each file."""
+
+    skipped: list[SkippedRow] = Field(default_factory=list)
+    encodings: dict[str, str] = Field(default_factory=dict)  # file -> "utf-8" or "latin-1"
+
+    @property
+    def skipped_rows(self) -> int:
+        return len(self.skipped)
+
+    def reasons(self) -> dict[str, int]:
+        """How many rows were skipped per (file, field)."""
+        counts: dict[str, int] = {}
+        for row in self.skipped:
+            key = f"{row.path} [{row.field or 'row'}]"
+            counts[key] = counts.get(key, 0) + 1
+        return counts
+
+    def summary(self) -> str:
+        if not self.skipped:
+            return "no rows skipped"
+        parts = ", ".join(f"{key}: {count}" for key, count in sorted(self.reasons().items()))
+        return f"{self.skipped_rows} row(s) skipped ({parts}); first: {self.skipped[0]}"
+
+
 class Dataset(BaseModel):
     """A catalog and its interaction log, as loaded (before any split)."""
 
@@ -98,6 +146,7 @@ class Dataset(BaseModel):
     name: str
     items: list[Item]
     interactions: pd.DataFrame  # columns INTERACTION_COLUMNS
+    report: LoadReport = Field(default_factory=LoadReport)  # rows skipped while loading, encodings
 
     def catalog(self) -> dict[str, Item]:
         return {item.item_id: item for item in self.items}

@@ -1,0 +1,172 @@
+"""Preprocessing: pure functions over an interaction frame (columns INTERACTION_COLUMNS).
+
+The one ordering rule, used by every function here and by everyone downstream
+(`sort_histories`): each user's interactions are sorted by timestamp, ties broken by item id,
+where an item id made only of the digits 0-9 compares numerically and comes before any other
+id, and other ids compare as strings; that is the key (0, int(id)) for digit ids and
+(1, id) otherwise, LlamaRec's order ("9" before "10" before "a"). Rows without a timestamp
+come first within their user (an unknown time counts as older than any known one). Rows
+equal under the rule keep their order in the input. Users are ordered by the same id key.
+
+Every function returns new frames (with a fresh index) and leaves its input untouched; all of them are vectorised
+(MovieLens-1M, a million rows, takes about a second).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict
+
+from promptrec.data.schema import TemporalSplit
+
+__all__ = [
+    "DedupResult",
+    "apply_threshold",
+    "drop_duplicates",
+    "history_order",
+    "id_rank",
+    "k_core",
+    "sort_histories",
+    "temporal_split",
+]
+
+
+class DedupResult(BaseModel):
+    """`drop_duplicates`' answer: the frame with one row per (user, item), and how many rows
+    were removed."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    frame: pd.DataFrame
+    removed: int
+
+
+def id_rank(ids: pd.Series | np.ndarray) -> np.ndarray:
+    """For each id its rank under the id key (0, int) for digit ids, (1, str) otherwise.
+
+    Equal ids get equal ranks. Digit ids of any length compare exactly (no int64 overflow):
+    by their value, then by the string (so "007" and "7" are equal in value but distinct).
+    Only the distinct ids are sorted, so this is fast on long logs.
+    """
+    codes, uniques = pd.factorize(np.asarray(ids, dtype=object), use_na_sentinel=False)
+    values = [str(u) for u in uniques]
+
+    def key(value: str) -> tuple:
+        if value.isascii() and value.isdigit():
+            digits = value.lstrip("0")
+            return (0, len(digits), digits, value)
+        return (1, 0, value, value)
+
+    order = sorted(range(len(values)), key=lambda i: key(values[i]))
+    ranks = np.empty(len(values), dtype=np.int64)
+    ranks[np.asarray(order, dtype=np.int64)] = np.arange(len(values), dtype=np.int64)
+    return ranks[codes] if len(codes) else np.zeros(0, dtype=np.int64)
+
+
+_KEY_LIMIT = 2**63  # combined sort keys must stay below this to fit int64
+
+
+def _history_order(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(positions sorting `frame` by the ordering rule, each row's user rank)."""
+    if len(frame) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    users = id_rank(frame["user_id"])
+    items = id_rank(frame["item_id"])
+    times = pd.to_numeric(frame["timestamp"], errors="raise").to_numpy(dtype=float, na_value=np.nan)
+    times = np.where(np.isnan(times), -np.inf, times)  # unknown times first
+    _, time_rank = np.unique(times, return_inverse=True)
+    time_rank = time_rank.reshape(-1)
+    n_times, n_items = int(time_rank.max()) + 1, int(items.max()) + 1
+    if (int(users.max()) + 1) * n_times * n_items < _KEY_LIMIT:  # one int64 key: faster than lexsort
+        order = np.argsort((users * n_times + time_rank) * n_items + items, kind="stable")
+    else:
+        order = np.lexsort((items, time_rank, users))  # the last key is the primary one; stable
+    return order, users
+
+
+def history_order(frame: pd.DataFrame) -> np.ndarray:
+    """Positions that sort `frame` by (user, timestamp, item id key); stable."""
+    return _history_order(frame)[0]
+
+
+def sort_histories(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame sorted by (user, timestamp, item id key) with a fresh index: every user's
+    history oldest first, under the module's one ordering rule."""
+    return frame.iloc[history_order(frame)].reset_index(drop=True)
+
+
+def drop_duplicates(frame: pd.DataFrame, keep: Literal["last", "first"] = "last") -> DedupResult:
+    """Keep one row per (user, item): the latest under the ordering rule ("last"; equal
+    timestamps: the later row in the input) or the earliest ("first"). Kept rows stay in
+    their input order."""
+    if keep not in ("last", "first"):
+        raise ValueError(f"keep must be 'last' or 'first', not {keep!r}")
+    order = history_order(frame)
+    pairs = frame[["user_id", "item_id"]].iloc[order]
+    duplicated = pairs.duplicated(keep=keep).to_numpy()
+    drop = np.zeros(len(frame), dtype=bool)
+    drop[order[duplicated]] = True
+    return DedupResult(frame=frame[~drop].reset_index(drop=True), removed=int(drop.sum()))
+
+
+def apply_threshold(frame: pd.DataFrame, min_rating: float, *, keep_unrated: bool = True) -> pd.DataFrame:
+    """Implicit feedback: keep the rows rated at least `min_rating`.
+
+    Rows without a rating (NaN: a click, a purchase, a play) are kept by default: the event
+    itself is the positive signal and there is no rating to hold against the threshold. Pass
+    `keep_unrated=False` to drop them too.
+    """
+    ratings = pd.to_numeric(frame["rating"], errors="raise").to_numpy(dtype=float, na_value=np.nan)
+    unrated = np.isnan(ratings)
+    keep = np.where(unrated, keep_unrated, ratings >= min_rating)
+    return frame[keep].reset_index(drop=True)
+
+
+def k_core(frame: pd.DataFrame, user_k: int, item_k: int | None = None) -> pd.DataFrame:
+    """Drop users with fewer than `user_k` interactions and items with fewer than `item_k`
+    (default: `user_k`), repeatedly, until every remaining user and item qualifies. Rows
+    count as they are (call `drop_duplicates` first to count distinct items). Kept rows stay
+    in their input order."""
+    item_k = user_k if item_k is None else item_k
+    users, _ = pd.factorize(frame["user_id"].to_numpy(dtype=object))
+    items, _ = pd.factorize(frame["item_id"].to_numpy(dtype=object))
+    alive = np.ones(len(frame), dtype=bool)
+    while True:
+        user_counts = np.bincount(users[alive], minlength=users.max() + 1 if len(users) else 0)
+        item_counts = np.bincount(items[alive], minlength=items.max() + 1 if len(items) else 0)
+        ok = alive & (user_counts[users] >= user_k) & (item_counts[items] >= item_k)
+        if (ok == alive).all():
+            break
+        alive = ok
+    return frame[alive].reset_index(drop=True)
+
+
+def temporal_split(frame: pd.DataFrame) -> TemporalSplit:
+    """Temporal leave-one-out. Each user's interactions are sorted by (timestamp, item id),
+    the item id compared numerically when it is all digits, else as a string (key (0, int)
+    for digit ids, (1, str) otherwise; LlamaRec's order); ties that remain keep input order.
+    The last interaction is the user's test row, the second-to-last the validation row and
+    the rest train. Users with fewer than three interactions keep all of them in train.
+    Every frame comes back in history order with a fresh index."""
+    order, user_rank = _history_order(frame)
+    ordered = frame.iloc[order].reset_index(drop=True)
+    n = len(ordered)
+    if n == 0:
+        return TemporalSplit(train=ordered.copy(), validation=ordered.copy(), test=ordered.copy())
+    users = user_rank[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    sizes = np.diff(np.r_[starts, n])
+    size = np.repeat(sizes, sizes)
+    from_end = np.repeat(starts + sizes, sizes) - np.arange(n) - 1  # 0 for each user's last row
+    evaluated = size >= 3
+    test = evaluated & (from_end == 0)
+    validation = evaluated & (from_end == 1)
+    train = ~(test | validation)
+    return TemporalSplit(
+        train=ordered[train].reset_index(drop=True),
+        validation=ordered[validation].reset_index(drop=True),
+        test=ordered[test].reset_index(drop=True),
+    )
