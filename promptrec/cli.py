@@ -122,11 +122,13 @@ def candidates(
     n: int = typer.Option(20, "-n", help="How many candidates."),
     genre: Optional[str] = typer.Option(None, help="Only items of this genre."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    new_user: bool = typer.Option(False, "--new-user", help="A user with no history: the cold-start list."),
 ) -> None:
     """Print a user's retrieval candidates with each source's score."""
     try:
         rec = _recommender(build=False)
-        found = rec.candidates(user, n, where={f"genre_{genre}": True} if genre else None)
+        where = {f"genre_{genre}": True} if genre else None
+        found = rec.candidates(user, n, where=where, history=[] if new_user else None)
     except (PromptrecError, ValueError) as exc:
         fail(exc)
     if as_json:
@@ -157,9 +159,16 @@ def demo(user: str = typer.Option("196", help="The user to show.")) -> None:
     except PromptrecError as exc:
         fail(exc)
     console.print(f"history of user {user} (last 5): " + "; ".join(rec.item(i).display_title() for i in rec.history(user)[-5:]))
-    candidates(user, n=10, genre=None, as_json=False)
+    candidates(user, n=10, genre=None, as_json=False, new_user=False)
 
 
 def main() -> None:  # pragma: no cover
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("promptrec")
+    logger.setLevel(logging.INFO)
+    logger.addHandler(RichHandler(console=err, show_path=False, show_time=False))
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own bars say what is happening
     app()

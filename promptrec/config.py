@@ -40,7 +40,7 @@ class RetrievalSettings(BaseModel):
     transition_last_items: int = 5
     transition_recency_decay: float = 0.7  # weight of the k-th most recent item: decay**k
     transition_popularity_damping: float = 0.2  # T[a, b] / (popularity(b) + 1) ** damping
-    text_recency_half_life: float = 10.0  # in interactions: an item's weight halves every N items back
+    text_recency_half_life: float = 3.0  # in interactions: an item's weight halves every N items back
     text_history_items: int = 50
 
 
