@@ -217,6 +217,13 @@ def test_load_atomic_without_rating_or_timestamp_columns(tmp_path):
     assert frame["rating"].isna().all() and frame["timestamp"].isna().all()
 
 
+def test_load_atomic_needs_id_columns(tmp_path):
+    folder = atomic(tmp_path, inter="user:token\titem_id:token\n1\t1\n")
+    with pytest.raises(DataError, match="column not found") as exc:
+        load_atomic(folder, "mini")
+    check_error(exc, folder / "mini.inter", 1, "user_id")
+
+
 def test_missing_file_is_a_data_error(tmp_path):
     write(tmp_path / "mini.item", ATOMIC_ITEM)
     with pytest.raises(DataError, match="file not found") as exc:
@@ -397,10 +404,14 @@ def test_load_catalog_jsonl_malformed(tmp_path, line, field, fragment):
 
 
 def test_load_catalog_missing_column_and_unknown_suffix(tmp_path):
-    path = write(tmp_path / "items.csv", "id,title\n1,A\n")
+    path = write(tmp_path / "items.csv", "id,title\n1,A\n2\n")  # the header is checked first
     with pytest.raises(DataError, match="column not found") as exc:
         load_catalog(path, id_field="id", genres_field="genre")
     check_error(exc, path, 1, "genre")
+    path = write(tmp_path / "items.tsv", "id\ttitle\tid\n1\tA\t1\n")
+    with pytest.raises(DataError, match="column appears 2 times") as exc:
+        load_catalog(path, id_field="id")
+    check_error(exc, path, 1, "id")
     with pytest.raises(DataError, match="unknown file type '.xlsx'"):
         load_catalog(write(tmp_path / "items.xlsx", "x"))
 
@@ -479,6 +490,13 @@ def test_load_interactions_wrong_field_count_in_quoted_csv(tmp_path):
     with pytest.raises(DataError, match="expected 3 comma-separated fields") as exc:
         load_interactions(path, behaviour_field="note")
     check_error(exc, path, 3, "note")
+
+
+def test_load_interactions_broken_quote(tmp_path):
+    path = write(tmp_path / "log.csv", 'user_id,item_id\nu,1\nu,"2\n')
+    with pytest.raises(DataError, match="malformed CSV") as exc:
+        load_interactions(path)
+    check_error(exc, path, 3, None)
 
 
 # ------------------------------------------------------------------ the real MovieLens-100K

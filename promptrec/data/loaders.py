@@ -118,9 +118,6 @@ class _Table:
     def __len__(self) -> int:
         return len(self.frame)
 
-    def has(self, column: str) -> bool:
-        return column in self.frame.columns
-
 
 def _split_lines(text: str) -> list[str]:
     lines = text.split("\n")
@@ -149,6 +146,15 @@ def _describe_count(expected: Sequence[str], found: int, sep: str) -> tuple[str 
     return field, reason
 
 
+def _check_header(path: Path, header: Sequence[str], required: Sequence[str]) -> None:
+    """Each required field must be a column of the header, once."""
+    for field in dict.fromkeys(required):
+        count = list(header).count(field)
+        if count != 1:
+            problem = "column not found" if count == 0 else f"column appears {count} times"
+            raise DataError(f"{problem}; the header has {list(header)}", path=str(path), line=1, field=field)
+
+
 def _delimited_table(
     path: Path,
     text: str,
@@ -157,10 +163,12 @@ def _delimited_table(
     guard: _Guard,
     *,
     typed_header: bool = False,
+    required: Sequence[str] = (),
 ) -> _Table:
     """Parse unquoted delimited text (RecBole atomic, GroupLens, TSV). With `columns` None the
-    first line is the header; a `typed_header` (RecBole's "name:type") is split into names and
-    `_Table.types`. Rows with the wrong number of fields are rejected in bulk."""
+    first line is the header (which must hold the `required` fields); a `typed_header`
+    (RecBole's "name:type") is split into names and `_Table.types`. Rows with the wrong
+    number of fields are rejected in bulk."""
     lines = _split_lines(text)
     first = 0
     if columns is None:
@@ -177,6 +185,7 @@ def _delimited_table(
             name, _, kind = column.partition(":")
             columns[i] = name.strip()
             types[columns[i]] = kind.strip() or "token"
+    _check_header(path, columns, required)
     body = lines[first:]
     numbers = np.arange(first + 1, first + 1 + len(body), dtype=np.int64)
     counts = _separator_counts(text, lines, sep)[first:]
@@ -220,14 +229,56 @@ def _delimited_table(
     return _Table(path, frame, numbers, types)
 
 
-def _csv_table(path: Path, text: str, delimiter: str, guard: _Guard) -> _Table:
+def _csv_table(path: Path, text: str, delimiter: str, guard: _Guard, required: Sequence[str] = ()) -> _Table:
     """Parse quoted CSV (RFC 4180). A record's line number is the line it starts on."""
     if '"' not in text:  # no quoting at all: the bulk parser is exact and much faster
-        return _delimited_table(path, text, delimiter, None, guard)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+        return _delimited_table(path, text, delimiter, None, guard, required=required)
+    records, numbers = _csv_records(path, text, delimiter)
+    header_at = next((i for i, r in enumerate(records) if not _blank_record(r)), None)
+    if header_at is None:
+        raise DataError("the file is empty, expected a header line", path=str(path), line=1)
+    header = [c.strip() for c in records[header_at]]
+    _check_header(path, header, required)
+    width = len(header)
+    body, body_lines = records[header_at + 1 :], numbers[header_at + 1 :]
+    if all(len(row) == width for row in body):  # the common case: no bad or blank records
+        return _Table(path, _records_frame(body, header), np.asarray(body_lines, dtype=np.int64))
     rows: list[list[str]] = []
-    numbers: list[int] = []
-    header: list[str] | None = None
+    lines: list[int] = []
+    for row, number in zip(body, body_lines):
+        if len(row) != width:
+            if _blank_record(row):
+                continue
+            field, reason = _describe_count(header, len(row), delimiter)
+            guard.row(number, field, reason)
+            continue
+        rows.append(row)
+        lines.append(number)
+    return _Table(path, _records_frame(rows, header), np.asarray(lines, dtype=np.int64))
+
+
+def _records_frame(rows: list[list[str]], header: list[str]) -> pd.DataFrame:
+    if not rows:
+        return pd.DataFrame({c: pd.Series([], dtype=object) for c in header})
+    return pd.DataFrame(rows, columns=header, dtype=object)
+
+
+def _blank_record(row: list[str]) -> bool:
+    return not row or (len(row) == 1 and not row[0].strip())
+
+
+def _csv_records(path: Path, text: str, delimiter: str) -> tuple[list[list[str]], list[int]]:
+    """All CSV records and the line each starts on. When no quoted field spans lines (the
+    common case) record i is line i + 1 and the records are read in one go."""
+    physical = text.count("\n") + (0 if text.endswith("\n") else 1)
+    try:
+        records = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True))
+    except csv.Error:
+        records = None  # read again record by record to find the line
+    if records is not None and len(records) == physical:
+        return records, list(range(1, len(records) + 1))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    records, numbers = [], []
     previous = 0
     while True:
         try:
@@ -237,24 +288,10 @@ def _csv_table(path: Path, text: str, delimiter: str, guard: _Guard) -> _Table:
         except csv.Error as exc:
             # A broken quote swallows the rest of the file: nothing after it can be trusted.
             raise DataError(f"malformed CSV: {exc}", path=str(path), line=previous + 1) from None
-        start, previous = previous + 1, reader.line_num
-        if not row or (len(row) == 1 and not row[0].strip()):
-            continue
-        if header is None:
-            header = [c.strip() for c in row]
-            continue
-        if len(row) != len(header):
-            field, reason = _describe_count(header, len(row), delimiter)
-            guard.row(start, field, reason)
-            continue
-        rows.append(row)
-        numbers.append(start)
-    if header is None:
-        raise DataError("the file is empty, expected a header line", path=str(path), line=1)
-    frame = pd.DataFrame(rows, columns=header, dtype=object) if rows else pd.DataFrame(
-        {c: pd.Series([], dtype=object) for c in header}
-    )
-    return _Table(path, frame, np.asarray(numbers, dtype=np.int64))
+        records.append(row)
+        numbers.append(previous + 1)
+        previous = reader.line_num
+    return records, numbers
 
 
 def _json_value_str(value: object) -> str:
@@ -313,18 +350,9 @@ def _generic_table(path: Path, text: str, kind: str, delimiter: str, fields: Seq
             {f: [_json_value_str(r.get(f)) for r in records] for f in dict.fromkeys(fields)}, dtype=object
         )
         return _Table(path, frame, np.asarray(numbers, dtype=np.int64))
-    table = _csv_table(path, text, delimiter, guard) if kind == "csv" else _delimited_table(
-        path, text, delimiter, None, guard
-    )
-    for field in fields:
-        if not table.has(field):
-            raise DataError(
-                f"column not found; the header has {list(table.frame.columns)}",
-                path=str(path),
-                line=1,
-                field=field,
-            )
-    return table
+    if kind == "csv":
+        return _csv_table(path, text, delimiter, guard, required=fields)
+    return _delimited_table(path, text, delimiter, None, guard, required=fields)
 
 
 # --------------------------------------------------------------------------- column checks
@@ -696,10 +724,10 @@ def load_atomic(folder: str | Path, name: str, *, skip_bad_rows: bool = False) -
 
 def _load_atomic_items(path: Path, report: LoadReport, skip: bool) -> list[Item]:
     guard = _Guard(path, skip, report)
-    table = _delimited_table(path, _read_text(path, report), "\t", None, guard, typed_header=True)
+    table = _delimited_table(
+        path, _read_text(path, report), "\t", None, guard, typed_header=True, required=("item_id",)
+    )
     types = table.types
-    if "item_id" not in types:
-        raise DataError(f"no item_id column; the header has {list(types)}", path=str(path), line=1, field="item_id")
     title = _first_present(types, "movie_title", "title", "name")
     year = _first_present(types, "release_year", "year")
     genres = _first_present(types, "class", "genre", "genres")
@@ -720,11 +748,10 @@ def _load_atomic_items(path: Path, report: LoadReport, skip: bool) -> list[Item]
 
 def _load_atomic_inter(path: Path, report: LoadReport, skip: bool, items: list[Item]) -> pd.DataFrame:
     guard = _Guard(path, skip, report)
-    table = _delimited_table(path, _read_text(path, report), "\t", None, guard, typed_header=True)
+    table = _delimited_table(
+        path, _read_text(path, report), "\t", None, guard, typed_header=True, required=("user_id", "item_id")
+    )
     types = table.types
-    for required in ("user_id", "item_id"):
-        if required not in types:
-            raise DataError(f"column not found; the header has {list(types)}", path=str(path), line=1, field=required)
     return _interaction_frame(
         table,
         guard,
