@@ -146,6 +146,91 @@ def candidates(
     console.print(table)
 
 
+def _print_recommendations(result) -> None:
+    from promptrec.schema import RecommendationList
+
+    assert isinstance(result, RecommendationList)
+    if result.degraded:
+        console.print(f"[yellow]the LLM failed ({result.degraded_reason}): retrieval order shown[/]")
+    if result.cold_start:
+        console.print("[yellow]no history: cold-start candidates[/]")
+    how = "calibrated P(relevant)" if result.calibrated else "no calibration fitted: run `promptrec calibrate`"
+    table = Table(
+        "rank", "item", "title", "probability", "LLM score", "retrieval (rank)",
+        title=f"recommendations for user {result.user_id}",
+        caption=f"{result.model_id}, template {result.template} ({result.strategy}, {result.template_hash}); "
+        f"{how}; {result.latency_s:.2f} s, {result.prompt_tokens} prompt tokens",
+    )
+    for r in result.recommendations:
+        table.add_row(
+            str(r.rank), r.item_id, r.title,
+            f"{r.probability:.3f}" if r.probability is not None else "-",
+            f"{r.llm_score:.3f}" if r.llm_score is not None else "-",
+            f"{r.retrieval_score:.4f} (#{r.retrieval_rank})",
+        )
+    console.print(table)
+
+
+@app.command()
+def recommend(
+    user: str,
+    k: int = typer.Option(10, "-k", help="How many recommendations."),
+    template: Optional[str] = typer.Option(None, help="A rerank template name or path (default: settings)."),
+    genre: Optional[str] = typer.Option(None, help="Only items of this genre."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Recommend for a user: retrieval, LLM rerank, calibrated probabilities."""
+    try:
+        rec = _recommender(build=False)
+        result = rec.recommend(user, k, template=template, where={f"genre_{genre}": True} if genre else None)
+    except (PromptrecError, ValueError) as exc:
+        fail(exc)
+    if as_json:
+        console.print_json(result.model_dump_json())
+    else:
+        _print_recommendations(result)
+
+
+@app.command()
+def calibrate(
+    users: int = typer.Option(200, help="Validation users to fit on (a seeded sample)."),
+    template: Optional[str] = typer.Option(None, help="A rerank template name or path (default: settings)."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Fit the logistic calibration on the validation split and save it beside the index."""
+    from promptrec.data.named import load_named_dataset
+    from promptrec.data.preprocess import temporal_split
+    from promptrec.recommender import Recommender
+
+    settings = Settings()
+    try:
+        main = _recommender(build=False)
+        split = temporal_split(load_named_dataset(settings.dataset, settings).interactions)
+        with progress_bars() as report:
+            validation = Recommender.from_interactions(
+                main.items, split.history_for_validation(), settings.model_copy(update={"index_dir": None}),
+                namespace=f"{settings.dataset}-validation", progress=report,
+            )
+            validation.use_backend(main.backend)
+            total = min(users, len(split.validation_items()))
+            report("calibrating", 0, total)
+            calibrator = validation.fit_calibration(
+                split.validation_items(), users=users, seed=seed, template=template,
+                on_user=lambda: report("calibrating", 1, total),
+            )
+        path = main.save_calibration(calibrator, template)
+    except PromptrecError as exc:
+        fail(exc)
+    fit = calibrator.fit
+    console.print(
+        f"calibration fitted on {fit.users} users ({fit.n} candidates, {fit.positives} relevant; "
+        f"{fit.skipped_users} degraded users skipped): log loss {fit.logloss:.4f} vs {fit.base_logloss:.4f} "
+        f"for the base rate → {path}"
+    )
+    for name, weight in zip(calibrator.feature_names, calibrator.weights):
+        console.print(f"  {name:<22} {weight:+.3f}")
+
+
 @app.command()
 def demo(user: str = typer.Option("196", help="The user to show.")) -> None:
     """The main job on the embedded defaults: fetch data and models, build the index, show results."""
@@ -153,13 +238,20 @@ def demo(user: str = typer.Option("196", help="The user to show.")) -> None:
 
     settings = Settings()
     try:
-        for name in (settings.encoder,):
+        for name in (settings.encoder, settings.generator):
             console.print(f"model {name}: {fetch(name, settings)}")
         rec = _recommender(build=True)
+        console.print(
+            f"history of user {user} (last 5 of {len(rec.history(user))}): "
+            + "; ".join(rec.item(i).display_title() for i in rec.history(user)[-5:])
+        )
+        candidates(user, n=10, genre=None, as_json=False, new_user=False)
+        if rec.calibrator(rec.reranker()) is None:
+            console.print("no calibration yet for this model and template: fitting one on 100 validation users")
+            calibrate(users=100, template=None, seed=0)
+        recommend(user, k=10, template=None, genre=None, as_json=False)
     except PromptrecError as exc:
         fail(exc)
-    console.print(f"history of user {user} (last 5): " + "; ".join(rec.item(i).display_title() for i in rec.history(user)[-5:]))
-    candidates(user, n=10, genre=None, as_json=False, new_user=False)
 
 
 def main() -> None:  # pragma: no cover
