@@ -1,0 +1,35 @@
+"""Offline evaluation: suites (eval/*.toml), metrics, baselines, a resumable runner, reports
+and paired comparisons.
+
+    from promptrec.eval import load_suite, run_suite, compare_runs
+    result = run_suite("eval/ml100k.toml", "runs/ml100k", progress=True)
+    result.summary["rankers"][0]["metrics"]["ndcg@10"]   # {"mean", "low", "high"}
+"""
+
+from promptrec.eval.compare import Comparison, compare_runs, render_comparison
+from promptrec.eval.rankers import EvalData, EvalRanker, LLMRanker, RankOutput, RetrievalRanker, prepare_data
+from promptrec.eval.report import summarize, write_report
+from promptrec.eval.runner import RunMismatchError, RunResult, build_rankers, run_suite
+from promptrec.eval.suite import Suite, SuiteError, load_suite, parse_suite
+
+__all__ = [
+    "Comparison",
+    "EvalData",
+    "EvalRanker",
+    "LLMRanker",
+    "RankOutput",
+    "RetrievalRanker",
+    "RunMismatchError",
+    "RunResult",
+    "Suite",
+    "SuiteError",
+    "build_rankers",
+    "compare_runs",
+    "load_suite",
+    "parse_suite",
+    "prepare_data",
+    "render_comparison",
+    "run_suite",
+    "summarize",
+    "write_report",
+]

