@@ -197,8 +197,9 @@ class Suite(_Strict):
 
     @property
     def digest(self) -> str:
-        """sha256 of the resolved suite (what a run folder is tied to)."""
-        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:16]
+        """sha256 of the suite's non-default values (what a run folder is tied to): comments,
+        key order and a new optional field in a later version do not change it."""
+        return hashlib.sha256(self.model_dump_json(exclude_defaults=True).encode()).hexdigest()[:16]
 
 
 def parse_suite(text: str, name: str, origin: str = "<string>") -> Suite:
