@@ -1,0 +1,286 @@
+"""Rerank prompt templates: Jinja2 in a sandbox, one file a prompt, each declaring its scoring strategy.
+
+Template format (``prompts/rerank/*.j2``)::
+
+    {# strategy: letters #}
+    {% block system %}You are a movie recommender.{% endblock %}
+    {% block user %}The user watched, oldest first:
+    {% for item in history %}- {{ item.text }}
+    {% endfor %}...{% endblock %}
+    {% block assistant %}Answer:{% endblock %}
+
+* The first non-blank line is a Jinja comment declaring the scoring strategy:
+  ``letters``, ``likelihood`` or ``yesno``. A missing or unknown declaration is a
+  `PromptError` that names the file.
+* Blocks, each rendered on its own and stripped of surrounding whitespace:
+  ``system`` (optional; absent, the model's chat template supplies its default),
+  ``user`` (the user message; a template without blocks is all user message),
+  ``assistant`` (optional; text the model's reply starts with, e.g. ``Answer:``) and, for
+  ``likelihood`` templates, ``continuation`` (the text scored per candidate; default
+  ``{{ candidate.title }}``).
+* The backend applies the model's chat template to the system and user messages
+  (`LLMBackend.render_chat`), then the assistant prefix is appended verbatim.
+* Variables: ``history`` (list of ``{title, text}``, oldest first, may be empty),
+  ``candidates`` (list of ``{label, index, title, text}``; letters), ``candidate``
+  (one such entry; yesno and likelihood), ``n_candidates``. Every string is already
+  sanitised (`sanitize_text`): item text is untrusted.
+* Rendering uses a `SandboxedEnvironment` (no attribute access to Python internals) with
+  `StrictUndefined` (a misspelt variable is an error, not an empty string). Templates are
+  self-contained: ``{% include %}`` and ``{% extends %}`` are not available.
+* A template is identified in results by its name and ``hash`` (first 12 hex digits of
+  the sha256 of its source), so calibration can be keyed to the exact prompt text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import jinja2
+from jinja2 import StrictUndefined
+from jinja2.sandbox import SandboxedEnvironment
+
+import promptrec
+from promptrec.errors import PromptrecError
+
+Strategy = Literal["letters", "likelihood", "yesno"]
+STRATEGIES: tuple[str, ...] = ("letters", "likelihood", "yesno")
+BLOCKS: tuple[str, ...] = ("system", "user", "assistant", "continuation")
+
+_DECLARATION = re.compile(r"^\{#-?\s*strategy\s*:\s*([A-Za-z0-9_-]*)\s*-?#\}")
+
+
+class PromptError(PromptrecError):
+    """A prompt template cannot be found, parsed or rendered; the message names the file."""
+
+
+def default_prompts_dir() -> Path:
+    """The repository's ``prompts/`` folder (beside the ``promptrec`` package)."""
+    return Path(promptrec.__file__).resolve().parents[1] / "prompts"
+
+
+# --------------------------------------------------------------------------- sanitiser
+
+# Chat-template control markers of common model families: ChatML/Llama-3 style "<|...|>",
+# Llama-2 "[INST]"/"<<SYS>>"/"<s>", Gemma "<start_of_turn>" and friends.
+_SPECIAL_MARKERS = re.compile(
+    r"<\|[^<>|\s]{0,64}\|>"
+    r"|</?s>"
+    r"|\[/?INST\]"
+    r"|<</?SYS>>"
+    r"|<(?:start|end)_of_turn>"
+    r"|<(?:bos|eos|pad|unk|mask)>",
+    re.IGNORECASE,
+)
+_WHITESPACE = re.compile(r"\s+")
+_ELLIPSIS = "…"
+
+
+def sanitize_text(text: Any, max_chars: int | None = 200) -> str:
+    """Make untrusted item text safe to place in a prompt.
+
+    NFKC-normalises (so full-width look-alikes of markers are caught), turns newlines and
+    other whitespace controls into spaces, drops remaining control/format characters
+    (e.g. zero-width and bidi overrides), removes chat-template markers such as
+    ``<|im_start|>`` (repeatedly, then any stray ``<|`` / ``|>``, so nested markers cannot
+    reassemble), collapses
+    whitespace, and caps the result at ``max_chars`` characters (cut at a word boundary
+    when one is near, ending with "…"). ``max_chars=None`` disables the cap.
+    """
+    value = unicodedata.normalize("NFKC", "" if text is None else str(text))
+    chars = []
+    for ch in value:
+        category = unicodedata.category(ch)
+        if ch.isspace():
+            chars.append(" ")
+        elif category in ("Cc", "Cf", "Cs", "Co"):
+            continue
+        else:
+            chars.append(ch)
+    value = "".join(chars)
+    while True:
+        stripped = _SPECIAL_MARKERS.sub(" ", value)
+        if stripped == value:
+            break
+        value = stripped
+    value = value.replace("<|", " ").replace("|>", " ")  # leftovers of broken-up markers
+    value = _WHITESPACE.sub(" ", value).strip()
+    if max_chars is not None and len(value) > max_chars:
+        if max_chars <= 1:
+            return _ELLIPSIS[:max_chars]
+        cut = value[: max_chars - 1]
+        space = cut.rfind(" ")
+        if space >= max(1, len(cut) - 20):
+            cut = cut[:space]
+        value = cut.rstrip(" ,;:-—") + _ELLIPSIS
+    return value
+
+
+# --------------------------------------------------------------------------- templates
+
+
+@dataclass(frozen=True)
+class RenderedPrompt:
+    """A rendered template, before the model's chat template is applied."""
+
+    user: str
+    system: str | None = None
+    assistant_prefix: str = ""
+    continuation: str | None = None
+
+    def messages(self) -> list[dict[str, str]]:
+        msgs = []
+        if self.system:
+            msgs.append({"role": "system", "content": self.system})
+        msgs.append({"role": "user", "content": self.user})
+        return msgs
+
+
+def _make_environment() -> SandboxedEnvironment:
+    return SandboxedEnvironment(
+        undefined=StrictUndefined,
+        autoescape=False,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=False,
+    )
+
+
+_ENV = _make_environment()
+
+
+def parse_strategy(source: str, origin: str = "<template>") -> str:
+    """The strategy a template declares on its first non-blank line."""
+    first = next((line.strip() for line in source.splitlines() if line.strip()), "")
+    match = _DECLARATION.match(first)
+    if match is None:
+        raise PromptError(
+            f"{origin}: the first line must declare the scoring strategy, e.g. "
+            f"'{{# strategy: letters #}}' (one of {', '.join(STRATEGIES)})"
+        )
+    strategy = match.group(1)
+    if strategy not in STRATEGIES:
+        raise PromptError(
+            f"{origin}: declares unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}"
+        )
+    return strategy
+
+
+def template_hash(source: str) -> str:
+    """Short identity of a template: the first 12 hex digits of sha256(source)."""
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class RerankTemplate:
+    """One rerank prompt: its name, declared strategy, source hash and compiled Jinja template."""
+
+    name: str
+    source: str
+    strategy: str
+    hash: str
+    path: Path | None = None
+    _template: jinja2.Template = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
+
+    @classmethod
+    def from_string(cls, source: str, name: str = "<string>", path: Path | None = None) -> "RerankTemplate":
+        origin = str(path) if path is not None else name
+        strategy = parse_strategy(source, origin)
+        try:
+            compiled = _ENV.from_string(source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise PromptError(f"{origin}: line {exc.lineno}: {exc.message}") from exc
+        if "user" not in compiled.blocks and any(b in compiled.blocks for b in ("system", "assistant")):
+            raise PromptError(f"{origin}: has system/assistant blocks but no 'user' block")
+        return cls(name=name, source=source, strategy=strategy, hash=template_hash(source), path=path,
+                   _template=compiled)
+
+    @property
+    def origin(self) -> str:
+        return str(self.path) if self.path is not None else self.name
+
+    def _render_block(self, block: str, context: dict[str, Any]) -> str | None:
+        tmpl = self._template
+        if block not in tmpl.blocks:
+            return None
+        return "".join(tmpl.blocks[block](tmpl.new_context(context))).strip()
+
+    def render(self, **variables: Any) -> RenderedPrompt:
+        """Render with the given variables (see the module doc); errors name the file."""
+        try:
+            if "user" in self._template.blocks:
+                user = self._render_block("user", variables) or ""
+            else:
+                user = self._template.render(**variables).strip()
+            system = self._render_block("system", variables)
+            assistant = self._render_block("assistant", variables) or ""
+            continuation = None
+            if self.strategy == "likelihood":
+                continuation = self._render_block("continuation", variables)
+                if continuation is None and "candidate" in variables:
+                    continuation = str(variables["candidate"]["title"]).strip()
+        except jinja2.exceptions.SecurityError as exc:
+            raise PromptError(f"{self.origin}: unsafe template operation: {exc}") from exc
+        except jinja2.UndefinedError as exc:
+            raise PromptError(f"{self.origin}: {exc}") from exc
+        except jinja2.TemplateError as exc:
+            raise PromptError(f"{self.origin}: {exc}") from exc
+        if not user:
+            raise PromptError(f"{self.origin}: the user message rendered empty")
+        return RenderedPrompt(user=user, system=system or None, assistant_prefix=assistant,
+                              continuation=continuation)
+
+
+def resolve_template_path(name_or_path: str | Path, prompts_dir: Path | None = None, kind: str = "rerank") -> Path:
+    """A template file from a name (``letters``, ``letters.j2``, ``rerank/letters``) or a path."""
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".j2" and candidate.is_file():
+        return candidate
+    root = Path(prompts_dir) if prompts_dir is not None else default_prompts_dir()
+    name = str(name_or_path)
+    if name.endswith(".j2"):
+        name = name[: -len(".j2")]
+    tries = [root / kind / f"{name}.j2", root / f"{name}.j2"]
+    for path in tries:
+        if path.is_file():
+            return path
+    available = ", ".join(list_templates(kind, root)) or "none"
+    raise PromptError(f"no {kind} template {str(name_or_path)!r} in {root / kind} (available: {available})")
+
+
+def load_template(name_or_path: str | Path, prompts_dir: Path | None = None) -> RerankTemplate:
+    """Load a rerank template by name from ``prompts_dir`` (default: the repo's ``prompts/``) or by path."""
+    path = resolve_template_path(name_or_path, prompts_dir, "rerank")
+    try:
+        source = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PromptError(f"{path}: cannot read template: {exc}") from exc
+    return RerankTemplate.from_string(source, name=path.stem, path=path)
+
+
+def list_templates(kind: str = "rerank", prompts_dir: Path | None = None) -> list[str]:
+    """Names of the templates of one kind (``rerank``, ``explain``)."""
+    root = Path(prompts_dir) if prompts_dir is not None else default_prompts_dir()
+    folder = root / kind
+    if not folder.is_dir():
+        return []
+    return sorted(p.stem for p in folder.glob("*.j2"))
+
+
+# --------------------------------------------------------------------------- template variables
+
+
+def item_view(title: str, text: str, max_chars: int = 200) -> dict[str, str]:
+    """The sanitised ``{title, text}`` a template sees for a history item."""
+    return {"title": sanitize_text(title, max_chars), "text": sanitize_text(text, max_chars)}
+
+
+def candidate_label(index: int) -> str:
+    """Label of the index-th (0-based) candidate: A..Z."""
+    if not 0 <= index < 26:
+        raise ValueError(f"letters labels exist for 26 candidates at most, got index {index}")
+    return chr(ord("A") + index)
