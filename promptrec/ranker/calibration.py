@@ -1,0 +1,326 @@
+"""Logistic calibration: P(relevant | LLM score, retrieval features) per (user, candidate).
+
+Features (``FEATURE_NAMES``), computed within one user's candidate list:
+
+* ``llm_z``: the strategy's raw score, z-scored within the list (0 when all equal);
+* ``llm_rank_frac``: rank by LLM score as a fraction, 0 = best, 1 = worst;
+* ``fused_z``: the retrieval fused score, z-scored within the list;
+* ``retrieval_rank_frac``: retrieval rank as a fraction, 0 = best;
+* ``log_popularity``: log(1 + interactions with the item).
+
+Raw scores of different users are not comparable (a letters log-prob depends on the list),
+hence the within-list normalisation. When the LLM was degraded (no scores), the LLM features
+take their neutral values (z 0, rank fraction 0.5), so a calibrator still yields
+probabilities from the retrieval features. Features are standardised with the training means
+and scales, then P(r=1) = sigmoid(w . x + b) is fitted by Newton's method (IRLS) with a small
+L2 penalty on w.
+
+The fitted model is saved as JSON (atomic write) with a key: model id, template hash, encoder
+and strategy. Loading with an expected key that differs raises `CalibrationMismatchError`
+naming the field and how to refit (``promptrec calibrate``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from promptrec.errors import IndexMismatchError, PromptrecError
+from promptrec.retrieval.schema import CandidateList
+
+FORMAT = "promptrec.calibration/1"
+FEATURE_NAMES: tuple[str, ...] = ("llm_z", "llm_rank_frac", "fused_z", "retrieval_rank_frac", "log_popularity")
+
+
+class CalibrationMismatchError(IndexMismatchError):
+    """A saved calibration was fitted for another model, template, encoder or strategy."""
+
+
+class CalibrationKey(BaseModel):
+    """What a calibration is valid for; any difference means refit."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model_id: str
+    template_hash: str
+    encoder: str
+    strategy: str
+
+    def differences(self, other: "CalibrationKey") -> list[tuple[str, str, str]]:
+        return [
+            (name, getattr(self, name), getattr(other, name))
+            for name in type(self).model_fields
+            if getattr(self, name) != getattr(other, name)
+        ]
+
+
+class CalibrationRecord(BaseModel):
+    """One user's list for fitting: candidates, their LLM scores (input order) and the held-out item."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    candidates: CandidateList
+    scores: list[float] | None  # None: the LLM was degraded for this user
+    relevant_item_id: str | None
+
+
+class FitStats(BaseModel):
+    n: int
+    positives: int
+    users: int
+    skipped_users: int = 0  # records without LLM scores
+    logloss: float  # on the training rows
+    base_logloss: float  # of the constant base rate, for comparison
+    l2: float
+    iterations: int
+    fitted_at: float = Field(default_factory=time.time)
+
+
+# --------------------------------------------------------------------------- features
+
+
+def _zscore(values: np.ndarray) -> np.ndarray:
+    std = values.std()
+    if not np.isfinite(std) or std < 1e-12:
+        return np.zeros_like(values)
+    return (values - values.mean()) / std
+
+
+def _rank_fraction(values: np.ndarray, higher_is_better: bool = True) -> np.ndarray:
+    n = len(values)
+    if n <= 1:
+        return np.zeros(n)
+    keys = -values if higher_is_better else values
+    order = np.argsort(keys, kind="stable")
+    ranks = np.empty(n)
+    ranks[order] = np.arange(n)
+    return ranks / (n - 1)
+
+
+def candidate_features(candidates: CandidateList, scores: Sequence[float] | None) -> np.ndarray:
+    """The (n_candidates, len(FEATURE_NAMES)) raw feature matrix of one user's list."""
+    items = candidates.candidates
+    n = len(items)
+    if scores is not None and len(scores) != n:
+        raise ValueError(f"{len(scores)} scores for {n} candidates")
+    x = np.zeros((n, len(FEATURE_NAMES)))
+    if n == 0:
+        return x
+    if scores is not None:
+        s = np.asarray(scores, dtype=np.float64)
+        x[:, 0] = _zscore(s)
+        x[:, 1] = _rank_fraction(s)
+    else:
+        x[:, 1] = 0.5
+    fused = np.array([c.fused_score for c in items], dtype=np.float64)
+    x[:, 2] = _zscore(fused)
+    rank = np.array([c.rank for c in items], dtype=np.float64)
+    x[:, 3] = (rank - rank.min()) / max(rank.max() - rank.min(), 1.0) if n > 1 else 0.0
+    x[:, 4] = np.log1p(np.maximum([c.popularity for c in items], 0))
+    return x
+
+
+# --------------------------------------------------------------------------- logistic regression
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def _logloss(y: np.ndarray, p: np.ndarray) -> float:
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return float(-(y * np.log(p) + (1 - y) * np.log(1 - p)).mean())
+
+
+def fit_logistic(
+    x: np.ndarray, y: np.ndarray, l2: float = 1e-4, max_iter: int = 100, tol: float = 1e-10
+) -> tuple[np.ndarray, float, int]:
+    """Newton/IRLS for L2-penalised logistic regression (no penalty on the intercept).
+
+    Minimises mean logloss + l2/2 * |w|^2. Returns (w, b, iterations).
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    n, d = x.shape
+    if n == 0:
+        raise ValueError("no rows to fit")
+    design = np.hstack([x, np.ones((n, 1))])
+    theta = np.zeros(d + 1)
+    base = np.clip(y.mean(), 1e-6, 1 - 1e-6)
+    theta[-1] = math.log(base / (1 - base))
+    penalty = np.full(d + 1, l2)
+    penalty[-1] = 0.0
+    iterations = 0
+    for iterations in range(1, max_iter + 1):
+        p = _sigmoid(design @ theta)
+        grad = design.T @ (p - y) / n + penalty * theta
+        weights = p * (1 - p)
+        hess = (design * weights[:, None]).T @ design / n + np.diag(penalty) + 1e-10 * np.eye(d + 1)
+        step = np.linalg.solve(hess, grad)
+        theta -= step
+        if float(np.abs(step).max()) < math.sqrt(tol):
+            break
+    return theta[:-1].copy(), float(theta[-1]), iterations
+
+
+# --------------------------------------------------------------------------- calibrator
+
+
+class Calibrator(BaseModel):
+    """A fitted calibration: standardisation, weights and the key it is valid for."""
+
+    format: str = FORMAT
+    key: CalibrationKey
+    feature_names: list[str] = Field(default_factory=lambda: list(FEATURE_NAMES))
+    means: list[float]
+    scales: list[float]
+    weights: list[float]  # on standardised features
+    intercept: float
+    fit: FitStats
+
+    def _standardise(self, x: np.ndarray) -> np.ndarray:
+        return (x - np.asarray(self.means)) / np.asarray(self.scales)
+
+    def predict_features(self, x: np.ndarray) -> np.ndarray:
+        return _sigmoid(self._standardise(x) @ np.asarray(self.weights) + self.intercept)
+
+    def predict_proba(self, candidates: CandidateList, scores: Sequence[float] | None) -> np.ndarray:
+        """P(relevant) for each candidate of one list (scores in input order, None if degraded)."""
+        return self.predict_features(candidate_features(candidates, scores))
+
+    def raw_coefficients(self) -> tuple[np.ndarray, float]:
+        """Weights and intercept on the unstandardised features."""
+        w = np.asarray(self.weights) / np.asarray(self.scales)
+        b = self.intercept - float(np.dot(w, self.means))
+        return w, b
+
+    def check_key(self, expected: CalibrationKey, source: str | Path | None = None) -> None:
+        diffs = self.key.differences(expected)
+        if diffs:
+            what = "; ".join(f"{name}: fitted for {have!r}, now {want!r}" for name, have, want in diffs)
+            where = f" ({source})" if source else ""
+            raise CalibrationMismatchError(
+                f"the calibration{where} does not match the current setup: {what}. "
+                "Refit it with `promptrec calibrate`, or run without calibration."
+            )
+
+    def save(self, path: str | Path) -> Path:
+        """Write as JSON atomically (temporary file in the same folder, then rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(payload + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except OSError:
+                pass
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, expected_key: CalibrationKey | None = None) -> "Calibrator":
+        """Read a saved calibration; with ``expected_key``, refuse one fitted for another setup."""
+        path = Path(path)
+        try:
+            data: Any = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError) as exc:
+            raise PromptrecError(f"{path}: not a readable calibration file: {exc}") from exc
+        if not isinstance(data, dict) or data.get("format") != FORMAT:
+            raise PromptrecError(f"{path}: not a calibration file of format {FORMAT!r}")
+        try:
+            calibrator = cls.model_validate(data)
+        except ValueError as exc:
+            raise PromptrecError(f"{path}: malformed calibration file: {exc}") from exc
+        if list(calibrator.feature_names) != list(FEATURE_NAMES):
+            raise CalibrationMismatchError(
+                f"{path}: fitted on features {calibrator.feature_names}, this version uses {list(FEATURE_NAMES)}. "
+                "Refit it with `promptrec calibrate`."
+            )
+        if expected_key is not None:
+            calibrator.check_key(expected_key, path)
+        return calibrator
+
+
+def calibration_path(index_dir: str | Path) -> Path:
+    """Where a calibration lives: beside the index."""
+    return Path(index_dir) / "calibration.json"
+
+
+def build_training_rows(records: Iterable[CalibrationRecord]) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Stack features and 0/1 labels of every record that has LLM scores: (x, y, users, skipped)."""
+    xs, ys = [], []
+    users = skipped = 0
+    for record in records:
+        if record.scores is None:
+            skipped += 1
+            continue
+        if not record.candidates.candidates:
+            continue
+        users += 1
+        xs.append(candidate_features(record.candidates, record.scores))
+        ys.append(np.array([float(c.item_id == record.relevant_item_id) for c in record.candidates.candidates]))
+    if not xs:
+        return np.zeros((0, len(FEATURE_NAMES))), np.zeros(0), users, skipped
+    return np.vstack(xs), np.concatenate(ys), users, skipped
+
+
+def fit_features(x: np.ndarray, y: np.ndarray, key: CalibrationKey, *, l2: float = 1e-4,
+                 users: int = 0, skipped_users: int = 0) -> Calibrator:
+    """Fit a `Calibrator` on a raw feature matrix (columns FEATURE_NAMES) and 0/1 labels."""
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if len(y) == 0:
+        raise PromptrecError("no calibration rows: every record lacked LLM scores or candidates")
+    positives = int(y.sum())
+    if positives == 0 or positives == len(y):
+        raise PromptrecError(
+            f"calibration needs both relevant and non-relevant candidates; got {positives} of {len(y)} relevant "
+            "(is the held-out item among the retrieved candidates?)"
+        )
+    means = x.mean(axis=0)
+    scales = x.std(axis=0)
+    scales = np.where(scales < 1e-12, 1.0, scales)
+    z = (x - means) / scales
+    w, b, iterations = fit_logistic(z, y, l2=l2)
+    p = _sigmoid(z @ w + b)
+    base = np.full_like(y, y.mean())
+    return Calibrator(
+        key=key,
+        means=means.tolist(),
+        scales=scales.tolist(),
+        weights=w.tolist(),
+        intercept=b,
+        fit=FitStats(
+            n=len(y), positives=positives, users=users, skipped_users=skipped_users,
+            logloss=_logloss(y, p), base_logloss=_logloss(y, base), l2=l2, iterations=iterations,
+        ),
+    )
+
+
+def fit_calibration(records: Iterable[CalibrationRecord | dict[str, Any]], key: CalibrationKey,
+                    *, l2: float = 1e-4) -> Calibrator:
+    """Fit from per-user records (candidates, LLM scores in input order, relevant item id).
+
+    Records without LLM scores (degraded runs) are skipped and counted in ``fit.skipped_users``.
+    """
+    parsed = [r if isinstance(r, CalibrationRecord) else CalibrationRecord.model_validate(r) for r in records]
+    x, y, users, skipped = build_training_rows(parsed)
+    return fit_features(x, y, key, l2=l2, users=users, skipped_users=skipped)
