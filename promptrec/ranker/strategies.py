@@ -1,0 +1,298 @@
+"""Scoring strategies: turn a rendered template and an `LLMBackend` into one raw score per candidate.
+
+* ``letters`` (LlamaRec's verbalizer): the candidates are listed under letters A, B, C...;
+  one prompt, and the next-token log-probabilities of the letter tokens score every candidate
+  at once. The letter log-probs are renormalised over the listed letters (a log-distribution
+  over the candidates). Small models favour early letters, so the list is shown in
+  ``permutations`` orders (cyclic shifts by default, or seeded random shuffles; the first is
+  the retrieval order) and each candidate's log-prob is averaged over them. The prompts
+  share the history prefix, so the backend reuses its KV cache.
+* ``likelihood``: score = log P(c | prompt with history) - log P(c | prompt without history),
+  c the candidate's continuation text (pointwise mutual information between the history and
+  the candidate). Summed over tokens by default (``normalize="sum"``): the token count
+  appears in both terms, so the difference needs no length normalisation and stays a true
+  log-ratio; ``normalize="mean"`` divides it by the candidate's token count instead.
+  One shared prefix per prompt, so two prefix passes and two batched suffix passes in all.
+* ``yesno`` (TALLRec): one prompt per candidate, "Will this user enjoy X?"; score =
+  log P("Yes") - log P("No") for the first token of the reply (the log-odds of Yes, both
+  taken from the full-vocabulary distribution). The prompts share the history prefix.
+
+Label tokens (letters, Yes/No) are chosen for the text they follow: after a newline (the
+chat template's "assistant\\n") the bare label ``"A"``, otherwise the label with a leading
+space (``"Answer:" + " A"``), exactly as the tokenizer splits such text. A trailing space
+in the assistant prefix is dropped first, since "Answer: A" tokenizes as "Answer", ":", " A".
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from promptrec.ranker.backends.base import LLMBackend
+from promptrec.ranker.prompts import RenderedPrompt, RerankTemplate, candidate_label
+
+
+class OutputHealth(BaseModel):
+    """How well-formed the model's output distribution was.
+
+    ``label_mass``: the probability mass the model put on the answer tokens (letters shown,
+    or Yes/No), averaged over prompts. Low mass means the model wanted to say something else
+    (a known failure of small models) and the scores are less trustworthy.
+    ``invalid_outputs``: generated answers that were not a valid candidate (generative
+    strategies; always 0 for the scoring strategies here).
+    """
+
+    label_mass: float | None = None
+    min_label_mass: float | None = None
+    invalid_outputs: int = 0
+    notes: list[str] = Field(default_factory=list)
+
+
+class StrategyResult(BaseModel):
+    """Raw scores (higher = better), aligned with the candidates as given."""
+
+    strategy: str
+    scores: list[float]
+    prompt_tokens: int  # tokens of every distinct prompt text sent (before prefix reuse)
+    n_prompts: int
+    health: OutputHealth = Field(default_factory=OutputHealth)
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ItemView:
+    """What a template sees of one item: sanitised title and text."""
+
+    title: str
+    text: str
+
+
+class ScoringStrategy(Protocol):
+    name: str
+
+    def score(
+        self,
+        backend: LLMBackend,
+        template: RerankTemplate,
+        history: list[ItemView],
+        candidates: list[ItemView],
+    ) -> StrategyResult: ...
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _history_vars(history: list[ItemView]) -> list[dict[str, str]]:
+    return [{"title": h.title, "text": h.text} for h in history]
+
+
+def _candidate_var(view: ItemView, index: int, label: str | None = None) -> dict[str, Any]:
+    return {"title": view.title, "text": view.text, "index": index + 1, "label": label or ""}
+
+
+def _prompt_text(backend: LLMBackend, rendered: RenderedPrompt) -> str:
+    """Chat-formatted prompt plus the assistant prefix (trailing spaces dropped)."""
+    text = backend.render_chat(rendered.messages())
+    if rendered.assistant_prefix:
+        text += rendered.assistant_prefix.rstrip(" ")
+    return text
+
+
+def label_form(prompt: str, label: str) -> str:
+    """The label as the tokenizer would see it after ``prompt``: bare after whitespace, else " A"."""
+    return label if (not prompt or prompt[-1].isspace()) else " " + label
+
+
+def _check_template(template: RerankTemplate, expected: str) -> None:
+    if template.strategy != expected:
+        raise ValueError(
+            f"template {template.name} declares strategy {template.strategy!r}, not {expected!r}"
+        )
+
+
+def _permutations(n: int, count: int, mode: str, seed: int) -> list[list[int]]:
+    """``count`` distinct orders of range(n), the identity first (as far as n allows)."""
+    count = max(1, min(count, math.factorial(min(n, 10)) if n else 1))
+    orders = [list(range(n))]
+    if mode == "cyclic":
+        count = min(count, max(n, 1))
+        for k in range(1, count):
+            shift = round(k * n / count)
+            orders.append([(i + shift) % n for i in range(n)])
+    elif mode == "random":
+        rng = random.Random(seed)
+        seen = {tuple(orders[0])}
+        tries = 0
+        while len(orders) < count and tries < 100 * count:
+            tries += 1
+            order = list(range(n))
+            rng.shuffle(order)
+            if tuple(order) not in seen:
+                seen.add(tuple(order))
+                orders.append(order)
+    else:
+        raise ValueError(f"unknown permutation mode {mode!r}; use 'cyclic' or 'random'")
+    return orders
+
+
+# --------------------------------------------------------------------------- strategies
+
+
+class LettersStrategy:
+    """Label the candidates A, B, C...; next-token log-probs of the labels, averaged over orders."""
+
+    name = "letters"
+
+    def __init__(self, permutations: int = 3, permutation_mode: Literal["cyclic", "random"] = "cyclic", seed: int = 0):
+        if permutations < 1:
+            raise ValueError("permutations must be >= 1")
+        self.permutations = permutations
+        self.permutation_mode = permutation_mode
+        self.seed = seed
+
+    def score(self, backend: LLMBackend, template: RerankTemplate, history: list[ItemView],
+              candidates: list[ItemView]) -> StrategyResult:
+        _check_template(template, self.name)
+        n = len(candidates)
+        if n == 0:
+            return StrategyResult(strategy=self.name, scores=[], prompt_tokens=0, n_prompts=0)
+        if n > 26:
+            raise ValueError(f"the letters strategy labels 26 candidates at most, got {n}")
+        orders = _permutations(n, self.permutations, self.permutation_mode, self.seed)
+        labels = [candidate_label(i) for i in range(n)]
+        prompts = []
+        for order in orders:
+            shown = [_candidate_var(candidates[c], pos, labels[pos]) for pos, c in enumerate(order)]
+            rendered = template.render(history=_history_vars(history), candidates=shown, n_candidates=n)
+            prompts.append(_prompt_text(backend, rendered))
+        # Every permutation's prompt ends with the same assistant prefix, hence the same label form.
+        label_ids = backend.label_token_ids([label_form(prompts[0], lab) for lab in labels])
+        logp = np.asarray(backend.next_token_logprobs(prompts, label_ids), dtype=np.float64)  # (P, n)
+        mass = np.exp(logp).sum(axis=1)
+        renorm = logp - np.log(np.maximum(mass, 1e-300))[:, None]
+        per_candidate = np.zeros((len(orders), n))
+        for p, order in enumerate(orders):
+            for pos, c in enumerate(order):
+                per_candidate[p, c] = renorm[p, pos]
+        scores = per_candidate.mean(axis=0)
+        health = OutputHealth(label_mass=float(mass.mean()), min_label_mass=float(mass.min()))
+        if mass.mean() < 0.5:
+            health.notes.append(f"only {mass.mean():.0%} of the next-token mass is on the candidate letters")
+        return StrategyResult(
+            strategy=self.name,
+            scores=[float(s) for s in scores],
+            prompt_tokens=sum(backend.count_tokens(p) for p in prompts),
+            n_prompts=len(prompts),
+            health=health,
+            details={"permutations": [list(o) for o in orders],
+                     "position_logprobs": renorm.mean(axis=0).tolist()},
+        )
+
+
+class LikelihoodStrategy:
+    """log P(candidate | with history) - log P(candidate | without history)."""
+
+    name = "likelihood"
+
+    def __init__(self, normalize: Literal["sum", "mean"] = "sum"):
+        if normalize not in ("sum", "mean"):
+            raise ValueError("normalize must be 'sum' or 'mean'")
+        self.normalize = normalize
+
+    def _prefix_and_continuations(self, backend: LLMBackend, template: RerankTemplate,
+                                  history: list[ItemView], candidates: list[ItemView]) -> tuple[str, list[str]]:
+        prefix = None
+        continuations = []
+        for i, view in enumerate(candidates):
+            rendered = template.render(history=_history_vars(history), candidate=_candidate_var(view, i),
+                                       candidates=[], n_candidates=len(candidates))
+            text = _prompt_text(backend, rendered)
+            if prefix is None:
+                prefix = text
+            elif text != prefix:
+                raise ValueError(
+                    f"template {template.name}: the likelihood prompt must not depend on the candidate; "
+                    "put the candidate in the 'continuation' block only"
+                )
+            cont = (rendered.continuation or view.title).strip()
+            continuations.append(label_form(text, cont))
+        assert prefix is not None
+        return prefix, continuations
+
+    def score(self, backend: LLMBackend, template: RerankTemplate, history: list[ItemView],
+              candidates: list[ItemView]) -> StrategyResult:
+        _check_template(template, self.name)
+        if not candidates:
+            return StrategyResult(strategy=self.name, scores=[], prompt_tokens=0, n_prompts=0)
+        with_prefix, conts = self._prefix_and_continuations(backend, template, history, candidates)
+        without_prefix, conts0 = self._prefix_and_continuations(backend, template, [], candidates)
+        lp_with = np.asarray(backend.continuation_logprobs(with_prefix, conts), dtype=np.float64)
+        lp_without = np.asarray(backend.continuation_logprobs(without_prefix, conts0), dtype=np.float64)
+        scores = lp_with - lp_without
+        lengths = np.array([max(1, backend.count_tokens(c)) for c in conts], dtype=np.float64)
+        if self.normalize == "mean":
+            scores = scores / lengths
+        cont_tokens = int(lengths.sum())
+        return StrategyResult(
+            strategy=self.name,
+            scores=[float(s) for s in scores],
+            prompt_tokens=backend.count_tokens(with_prefix) + backend.count_tokens(without_prefix) + 2 * cont_tokens,
+            n_prompts=2,
+            details={"logp_with_history": lp_with.tolist(), "logp_without_history": lp_without.tolist(),
+                     "normalize": self.normalize},
+        )
+
+
+class YesNoStrategy:
+    """log P(Yes) - log P(No) after "Will this user enjoy X?", one prompt per candidate."""
+
+    name = "yesno"
+
+    def __init__(self, yes: str = "Yes", no: str = "No"):
+        self.yes, self.no = yes, no
+
+    def score(self, backend: LLMBackend, template: RerankTemplate, history: list[ItemView],
+              candidates: list[ItemView]) -> StrategyResult:
+        _check_template(template, self.name)
+        if not candidates:
+            return StrategyResult(strategy=self.name, scores=[], prompt_tokens=0, n_prompts=0)
+        prompts = []
+        for i, view in enumerate(candidates):
+            rendered = template.render(history=_history_vars(history), candidate=_candidate_var(view, i),
+                                       candidates=[], n_candidates=len(candidates))
+            prompts.append(_prompt_text(backend, rendered))
+        forms = {label_form(p, self.yes) for p in prompts}
+        if len(forms) != 1:
+            raise ValueError(f"template {template.name}: candidate prompts end differently; keep the question's end fixed")
+        ids = backend.label_token_ids([label_form(prompts[0], self.yes), label_form(prompts[0], self.no)])
+        logp = np.asarray(backend.next_token_logprobs(prompts, ids), dtype=np.float64)  # (n, 2)
+        mass = np.exp(logp).sum(axis=1)
+        health = OutputHealth(label_mass=float(mass.mean()), min_label_mass=float(mass.min()))
+        if mass.mean() < 0.5:
+            health.notes.append(f"only {mass.mean():.0%} of the next-token mass is on Yes/No")
+        return StrategyResult(
+            strategy=self.name,
+            scores=[float(s) for s in logp[:, 0] - logp[:, 1]],
+            prompt_tokens=sum(backend.count_tokens(p) for p in prompts),
+            n_prompts=len(prompts),
+            health=health,
+            details={"p_yes": np.exp(logp[:, 0]).tolist()},
+        )
+
+
+_STRATEGIES = {"letters": LettersStrategy, "likelihood": LikelihoodStrategy, "yesno": YesNoStrategy}
+
+
+def make_strategy(name: str, **options: Any) -> ScoringStrategy:
+    """A strategy by name with its options (letters: permutations, permutation_mode, seed;
+    likelihood: normalize; yesno: yes, no)."""
+    try:
+        cls = _STRATEGIES[name]
+    except KeyError:
+        raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(_STRATEGIES)}") from None
+    return cls(**options)
