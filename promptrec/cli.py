@@ -21,6 +21,15 @@ data_app = typer.Typer(help="Named data sets.", no_args_is_help=True)
 models_app = typer.Typer(help="Named models (generators and encoders).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+
+
+def _mount_subcommands() -> None:
+    from promptrec.eval.cli import eval_app
+
+    app.add_typer(eval_app, name="eval", help="Offline evaluation runs: suites, reports, paired comparisons.")
+
+
+_mount_subcommands()
 console = Console()
 err = Console(stderr=True)
 
