@@ -1,11 +1,13 @@
 """Prefix KV-cache reuse vs separate full passes, and per-strategy rerank latency, in one run.
 
-    python benchmarks/kv_reuse.py [--model NAME_OR_FOLDER] [--dtype bfloat16] [--repeats 3]
+    python benchmarks/kv_reuse.py [--model NAME_OR_FOLDER] [--dtype bfloat16] [--repeats 3] [--threads N]
 
 20 MovieLens-style candidates and a 10-item history. For each strategy it times
 `LLMReranker.run` with the backend's prefix reuse on and off (same inputs, interleaved,
 median of --repeats), prints the speed ratio and the largest score difference between the
 two. Two-thread CPU timings swing between runs: read the ratios, not the absolute times.
+On a shared, busy machine ``--threads 1`` avoids OpenMP threads waiting on each other, and
+the process CPU time (also printed) is steadier than wall time.
 """
 
 from __future__ import annotations
@@ -76,36 +78,47 @@ def main() -> None:
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--strategies", default="letters,likelihood,yesno")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     from promptrec.assets import resolve_model
 
     path = resolve_model(args.model, Settings())
     backend = TransformersBackend(path, model_id=args.model, dtype=args.dtype, device="auto")
     cands = candidate_list()
-    print(f"model {args.model} ({backend.device}, {args.dtype}); {len(cands.candidates)} candidates, "
-          f"{len(HISTORY)} history items; median of {args.repeats}")
-    print(f"{'strategy':<11} {'prompts':>7} {'tokens':>7} {'reuse s':>8} {'full s':>8} {'speedup':>8} {'max |diff|':>11}")
+    import torch
+
+    print(f"model {args.model} ({backend.device}, {args.dtype}, {torch.get_num_threads()} threads); "
+          f"{len(cands.candidates)} candidates, {len(HISTORY)} history items; median of {args.repeats}")
+    print(f"{'strategy':<11} {'prompts':>7} {'tokens':>7} {'reuse s':>8} {'full s':>8} {'speedup':>8} "
+          f"{'reuse cpu':>9} {'full cpu':>9} {'cpu ratio':>9} {'max |diff|':>11}")
     for name in args.strategies.split(","):
         reranker = LLMReranker(backend, name, timeout_s=None)
         reranker.run(HISTORY, cands)  # warm-up
         times: dict[bool, list[float]] = {True: [], False: []}
+        cpu: dict[bool, list[float]] = {True: [], False: []}
         scores: dict[bool, np.ndarray] = {}
         result = None
         for _ in range(args.repeats):
             for reuse in (True, False):
                 backend.reuse_prefix = reuse
-                started = time.perf_counter()
+                started, cpu_started = time.perf_counter(), time.process_time()
                 result = reranker.run(HISTORY, cands)
                 times[reuse].append(time.perf_counter() - started)
+                cpu[reuse].append(time.process_time() - cpu_started)
                 assert not result.degraded, result.degraded_reason
                 scores[reuse] = np.asarray(result.scores_in_input_order())
         backend.reuse_prefix = True
         t_reuse, t_full = statistics.median(times[True]), statistics.median(times[False])
+        c_reuse, c_full = statistics.median(cpu[True]), statistics.median(cpu[False])
         diff = float(np.abs(scores[True] - scores[False]).max())
         assert result is not None
         print(f"{name:<11} {result.n_prompts:>7} {result.prompt_tokens:>7} {t_reuse:>8.3f} {t_full:>8.3f} "
-              f"{t_full / t_reuse:>7.2f}x {diff:>11.2e}")
+              f"{t_full / t_reuse:>7.2f}x {c_reuse:>9.2f} {c_full:>9.2f} {c_full / c_reuse:>8.2f}x {diff:>11.2e}")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ def test_shipped_templates_render():
     assert letters.system and letters.assistant_prefix == "Answer:"
     cand = CANDS[0]
     yesno = load_template("yesno").render(history=HISTORY, candidate=cand, candidates=[], n_candidates=2)
-    assert "Heat (1995)" in yesno.user and yesno.assistant_prefix == ""
+    assert "Heat (1995)" in yesno.user and yesno.assistant_prefix == "Answer:"
     lik = load_template("likelihood").render(history=HISTORY, candidate=cand, candidates=[], n_candidates=2)
     assert lik.continuation == "Heat (1995)"
     assert "Heat" not in lik.user
