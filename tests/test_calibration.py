@@ -81,6 +81,20 @@ def test_candidate_features():
         candidate_features(cl, [1.0, 2.0, 3.0])
 
 
+def test_source_features_are_reciprocal_ranks_and_zero_when_absent():
+    cl = _list(2, np.random.default_rng(4))
+    first, second = cl.candidates
+    cl.candidates[0] = first.model_copy(update={
+        "source_ranks": {"transitions": 4, "text": 1}, "source_scores": {"transitions": 2.0, "text": 0.7},
+    })
+    cl.candidates[1] = second.model_copy(update={"source_ranks": {"behaviour": 2}, "source_scores": {"behaviour": 0.3}})
+    x = candidate_features(cl, None)
+    col = {name: n for n, name in enumerate(FEATURE_NAMES)}
+    assert x[0, col["transitions_rr"]] == 0.25 and x[0, col["text_rr"]] == 1.0 and x[0, col["behaviour_rr"]] == 0.0
+    assert x[1, col["behaviour_rr"]] == 0.5 and x[1, col["transitions_rr"]] == 0.0
+    assert x[0, col["log_transitions"]] == pytest.approx(np.log1p(2.0)) and x[1, col["log_transitions"]] == 0.0
+
+
 def _records(n_users: int, rng: np.random.Generator, strength: float = 2.0) -> list[CalibrationRecord]:
     records = []
     for u in range(n_users):
@@ -108,7 +122,7 @@ def test_fit_calibration_from_records_and_round_trip(tmp_path):
     assert path.name == "calibration.json" and not list(path.parent.glob("*.tmp"))
     data = json.loads(path.read_text())
     assert data["key"] == KEY.model_dump() and data["feature_names"] == list(FEATURE_NAMES)
-    assert set(data["fit"]) >= {"n", "positives", "logloss"} and len(data["means"]) == len(data["scales"]) == 5
+    assert set(data["fit"]) >= {"n", "positives", "logloss"} and len(data["means"]) == len(data["scales"]) == len(FEATURE_NAMES)
     loaded = Calibrator.load(path, expected_key=KEY)
     probe = records[0]
     np.testing.assert_allclose(loaded.predict_proba(probe.candidates, probe.scores),

@@ -6,7 +6,14 @@ Features (``FEATURE_NAMES``), computed within one user's candidate list:
 * ``llm_rank_frac``: rank by LLM score as a fraction, 0 = best, 1 = worst;
 * ``fused_z``: the retrieval fused score, z-scored within the list;
 * ``retrieval_rank_frac``: retrieval rank as a fraction, 0 = best;
-* ``log_popularity``: log(1 + interactions with the item).
+* ``log_popularity``: log(1 + interactions with the item);
+* ``transitions_rr``, ``behaviour_rr``, ``text_rr``: 1 / the item's rank in that retrieval
+  source (0 when the source did not return it), so the layer learns its own fusion;
+* ``log_transitions``: log(1 + the transitions score).
+
+On MovieLens-100K (test split, 20 candidates, fitted on validation users) the retrieval
+features alone lift NDCG@10 from .091 (reciprocal-rank fusion) to .101: the logistic layer is
+a learned fusion, and the LLM features add to it only what they carry.
 
 Raw scores of different users are not comparable (a letters log-prob depends on the list),
 hence the within-list normalisation. When the LLM was degraded (no scores), the LLM features
@@ -38,7 +45,11 @@ from promptrec.errors import IndexMismatchError, PromptrecError
 from promptrec.retrieval.schema import CandidateList
 
 FORMAT = "promptrec.calibration/1"
-FEATURE_NAMES: tuple[str, ...] = ("llm_z", "llm_rank_frac", "fused_z", "retrieval_rank_frac", "log_popularity")
+SOURCE_FEATURES: tuple[str, ...] = ("transitions", "behaviour", "text")
+FEATURE_NAMES: tuple[str, ...] = (
+    "llm_z", "llm_rank_frac", "fused_z", "retrieval_rank_frac", "log_popularity",
+    *(f"{source}_rr" for source in SOURCE_FEATURES), "log_transitions",
+)
 
 
 class CalibrationMismatchError(IndexMismatchError):
@@ -126,6 +137,9 @@ def candidate_features(candidates: CandidateList, scores: Sequence[float] | None
     rank = np.array([c.rank for c in items], dtype=np.float64)
     x[:, 3] = (rank - rank.min()) / max(rank.max() - rank.min(), 1.0) if n > 1 else 0.0
     x[:, 4] = np.log1p(np.maximum([c.popularity for c in items], 0))
+    for col, source in enumerate(SOURCE_FEATURES, start=5):
+        x[:, col] = [1.0 / c.source_ranks[source] if source in c.source_ranks else 0.0 for c in items]
+    x[:, 5 + len(SOURCE_FEATURES)] = np.log1p(np.maximum([c.source_scores.get("transitions", 0.0) for c in items], 0))
     return x
 
 
