@@ -34,7 +34,6 @@ def main() -> None:
             "name": "rerank-bench",
             "grid": suite.grid.model_copy(update={"users": count(args.llm_users)}),
             "calibration": suite.calibration.model_copy(update={"users": count(args.calibration_users)}),
-            "baselines": suite.baselines.model_copy(update={"rankers": ["retrieval"]}),
         }
     )
     result = run_suite(suite, args.out, progress=True)
