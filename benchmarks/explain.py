@@ -1,0 +1,176 @@
+"""How grounded are "why this item?" explanations? For a seeded sample of MovieLens-100K users,
+each model explains the user's top retrieval candidate (the full catalog and log; the same
+users and items for every model), and the script prints, per model, side by side:
+
+* cites history: the share of final explanations that name at least one real history item
+  from the evidence — over all answers, and over the model-written ones (fallback excluded);
+* invented title: the share of the model's first answers naming a title that is in no
+  catalog; beside it, the shares naming a real catalog title outside the evidence, and
+  claiming the user watched an item they did not; and the same for the final answers
+  (what the user sees; the check exists to make these zero);
+* regenerated / fallback: how often the first answer failed and was regenerated, and how
+  often the regenerated one failed too and the plain evidence explanation was shown;
+* latency per explanation (evidence + generation + checks; p50 / p90 / mean) and model calls.
+
+    python benchmarks/explain.py [--users 30] [--models smollm2-135m-instruct,qwen2.5-coder-0.5b-instruct]
+                                 [--follow-up] [--threads 1] [--out runs/explain-bench.json]
+
+Greedy decoding, max_new_tokens 120, the shipped template (prompts/explain/grounded.j2).
+``--follow-up`` asks one more question per user ("What else do these movies have in
+common?") and reports it as a second row per model. ``--out`` writes every answer (JSON) for
+reading examples. Torch threads default to 1: on a shared 2-core machine two threads measured
+~15x slower under contention. Timings swing with load: compare models within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+from pathlib import Path
+
+FOLLOW_UP = "What else do these movies have in common?"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    pos = (len(ordered) - 1) * q
+    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def summarise(rows: list[dict]) -> dict[str, float]:
+    n = len(rows)
+    share = lambda key: sum(bool(r[key]) for r in rows) / n if n else float("nan")  # noqa: E731
+    written = [r for r in rows if r["grounding"] != "fallback"]
+    latencies = [r["latency_s"] for r in rows]
+    return {
+        "n": n,
+        "cites_history": share("cites_history"),
+        "cites_history_model_written": (
+            sum(r["cites_history"] for r in written) / len(written) if written else float("nan")
+        ),
+        "first_invented": share("first_invented"),
+        "first_unsupported": share("first_unsupported"),
+        "first_misattributed": share("first_misattributed"),
+        "final_invented": share("final_invented"),
+        "final_unsupported": share("final_unsupported"),
+        "regenerated": sum(r["grounding"] == "regenerated" for r in rows) / n if n else float("nan"),
+        "fallback": sum(r["grounding"] == "fallback" for r in rows) / n if n else float("nan"),
+        "latency_p50": percentile(latencies, 0.5),
+        "latency_p90": percentile(latencies, 0.9),
+        "latency_mean": statistics.fmean(latencies) if latencies else float("nan"),
+        "calls_per_answer": statistics.fmean(r["attempts"] for r in rows) if rows else float("nan"),
+    }
+
+
+def row_of(conv, explanation, user: str) -> dict:
+    history = conv.rec.history(user)
+    first = explanation.checks[0]
+    final = conv.titles.check(explanation.text, conv.allowed, history=history)
+    return {
+        "user": user,
+        "item": explanation.item_id,
+        "question": explanation.question,
+        "kind": explanation.kind,
+        "grounding": explanation.grounding,
+        "text": explanation.text,
+        "rejected": explanation.rejected,
+        "offending": explanation.offending,
+        "cites_history": explanation.cites_history,
+        "first_invented": bool(first.invented),
+        "first_unsupported": bool(first.unsupported),
+        "first_misattributed": bool(first.misattributed),
+        "final_invented": bool(final.invented),
+        "final_unsupported": bool(final.unsupported),
+        "attempts": explanation.attempts,
+        "latency_s": explanation.latency_s,
+        "evidence": [r.item_id for r in explanation.evidence.related],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--users", type=int, default=30, help="seeded sample of users (default 30)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models", default="smollm2-135m-instruct,qwen2.5-coder-0.5b-instruct")
+    parser.add_argument("--follow-up", action="store_true", help=f"also ask {FOLLOW_UP!r}")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--max-new-tokens", type=int, default=120)
+    parser.add_argument("--out", type=Path, default=None, help="write every answer here (JSON)")
+    args = parser.parse_args()
+
+    import torch
+
+    from promptrec.assets import resolve_model
+    from promptrec.config import Settings
+    from promptrec.explain import Conversation
+    from promptrec.explain.grounding import TitleIndex
+    from promptrec.ranker.backends.transformers_backend import TransformersBackend
+    from promptrec.recommender import Recommender
+
+    torch.set_num_threads(args.threads)
+    settings = Settings()
+    started = time.perf_counter()
+    rec = Recommender.from_settings(settings)
+    print(f"index ready in {time.perf_counter() - started:.1f} s ({len(rec.catalog)} items, {len(rec.histories)} users)")
+    titles = TitleIndex(rec.catalog)
+    users = sorted(random.Random(args.seed).sample(sorted(rec.histories, key=int), args.users), key=int)
+    items = {u: rec.candidates(u, 1).candidates[0].item_id for u in users}
+
+    results: dict[str, dict[str, list[dict]]] = {}
+    for name in [m.strip() for m in args.models.split(",") if m.strip()]:
+        backend = TransformersBackend(resolve_model(name, settings), model_id=name, device="cpu")
+        results[name] = {"why": [], "follow-up": []}
+        for n, user in enumerate(users, start=1):
+            conv = Conversation(rec, user, backend, use_ranker=False, titles=titles,
+                                max_new_tokens=args.max_new_tokens)
+            why = conv.why(items[user])
+            results[name]["why"].append(row_of(conv, why, user))
+            if args.follow_up:
+                results[name]["follow-up"].append(row_of(conv, conv.ask(FOLLOW_UP), user))
+            print(f"  {name}: {n}/{len(users)} users, last {why.grounding} in {why.latency_s:.1f} s", flush=True)
+        del backend
+
+    header = ["", *(f"{m} ({kind})" for m in results for kind in ("why", "follow-up") if results[m][kind])]
+    summaries = {
+        f"{m} ({kind})": summarise(rows) for m in results for kind, rows in results[m].items() if rows
+    }
+    labels = [
+        ("n", "explanations", "{:.0f}"),
+        ("cites_history", "cite >= 1 real history item (final)", "{:.0%}"),
+        ("cites_history_model_written", "  ... among model-written (no fallback)", "{:.0%}"),
+        ("first_invented", "first answer: invented title (in no catalog)", "{:.0%}"),
+        ("first_unsupported", "first answer: catalog title outside the evidence", "{:.0%}"),
+        ("first_misattributed", "first answer: says the user watched an unwatched item", "{:.0%}"),
+        ("final_invented", "final answer: invented title", "{:.0%}"),
+        ("final_unsupported", "final answer: title outside the evidence", "{:.0%}"),
+        ("regenerated", "regenerated once, then passed", "{:.0%}"),
+        ("fallback", "fallback to the evidence explanation", "{:.0%}"),
+        ("latency_p50", "latency p50 (s)", "{:.1f}"),
+        ("latency_p90", "latency p90 (s)", "{:.1f}"),
+        ("latency_mean", "latency mean (s)", "{:.1f}"),
+        ("calls_per_answer", "model calls per answer", "{:.2f}"),
+    ]
+    width = max(len(label) for _, label, _ in labels)
+    cols = [max(len(h), 10) for h in header[1:]]
+    print()
+    print(f"Explanations on MovieLens-100K: {len(users)} users (seed {args.seed}), each user's top "
+          f"retrieval candidate; greedy, max_new_tokens {args.max_new_tokens}, torch threads {args.threads}")
+    print(" | ".join([" " * width, *(h.rjust(c) for h, c in zip(header[1:], cols))]))
+    for key, label, fmt in labels:
+        cells = [fmt.format(summaries[h][key]).rjust(c) for h, c in zip(header[1:], cols)]
+        print(" | ".join([label.ljust(width), *cells]))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"users": users, "items": items, "summaries": summaries,
+                                        "results": results}, indent=1))
+        print(f"\nanswers written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,488 @@
+"""A "why this item?" conversation with one user, grounded in that user's own records.
+
+    conv = explain(rec, "1", "50")          # or Recommender.explain("1", "50")
+    conv.explanation.text                    # the answer
+    conv.explanation.evidence.related        # the history items it rests on (real ids)
+    conv.explanation.grounding               # "ok" | "regenerated" | "fallback"
+    conv.ask("What do they have in common?") # continues with the earlier turns in context
+    conv.why("172")                          # switch to another item
+    conv.recommend_more(5)                   # the next recommendations, not yet shown
+
+How one answer is made:
+
+1. The evidence for the item in focus is built deterministically (`build_evidence`) and
+   rendered into the system message of the template (``prompts/explain/*.j2``). It is the
+   only record data the model sees, and it belongs to this conversation's user only.
+2. The model answers (greedy, ``max_new_tokens`` capped). `TitleIndex.check` looks for
+   catalog titles outside the allowed set (the items shown to the model in this
+   conversation) and for invented titles. An answer that fails is regenerated once, with
+   the allowed titles spelt out; if that fails too, the template's plain ``fallback``
+   explanation, built from the evidence alone, replaces it. `Explanation.grounding` says
+   which happened, ``offending`` names the titles and ``rejected`` keeps the rejected texts.
+3. The turn joins the context. Before each call the context is trimmed oldest turn first
+   to ``max_history_tokens`` / ``max_turns``; the system message (the evidence) and the
+   current question are never trimmed.
+
+Questions are untrusted text: empty ones and ones over ``max_question_chars`` are refused
+(`QuestionError`), chat-template markers and control characters are removed.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field
+
+from promptrec.errors import PromptrecError, UnknownItemError
+from promptrec.explain.evidence import Evidence, build_evidence
+from promptrec.explain.grounding import GroundingCheck, TitleIndex
+from promptrec.explain.prompts import (
+    DEFAULT_TEMPLATE,
+    ExplainTemplate,
+    evidence_variables,
+    load_explain_template,
+    safe_title,
+)
+from promptrec.ranker.prompts import sanitize_text
+
+if TYPE_CHECKING:  # pragma: no cover
+    from promptrec.ranker.backends.base import LLMBackend
+    from promptrec.recommender import Recommender
+    from promptrec.schema import RecommendationList
+
+Grounding = Literal["ok", "regenerated", "fallback"]
+
+MAX_QUESTION_CHARS = 500
+MAX_NEW_TOKENS = 120
+MAX_ANSWER_CHARS = 1500
+# A small model sometimes writes the next turn itself; the answer ends where one begins.
+_FAKE_TURN = re.compile(r"\n\s*(?:user|human|question|q|assistant|system)\s*[:\n]", re.IGNORECASE)
+_MARKERS = re.compile(r"<\|[^<>|\s]{0,64}\|>|</?s>|\[/?INST\]|<</?SYS>>|<(?:start|end)_of_turn>", re.IGNORECASE)
+
+
+class QuestionError(PromptrecError, ValueError):
+    """A question is empty or longer than the cap."""
+
+
+class Explanation(BaseModel):
+    """One answer of a conversation and everything it rests on."""
+
+    user_id: str
+    item_id: str  # the item in focus
+    question: str  # as asked (sanitised)
+    kind: Literal["why", "free"]
+    text: str  # the answer shown to the user
+    evidence: Evidence
+    grounding: Grounding
+    offending: list[str] = Field(default_factory=list)  # titles that failed the check, as written
+    rejected: list[str] = Field(default_factory=list)  # model answers that failed the check
+    checks: list[GroundingCheck] = Field(default_factory=list)  # one per model answer
+    cited_history_ids: list[str] = Field(default_factory=list)  # evidence history items the answer names
+    model_id: str
+    template: str
+    template_hash: str
+    attempts: int  # model calls made (1 or 2)
+    prompt_tokens: int  # of the last model call
+    trimmed_turns: int = 0  # turns dropped from the context so far
+    latency_s: float = 0.0  # the whole answer: evidence (for why), generation, checks
+
+    @property
+    def cites_history(self) -> bool:
+        return bool(self.cited_history_ids)
+
+
+class Suggestion(BaseModel):
+    """One item of a "recommend more" list."""
+
+    item_id: str
+    title: str
+    rank: int
+    probability: float | None = None
+    llm_score: float | None = None
+    retrieval_rank: int | None = None
+
+
+@dataclass
+class StreamEvent:
+    """What `Conversation.ask_stream` yields.
+
+    ``delta``: a piece of the model's answer as it is generated; ``retract``: the answer
+    streamed so far failed the grounding check and is withdrawn (``text`` names why);
+    ``done``: the final `Explanation` (its ``text`` is the answer to show when different
+    from what was streamed).
+    """
+
+    kind: Literal["delta", "retract", "done"]
+    text: str = ""
+    explanation: Explanation | None = None
+
+
+@dataclass
+class Turn:
+    role: Literal["user", "assistant"]
+    content: str
+
+
+def clean_answer(text: str, max_chars: int = MAX_ANSWER_CHARS) -> str:
+    """Model output as shown: no chat markers or control characters, no invented next turn."""
+    cut = _FAKE_TURN.search("\n" + text)
+    if cut:
+        text = ("\n" + text)[: cut.start()]
+    lines = []
+    for line in text.splitlines():
+        line = _MARKERS.sub(" ", line)
+        lines.append(sanitize_text(line, None))
+    text = "\n".join(lines)
+    text = re.sub(r"\n{3,}", "\n\n", text).strip()
+    if len(text) > max_chars:
+        text = sanitize_text(text, max_chars)
+    return text
+
+
+def last_full_sentence(text: str) -> str:
+    """``text`` up to its last sentence end ("." "!" "?", maybe followed by a quote or bracket);
+    unchanged when it has none."""
+    ends = list(re.finditer(r"[.!?][\"”')\]]*(?=\s|$)", text))
+    if not ends:
+        return text
+    return text[: ends[-1].end()].strip()
+
+
+def resolve_backend(rec: Recommender, backend: LLMBackend | None = None) -> LLMBackend:
+    """The backend to use: the one given, else the recommender's own (`Recommender.backend`:
+    the configured generator, loaded once and shared with the ranker)."""
+    if backend is not None:
+        return backend
+    found = getattr(rec, "backend", None)
+    if found is None:
+        raise PromptrecError("explanations need an LLM backend: pass backend=")
+    return found
+
+
+class Conversation:
+    """A dialogue about one user's recommendations (see the module doc)."""
+
+    def __init__(
+        self,
+        rec: Recommender,
+        user_id: str,
+        backend: LLMBackend | None = None,
+        *,
+        template: ExplainTemplate | str | Path = DEFAULT_TEMPLATE,
+        recommendations: RecommendationList | None = None,
+        use_ranker: bool = True,
+        evidence_items: int = 3,
+        max_new_tokens: int = MAX_NEW_TOKENS,
+        max_question_chars: int = MAX_QUESTION_CHARS,
+        max_history_tokens: int = 600,
+        max_turns: int = 8,
+        titles: TitleIndex | None = None,
+    ):
+        self.rec = rec
+        self.user_id = str(user_id)
+        rec.history(self.user_id)  # an unknown user fails here, before any model is loaded
+        self._backend = backend
+        self.template = template if isinstance(template, ExplainTemplate) else load_explain_template(template)
+        self._recommendations = recommendations
+        self._ranker_note: str | None = None
+        self.use_ranker = use_ranker
+        self.evidence_items = evidence_items
+        self.max_new_tokens = max_new_tokens
+        self.max_question_chars = max_question_chars
+        self.max_history_tokens = max_history_tokens
+        self.max_turns = max_turns
+        self.titles = titles or _title_index(rec)
+        self.evidence: Evidence | None = None  # the item in focus
+        self.turns: list[Turn] = []
+        self.explanations: list[Explanation] = []
+        self.shown: list[Suggestion] = []  # recommendations listed so far, in order
+        self.allowed: set[str] = set()  # item ids shown to the model in this conversation
+        self.trimmed_turns = 0
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def backend(self) -> LLMBackend:
+        if self._backend is None:
+            self._backend = resolve_backend(self.rec, None)
+        return self._backend
+
+    @property
+    def explanation(self) -> Explanation:
+        """The latest answer."""
+        if not self.explanations:
+            raise PromptrecError("nothing has been explained yet: call why(item) first")
+        return self.explanations[-1]
+
+    @property
+    def text(self) -> str:
+        return self.explanation.text
+
+    @property
+    def grounding(self) -> Grounding:
+        return self.explanation.grounding
+
+    def why(self, item_id: str) -> Explanation:
+        """Explain why ``item_id`` was recommended; it becomes the item in focus."""
+        return _last(self._why(item_id, stream=False))
+
+    def why_stream(self, item_id: str) -> Iterator[StreamEvent]:
+        """`why`, yielding the answer as it is generated (see `StreamEvent`)."""
+        return self._why(item_id, stream=True)
+
+    def _why(self, item_id: str, stream: bool) -> Iterator[StreamEvent]:
+        started = time.perf_counter()
+        self.focus(item_id)
+        assert self.evidence is not None
+        question = self.template.render("why_question", **evidence_variables(self.evidence))
+        yield from self._answer(question, "why", stream=stream, started=started)
+
+    def ask(self, question: str) -> Explanation:
+        """Ask a free question about the item in focus; earlier turns stay in context."""
+        return _last(self._answer(self.check_question(question), "free", stream=False))
+
+    def ask_stream(self, question: str) -> Iterator[StreamEvent]:
+        """`ask`, yielding the answer as it is generated (see `StreamEvent`)."""
+        return self._answer(self.check_question(question), "free", stream=True)
+
+    def focus(self, item_id: str) -> Evidence:
+        """Build the evidence for ``item_id`` and make it the item in focus (no model call)."""
+        item = self.rec.item(item_id)
+        recs = self.recommendations()
+        self.evidence = build_evidence(
+            self.rec, self.user_id, item.item_id, k=self.evidence_items, recommendations=recs,
+            ranker_note=self._ranker_note,
+        )
+        self.allowed.update(self.evidence.cited_item_ids())
+        return self.evidence
+
+    def recommendations(self) -> RecommendationList | None:
+        """The ranker's list for this user (computed once), when a ranker is available."""
+        if self._recommendations is None and self.use_ranker and self._ranker_note is None:
+            recommend = getattr(self.rec, "recommend", None)
+            if recommend is None:
+                self._ranker_note = "no ranker scores: this recommender has no recommend()"
+            else:
+                try:
+                    self._recommendations = recommend(self.user_id, k=self.rec.settings.n_candidates)
+                except Exception as exc:  # noqa: BLE001 - an explanation does not need the ranker
+                    self._ranker_note = f"no ranker scores: {type(exc).__name__}: {exc}"
+        return self._recommendations
+
+    def suggestions(self) -> list[Suggestion]:
+        """This user's ranked list: the ranker's when available, else retrieval's."""
+        recs = self.recommendations()
+        if recs is not None:
+            return [
+                Suggestion(item_id=r.item_id, title=r.title, rank=r.rank, probability=r.probability,
+                           llm_score=r.llm_score, retrieval_rank=r.retrieval_rank)
+                for r in recs.recommendations
+            ]
+        found = self.rec.candidates(self.user_id, self.rec.settings.n_candidates)
+        return [Suggestion(item_id=c.item_id, title=c.title, rank=c.rank, retrieval_rank=c.rank)
+                for c in found.candidates]
+
+    def recommend_more(self, k: int = 5) -> list[Suggestion]:
+        """The next ``k`` recommendations not yet shown or explained; they join the context."""
+        done = {s.item_id for s in self.shown} | {e.item_id for e in self.explanations}
+        fresh = [s for s in self.suggestions() if s.item_id not in done][:k]
+        self.shown.extend(fresh)
+        self.allowed.update(s.item_id for s in fresh)
+        if fresh:
+            listing = "More recommendations: " + "; ".join(
+                f'"{safe_title(s.title)}"' for s in fresh
+            ) + "."
+        else:
+            listing = "There are no more recommendations for you."
+        self.turns += [Turn("user", "Recommend more."), Turn("assistant", listing)]
+        return fresh
+
+    def resolve_item(self, ref: str) -> str:
+        """An item id from what a user typed: "#2" (the 2nd suggestion shown), an id, or a title."""
+        ref = ref.strip().strip("\"'“”")
+        if ref.startswith("#") and ref[1:].isdigit():
+            n = int(ref[1:])
+            if 1 <= n <= len(self.shown):
+                return self.shown[n - 1].item_id
+            raise UnknownItemError(f"no suggestion #{n}: {len(self.shown)} shown so far (say 'recommend more')")
+        if ref in self.rec.catalog:
+            return ref
+        ids = self.titles.lookup(ref)
+        if ids:
+            preferred = [i for i in ids if i in self.allowed]
+            return (preferred or ids)[0]
+        raise UnknownItemError(f"no item {ref!r}: give an item id, a title, or #N for a suggestion shown")
+
+    def check_question(self, question: str) -> str:
+        if question is None or not str(question).strip():
+            raise QuestionError("the question is empty")
+        raw = str(question)
+        if len(raw) > self.max_question_chars:
+            raise QuestionError(
+                f"the question is {len(raw)} characters; the limit is {self.max_question_chars}"
+            )
+        cleaned = sanitize_text(raw, None)
+        if not cleaned:
+            raise QuestionError("the question is empty once control characters are removed")
+        return cleaned
+
+    def messages(self, user_message: str) -> list[dict[str, str]]:
+        """The context for one model call: the system message (evidence), kept turns, the question."""
+        if self.evidence is None:
+            raise PromptrecError("no item in focus: call why(item) first")
+        system = self.template.render("system", **evidence_variables(self.evidence))
+        self._trim()
+        msgs = [{"role": "system", "content": system}]
+        msgs += [{"role": t.role, "content": t.content} for t in self.turns]
+        msgs.append({"role": "user", "content": user_message})
+        return msgs
+
+    # ------------------------------------------------------------------ internals
+
+    def _trim(self) -> None:
+        """Drop the oldest turns (a user turn and its answer together) past the budget."""
+        def tokens() -> int:
+            return sum(self.backend.count_tokens(t.content) for t in self.turns)
+
+        while self.turns and (len(self.turns) > 2 * self.max_turns or tokens() > self.max_history_tokens):
+            drop = 2 if len(self.turns) >= 2 else 1
+            del self.turns[:drop]
+            self.trimmed_turns += drop
+
+    def _allowed_titles(self) -> list[str]:
+        return [safe_title(self.rec.item(i).display_title()) for i in sorted(self.allowed, key=_id_key)]
+
+    def _ignore_phrases(self, question: str) -> list[str]:
+        """Quoted phrases that are not titles: genres, decades, the question itself."""
+        assert self.evidence is not None
+        return [question, *self.evidence.item.genres, *(s.value for s in self.evidence.shared)]
+
+    def _generate(self, messages: list[dict[str, str]], stream: bool) -> Iterator[str]:
+        if stream:
+            yield from self.backend.chat_stream(messages, self.max_new_tokens, temperature=0.0)
+        else:
+            yield self.backend.chat(messages, self.max_new_tokens, temperature=0.0)
+
+    def _answer(
+        self, question: str, kind: Literal["why", "free"], stream: bool, started: float | None = None
+    ) -> Iterator[StreamEvent]:
+        started = time.perf_counter() if started is None else started
+        if self.evidence is None:
+            raise PromptrecError("no item in focus: call why(item) first")
+        evidence = self.evidence
+        variables = evidence_variables(evidence)
+        ignore = self._ignore_phrases(question)
+        history = self.rec.history(self.user_id)
+        checks: list[GroundingCheck] = []
+        rejected: list[str] = []
+        offending: list[str] = []
+        text = ""
+        grounding: Grounding = "ok"
+        user_message = self.template.render("turn", **variables, question=question)
+        prompt_tokens = 0
+        for attempt in (1, 2):
+            msgs = self.messages(user_message)
+            prompt_tokens = self.backend.count_tokens(self.backend.render_chat(msgs))
+            pieces: list[str] = []
+            for piece in self._generate(msgs, stream and attempt == 1):
+                pieces.append(piece)
+                if stream and attempt == 1:
+                    yield StreamEvent("delta", piece)
+            raw = "".join(pieces)
+            text = clean_answer(raw)
+            if self.backend.count_tokens(raw) >= self.max_new_tokens - 1:
+                text = last_full_sentence(text)  # cut off at the token cap: drop the broken tail
+            check = self.titles.check(text, self.allowed, ignore=ignore, history=history)
+            checks.append(check)
+            if check.ok and text:
+                grounding = "ok" if attempt == 1 else "regenerated"
+                break
+            rejected.append(text)
+            for title in check.offending() or ["(empty answer)"]:
+                if title not in offending:
+                    offending.append(title)
+            if stream and attempt == 1:
+                yield StreamEvent("retract", "that answer named " + ", ".join(offending) + ", not in your history")
+            if attempt == 1:
+                user_message = self.template.render(
+                    "retry", **variables, question=question, allowed_titles=self._allowed_titles(),
+                    offending=[safe_title(t) for t in offending],
+                )
+        else:
+            grounding = "fallback"
+            text = self.template.render("fallback", **variables, question_kind=kind)
+        final_check = checks[-1] if grounding != "fallback" else self.titles.check(
+            text, self.allowed, ignore=ignore, history=history
+        )
+        history_ids = set(evidence.history_item_ids())
+        explanation = Explanation(
+            user_id=self.user_id,
+            item_id=evidence.item.item_id,
+            question=question,
+            kind=kind,
+            text=text,
+            evidence=evidence,
+            grounding=grounding,
+            offending=offending,
+            rejected=rejected,
+            checks=checks,
+            cited_history_ids=final_check.cited_item_ids(history_ids),
+            model_id=getattr(self.backend, "model_id", "unknown"),
+            template=self.template.name,
+            template_hash=self.template.hash,
+            attempts=len(checks),
+            prompt_tokens=prompt_tokens,
+            trimmed_turns=self.trimmed_turns,
+            latency_s=round(time.perf_counter() - started, 4),
+        )
+        self.turns += [Turn("user", question), Turn("assistant", text)]
+        self.explanations.append(explanation)
+        yield StreamEvent("done", text, explanation)
+
+
+def _id_key(item_id: str) -> tuple[int, Any]:
+    return (0, int(item_id)) if item_id.isdigit() else (1, item_id)
+
+
+def _last(events: Iterator[StreamEvent]) -> Explanation:
+    final = None
+    for event in events:
+        if event.kind == "done":
+            final = event.explanation
+    assert final is not None
+    return final
+
+
+_TITLE_INDEXES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _title_index(rec: Recommender) -> TitleIndex:
+    """One TitleIndex per recommender (its catalog is fixed at construction)."""
+    index = _TITLE_INDEXES.get(rec)
+    if index is None:
+        index = _TITLE_INDEXES[rec] = TitleIndex(rec.catalog)
+    return index
+
+
+def explain(
+    rec: Recommender,
+    user_id: str,
+    item_id: str,
+    backend: LLMBackend | None = None,
+    **options: Any,
+) -> Conversation:
+    """Explain why ``item_id`` is recommended to ``user_id``; returns the conversation, whose
+    ``explanation`` holds the answer, its evidence and its grounding, and whose ``ask`` goes on.
+
+    ``options`` go to `Conversation` (template, recommendations, use_ranker, evidence_items,
+    max_new_tokens, max_question_chars, max_history_tokens, max_turns).
+    """
+    conversation = Conversation(rec, user_id, backend, **options)
+    conversation.why(item_id)
+    return conversation
