@@ -1,0 +1,268 @@
+"""One contract for every `LLMBackend`: transformers, the in-process vLLM engine and the vLLM
+server (OpenAI-compatible HTTP), all on the same converted SmolLM2-135M-Instruct folder.
+
+The transformers backend in float32 is the reference. Every backend, also in float32, must give
+the reference's label log-probs and continuation log-probs within ``LOGPROB_TOL`` nats, the
+same strategy scores within ``SCORE_TOL`` and the same ranking, the same tokens, and the same
+greedy text. (In bfloat16 the backends differ by rounding: see test_vllm_engine.py.)
+
+The vLLM cases are marked ``vllm``: they run in the vLLM environment (scripts/setup_vllm.sh),
+``.venv-vllm/bin/python -m pytest -m vllm``. Without vLLM they are skipped, except under CI=true,
+where a missing vLLM fails them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from promptrec.data.schema import Item
+from promptrec.ranker.backends.base import LLMBackend
+from promptrec.ranker.reranker import LLMReranker
+from promptrec.retrieval.schema import Candidate, CandidateList
+from ranker_support import MODEL_NAME, model_dir
+
+DTYPE = "float32"
+#: Max |difference| in nats between a backend's log-prob and the reference's (measured: ~1e-4).
+LOGPROB_TOL = 2e-3
+#: Max |difference| between strategy scores (letters: renormalised and averaged log-probs;
+#: likelihood: a difference of two sums; yesno: a log-odds). Measured: ~1e-4.
+SCORE_TOL = 5e-3
+
+BACKENDS = [
+    pytest.param("transformers", id="transformers"),
+    pytest.param("vllm-engine", id="vllm-engine", marks=pytest.mark.vllm),
+    pytest.param("vllm-server", id="vllm-server", marks=pytest.mark.vllm),
+]
+
+
+def require_vllm() -> None:
+    """Skip without vLLM; under CI=true a missing vLLM is a failure."""
+    from promptrec.ranker.backends.vllm_engine import vllm_available
+
+    if vllm_available():
+        return
+    message = (
+        "vLLM is not importable in this environment: run scripts/setup_vllm.sh and "
+        ".venv-vllm/bin/python -m pytest -m vllm"
+    )
+    if os.environ.get("CI", "").strip().lower() in ("1", "true", "yes"):
+        pytest.fail("CI=true: " + message, pytrace=False)
+    pytest.skip(message)
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def reference():
+    from promptrec.ranker.backends.transformers_backend import TransformersBackend
+
+    return TransformersBackend(model_dir(), model_id=MODEL_NAME, device="cpu", dtype=DTYPE)
+
+
+@pytest.fixture(scope="module")
+def engine_backend():
+    require_vllm()
+    from promptrec.ranker.backends.vllm_engine import VLLMEngineBackend
+
+    backend = VLLMEngineBackend(model_dir(), model_id=MODEL_NAME, dtype=DTYPE)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def server_backend(tmp_path_factory):
+    require_vllm()
+    from promptrec.llm_server import ServerOptions, start_server
+    from promptrec.ranker.backends.vllm_server import VLLMServerBackend
+
+    options = ServerOptions(model_dir(), served_model_name=MODEL_NAME, port=free_port(), dtype=DTYPE)
+    log = tmp_path_factory.mktemp("vllm-server") / "server.log"
+    with start_server(options, log_path=log, ready_timeout_s=600) as server:
+        backend = VLLMServerBackend(server.url, model_dir(), model_id=MODEL_NAME)
+        yield backend
+        backend.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request, reference):
+    name = request.param
+    if name == "transformers":
+        return reference
+    return request.getfixturevalue({"vllm-engine": "engine_backend", "vllm-server": "server_backend"}[name])
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ----------------------------------------------------------------------------- inputs
+
+HISTORY = [
+    Item(item_id="1", title="Toy Story", year=1995, genres=("Animation", "Children's", "Comedy")),
+    Item(item_id="50", title="Star Wars", year=1977, genres=("Action", "Adventure", "Sci-Fi", "War")),
+    Item(item_id="181", title="Return of the Jedi", year=1983, genres=("Action", "Adventure", "Sci-Fi")),
+    Item(item_id="174", title="Raiders of the Lost Ark", year=1981, genres=("Action", "Adventure")),
+    Item(item_id="82", title="Jurassic Park", year=1993, genres=("Action", "Adventure", "Sci-Fi")),
+    Item(item_id="96", title="Terminator 2: Judgment Day", year=1991, genres=("Action", "Sci-Fi", "Thriller")),
+]
+CANDIDATES = [
+    ("222", "Star Trek: First Contact", 1996, ("Action", "Adventure", "Sci-Fi")),
+    ("89", "Blade Runner", 1982, ("Film-Noir", "Sci-Fi")),
+    ("405", "Mission: Impossible", 1996, ("Action", "Adventure", "Mystery")),
+    ("100", "Fargo", 1996, ("Crime", "Drama", "Thriller")),
+    ("127", "Godfather, The", 1972, ("Action", "Crime", "Drama")),
+    ("7", "Twelve Monkeys", 1995, ("Drama", "Sci-Fi")),
+    ("69", "Forrest Gump", 1994, ("Comedy", "Romance", "War")),
+    ("143", "Sound of Music, The", 1965, ("Musical",)),
+    ("71", "Lion King, The", 1994, ("Animation", "Children's", "Musical")),
+    ("204", "Back to the Future", 1985, ("Comedy", "Sci-Fi")),
+    ("423", "E.T. the Extra-Terrestrial", 1982, ("Children's", "Drama", "Fantasy", "Sci-Fi")),
+    ("313", "Titanic", 1997, ("Action", "Drama", "Romance")),
+]
+
+
+def candidate_list() -> CandidateList:
+    cands = []
+    for rank, (item_id, title, year, genres) in enumerate(CANDIDATES, start=1):
+        item = Item(item_id=item_id, title=title, year=year, genres=genres)
+        cands.append(Candidate(item_id=item_id, title=item.display_title(), text=item.text(),
+                               fused_score=1.0 / (rank + 10), rank=rank, popularity=300 - 10 * rank))
+    return CandidateList(user_id="contract", candidates=cands, history=[h.item_id for h in HISTORY])
+
+
+MESSAGES = [
+    {"role": "system", "content": "You are a movie recommender."},
+    {"role": "user", "content": "I liked Star Wars and Toy Story. Name one movie for me, in one sentence."},
+]
+
+_reference_cache: dict[str, object] = {}
+
+
+def cached(key: str, compute):
+    if key not in _reference_cache:
+        _reference_cache[key] = compute()
+    return _reference_cache[key]
+
+
+def prompt_pair(backend: LLMBackend) -> list[str]:
+    """Two chat prompts sharing a long prefix (>128 tokens: a full vLLM CPU block), different ends."""
+    history = "\n".join(f"- {h.text()}" for h in HISTORY * 3)
+    base = [{"role": "system", "content": "You answer with a single letter."},
+            {"role": "user", "content": f"The user watched:\n{history}\n\nWhich candidate next? "}]
+    first = [dict(m) for m in base]
+    first[1]["content"] += "A. Fargo  B. Heat  C. Casino"
+    second = [dict(m) for m in base]
+    second[1]["content"] += "A. Titanic  B. Clerks  C. Seven"
+    return [backend.render_chat(first) + "Answer:", backend.render_chat(second) + "Answer:"]
+
+
+# ----------------------------------------------------------------------------- tokens
+
+
+def test_implements_protocol(backend):
+    assert isinstance(backend, LLMBackend)
+    assert backend.model_id == MODEL_NAME
+
+
+def test_tokens_and_chat_rendering_match_reference(backend, reference):
+    text = "Toy Story (1995) is a film. <|im_start|>user\nYes"
+    assert backend.count_tokens(text) == reference.count_tokens(text)
+    labels = [" A", " B", "A", "Yes", " No"]
+    assert backend.label_token_ids(labels) == reference.label_token_ids(labels)
+    assert backend.render_chat(MESSAGES) == reference.render_chat(MESSAGES)
+    with pytest.raises(ValueError):
+        backend.label_token_ids([" Toy Story"])  # several tokens
+    with pytest.raises(ValueError):
+        backend.label_token_ids(["A", "A"])
+
+
+# ----------------------------------------------------------------------------- log-probs
+
+
+def test_next_token_logprobs_match_reference(backend, reference):
+    prompts = prompt_pair(reference)
+    labels = [" " + chr(ord("A") + i) for i in range(20)] + [" Yes", " No"]
+    ids = reference.label_token_ids(labels) + [0, 12345]  # two ids far outside any top-k
+    ref = cached("next", lambda: reference.next_token_logprobs(prompts, ids, reuse_prefix=False))
+    got = backend.next_token_logprobs(prompts, ids)
+    assert got.shape == (2, len(ids))
+    assert np.all(np.isfinite(got)) and np.all(got <= 0)
+    assert np.abs(got - ref).max() < LOGPROB_TOL
+    assert ref.min() < -15  # the far ids really are far down the distribution
+    # Same ids in another order, and repeated: columns follow the ids given.
+    again = backend.next_token_logprobs(prompts[:1], [ids[3], ids[0], ids[3]])
+    np.testing.assert_allclose(again[0], got[0, [3, 0, 3]], atol=LOGPROB_TOL)
+
+
+def test_next_token_logprobs_do_not_depend_on_prefix_reuse(backend):
+    prompts = prompt_pair(backend)
+    ids = backend.label_token_ids([" A", " B", " C"])
+    with_reuse = backend.next_token_logprobs(prompts, ids, reuse_prefix=True)
+    without = backend.next_token_logprobs(prompts, ids, reuse_prefix=False)
+    assert np.abs(with_reuse - without).max() < LOGPROB_TOL
+
+
+def test_continuation_logprobs_match_reference(backend, reference):
+    prefix = prompt_pair(reference)[0][: -len("Answer:")] + "Movie:"
+    conts = [" Fargo (1996)", " Heat", " Star Trek: First Contact (1996)", "Casino"]  # the last merges at the boundary
+    ref = cached("cont", lambda: reference.continuation_logprobs(prefix, conts, reuse_prefix=False))
+    got = backend.continuation_logprobs(prefix, conts)
+    assert len(got) == len(conts)
+    assert all(np.isfinite(g) and g < 0 for g in got)
+    assert np.abs(np.asarray(got) - np.asarray(ref)).max() < LOGPROB_TOL
+    assert backend.continuation_logprobs(prefix, []) == []
+    assert np.abs(np.asarray(backend.continuation_logprobs(prefix, conts, reuse_prefix=False)) - ref).max() < LOGPROB_TOL
+
+
+def test_empty_inputs(backend):
+    assert backend.next_token_logprobs([], [1, 2]).shape == (0, 2)
+
+
+# ----------------------------------------------------------------------------- strategies
+
+
+@pytest.mark.parametrize("template", ["letters", "likelihood", "yesno"])
+def test_strategy_scores_and_ranking_match_reference(backend, reference, template):
+    cands = candidate_list()
+    ref_result = cached(f"strategy-{template}", lambda: LLMReranker(reference, template, timeout_s=None).run(HISTORY, cands))
+    result = LLMReranker(backend, template, timeout_s=None).run(HISTORY, cands)
+    assert not result.degraded, result.degraded_reason
+    got, ref = np.asarray(result.scores_in_input_order()), np.asarray(ref_result.scores_in_input_order())
+    assert np.abs(got - ref).max() < SCORE_TOL
+    assert result.ranked_item_ids() == ref_result.ranked_item_ids()
+    assert result.prompt_tokens == ref_result.prompt_tokens and result.model_id == MODEL_NAME
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def test_greedy_chat_matches_reference(backend, reference):
+    ref = cached("chat", lambda: reference.chat(MESSAGES, max_new_tokens=16))
+    got = backend.chat(MESSAGES, max_new_tokens=16)
+    assert isinstance(got, str) and got
+    assert got == ref
+
+
+def test_chat_stream_joins_to_chat_and_can_be_closed(backend):
+    full = backend.chat(MESSAGES, max_new_tokens=12)
+    pieces = list(backend.chat_stream(MESSAGES, max_new_tokens=12))
+    assert len(pieces) > 1 and "".join(pieces).strip() == full
+    stream = backend.chat_stream(MESSAGES, max_new_tokens=64)
+    first = next(iter(stream))
+    assert first
+    stream.close()  # aborts the generation; the backend stays usable
+    assert backend.chat(MESSAGES, max_new_tokens=12) == full
+
+
+def test_model_folder_is_the_converted_smollm2():
+    folder = Path(model_dir())
+    assert (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
