@@ -25,8 +25,10 @@ app.add_typer(models_app, name="models")
 
 def _mount_subcommands() -> None:
     from promptrec.eval.cli import eval_app
+    from promptrec.llm_server import llm_app
 
     app.add_typer(eval_app, name="eval", help="Offline evaluation runs: suites, reports, paired comparisons.")
+    app.add_typer(llm_app, name="llm", help="Serve the generator through vLLM (OpenAI-compatible server).")
 
 
 _mount_subcommands()
@@ -241,6 +243,32 @@ def calibrate(
 
 
 @app.command()
+def why(
+    user: str,
+    item: str,
+    as_json: bool = typer.Option(False, "--json", help="Print the explanation as JSON."),
+) -> None:
+    """Why was ITEM recommended to USER? The answer (streamed) and the evidence it rests on."""
+    from promptrec.explain.cli import why_command
+
+    try:
+        why_command(_recommender(build=False), user, item, console=console, as_json=as_json)
+    except PromptrecError as exc:
+        fail(exc)
+
+
+@app.command()
+def chat(user: str) -> None:
+    """A conversation about USER's recommendations: "recommend more", "why ITEM", free questions."""
+    from promptrec.explain.cli import chat_command
+
+    try:
+        chat_command(_recommender(build=False), user, console=console)
+    except PromptrecError as exc:
+        fail(exc)
+
+
+@app.command()
 def demo(user: str = typer.Option("196", help="The user to show.")) -> None:
     """The main job on the embedded defaults: fetch data and models, build the index, show results."""
     from promptrec.assets import fetch
@@ -258,7 +286,13 @@ def demo(user: str = typer.Option("196", help="The user to show.")) -> None:
         if rec.calibrator(rec.reranker()) is None:
             console.print("no calibration yet for this model and template: fitting one on 100 validation users")
             calibrate(users=100, template=None, seed=0)
-        recommend(user, k=10, template=None, genre=None, as_json=False)
+        result = rec.recommend(user, k=10)
+        _print_recommendations(result)
+        top = result.recommendations[0]
+        console.print(f"\n[bold]why {top.title}?[/]")
+        from promptrec.explain.cli import why_command
+
+        why_command(rec, user, top.item_id, console=console)
     except PromptrecError as exc:
         fail(exc)
 

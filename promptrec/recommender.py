@@ -22,6 +22,7 @@ from promptrec.retrieval.schema import CandidateList
 from promptrec.schema import Recommendation, RecommendationList
 
 if TYPE_CHECKING:
+    from promptrec.explain.conversation import Conversation
     from promptrec.ranker.backends.base import LLMBackend
     from promptrec.ranker.calibration import Calibrator, CalibrationKey
     from promptrec.ranker.reranker import LLMReranker, RerankResult
@@ -326,3 +327,13 @@ class Recommender:
         with self._lock:
             self._calibrators.pop(str(path), None)
         return path
+
+    # ------------------------------------------------------------------ explain
+
+    def explain(self, user_id: str, item_id: str, **options: Any) -> Conversation:
+        """Why `item_id` for `user_id`: a conversation whose `explanation` holds the answer,
+        the evidence it rests on (real history items, shared attributes, the item's scores)
+        and how grounding went; `ask(question)` continues it. See promptrec.explain."""
+        from promptrec.explain.conversation import explain
+
+        return explain(self, str(user_id), str(item_id), **options)
