@@ -63,9 +63,20 @@ def test_invented_titles_are_found(titles, ids):
 def test_prose_that_contains_titles_is_not_a_mention(titles, ids):
     # "heat", "big", "now and then", "home alone", "contact": all MovieLens titles.
     answer = ("Now and then a film feels big. In the heat of summer you may be home alone. "
-              "Heat is a thriller word. Contact us. Both are \"Mystery, Thriller\" movies.")
+              "Heat is a thriller word. Contact us. Both are \"Mystery, Thriller\" movies, also War.")
     check = titles.check(answer, allowed=set(), ignore=["Mystery", "Thriller"])
     assert check.mentions == [] and check.invented == [] and check.ok
+
+
+def test_a_genre_is_not_the_film_of_that_name(titles, ids):
+    war = titles.lookup("War, The (1994)")
+    assert war and titles.check("Both are Drama and War films.", allowed=set()).mentions == []
+    assert titles.check("Try The War (1994).", allowed=set()).unsupported[0].item_ids == war
+
+
+def test_one_invented_title_is_reported_once(titles):
+    check = titles.check('You watched "St. Vincent (1997)" and "Moon Harbour" (1999).', allowed=set())
+    assert check.invented == ["St. Vincent (1997)", "Moon Harbour"]
 
 
 def test_misattributed_watch_claims(titles, ids):
@@ -77,6 +88,8 @@ def test_misattributed_watch_claims(titles, ids):
     bad = titles.check('You watched "Fargo (1996)" and liked it.', allowed, history=history)
     assert [m.text for m in bad.misattributed] == ["Fargo (1996)"] and not bad.ok
     assert titles.check('I watched "Fargo (1996)" too.', allowed, history=history).misattributed
+    led = titles.check('The movies you watched that led to "Fargo (1996)" are "Heat (1995)".', allowed, history=history)
+    assert led.ok
 
 
 def test_a_hostile_title_is_one_title_even_when_it_names_another(ml100k):

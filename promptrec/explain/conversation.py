@@ -394,10 +394,8 @@ class Conversation:
                 pieces.append(piece)
                 if stream and attempt == 1:
                     yield StreamEvent("delta", piece)
-            raw = "".join(pieces)
-            text = clean_answer(raw)
-            if self.backend.count_tokens(raw) >= self.max_new_tokens - 1:
-                text = last_full_sentence(text)  # cut off at the token cap: drop the broken tail
+            # An answer cut off at the token cap ends mid-sentence: drop the broken tail.
+            text = last_full_sentence(clean_answer("".join(pieces)))
             check = self.titles.check(text, self.allowed, ignore=ignore, history=history)
             checks.append(check)
             if check.ok and text:

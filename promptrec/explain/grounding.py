@@ -167,6 +167,8 @@ class TitleIndex:
                 if item.item_id not in ids:
                     ids.append(item.item_id)
         self._entries = {v: _Entry(tuple(ids), caps) for v, (ids, caps) in entries.items()}
+        # Genre names ("War", "Crime") are also titles in MovieLens; alone they read as genres.
+        self.genres = {normalize_title(g) for item in self.items.values() for g in item.genres}
         self.max_tokens = min(MAX_TITLE_TOKENS, max((len(v.split()) for v in self._entries), default=1))
 
     @staticmethod
@@ -245,6 +247,8 @@ class TitleIndex:
         if not entry.capitals or not any(entry.capitals):
             return None
         quoted = _is_quoted(answer, start, end)
+        if not year and " ".join(t for t, _, _ in toks[n : n + width]) in self.genres:
+            return None  # "also War": the genre, unless a year makes it the film
         if width == 1 and not (year or quoted or is_allowed):
             if _SENTENCE_END.search(answer[:start]):
                 return None  # a capitalised word opening a sentence is not evidence of a title
@@ -284,7 +288,9 @@ class TitleIndex:
             seen.add(norm)
             out.append(phrase)
 
+        quotes: list[tuple[int, int]] = []
         for match in _QUOTED.finditer(answer):
+            quotes.append(match.span())
             phrase = next(g for g in match.groups() if g is not None).strip()
             # One quoted word ("Movies") is too often just emphasis; with a year it is a title claim.
             if len(_raw_tokens(_YEAR.sub("", phrase))) < 2 and not _YEAR.search(phrase):
@@ -295,6 +301,9 @@ class TitleIndex:
         for match in _YEAR.finditer(answer):
             if any(match.start() <= end <= match.end() for end in mention_ends):
                 continue
+            if any(qs <= match.start() < qe or (qe <= match.start() and not answer[qe : match.start()].strip())
+                   for qs, qe in quotes):
+                continue  # '"Title (1997)"' or '"Title" (1997)': the quoted phrase was judged already
             run = _capitalised_run_before(answer, toks, match.start())
             if run:
                 consider(f"{run} ({match.group(1)})")
@@ -341,7 +350,8 @@ _WATCHED = re.compile(
     re.IGNORECASE,
 )
 _CLAUSE_BREAK = re.compile(
-    r"[.!?;\n]|\b(?:so|recommend\w*|suggest\w*|because|but|which|therefore|thus|why|might|may|will|would)\b",
+    r"[.!?;\n]|\b(?:so|recommend\w*|suggest\w*|because|but|which|that|led|leads?|therefore|thus|why|might"
+    r"|may|will|would)\b",
     re.IGNORECASE,
 )
 
