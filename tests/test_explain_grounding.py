@@ -77,6 +77,7 @@ def test_a_genre_is_not_the_film_of_that_name(titles, ids):
 def test_one_invented_title_is_reported_once(titles):
     check = titles.check('You watched "St. Vincent (1997)" and "Moon Harbour" (1999).', allowed=set())
     assert check.invented == ["St. Vincent (1997)", "Moon Harbour"]
+    assert titles.check('You watched "The (1996)".', allowed=set()).invented == ["The (1996)"]
 
 
 def test_misattributed_watch_claims(titles, ids):

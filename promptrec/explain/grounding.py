@@ -380,6 +380,8 @@ def _looks_like_title(phrase: str) -> bool:
     if not (raw[0][:1].isupper() or raw[0][:1].isdigit()):
         return False
     content = [w for w in raw if fold(w) not in JOINERS]
+    if not content:
+        return bool(_YEAR.search(phrase))  # '"The (1996)"': a title claim, if a degenerate one
     capitalised = [w for w in content if w[:1].isupper() or w[:1].isdigit()]
     return len(capitalised) >= max(1, (len(content) + 1) // 2)
 
