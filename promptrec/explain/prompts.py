@@ -28,7 +28,7 @@ import jinja2
 from promptrec.explain.evidence import Evidence
 from promptrec.ranker.prompts import (
     PromptError,
-    _make_environment,
+    make_environment,
     resolve_template_path,
     sanitize_text,
     template_hash,
@@ -38,7 +38,7 @@ REQUIRED_BLOCKS = ("system", "why_question", "turn", "retry", "fallback")
 DEFAULT_TEMPLATE = "grounded"
 MAX_TITLE_CHARS = 120
 
-_ENV = _make_environment()
+_ENV = make_environment()
 
 
 def safe_title(text: Any, max_chars: int = MAX_TITLE_CHARS) -> str:

@@ -140,7 +140,7 @@ class RenderedPrompt:
         return msgs
 
 
-def _make_environment() -> SandboxedEnvironment:
+def make_environment() -> SandboxedEnvironment:
     return SandboxedEnvironment(
         undefined=StrictUndefined,
         autoescape=False,
@@ -150,7 +150,7 @@ def _make_environment() -> SandboxedEnvironment:
     )
 
 
-_ENV = _make_environment()
+_ENV = make_environment()
 
 
 def parse_strategy(source: str, origin: str = "<template>") -> str:
