@@ -44,6 +44,27 @@ class RetrievalSettings(BaseModel):
     text_history_items: int = 50
 
 
+class VLLMSettings(BaseModel):
+    """vLLM engine and server options (`ranker.backend` = "vllm-engine" or "vllm-server")."""
+
+    dtype: str = "bfloat16"
+    max_model_len: int = 4096
+    enable_prefix_caching: bool = True
+    enforce_eager: bool | None = None  # None: on without a GPU (start-up halves), off with one
+    kv_cache_gib: int | None = 1  # CPU KV cache (VLLM_CPU_KVCACHE_SPACE); None: vLLM's choice
+    block_size: int | None = None  # None: 32 on CPU (more of a shared prefix is reused), else vLLM's
+    max_num_seqs: int = 64
+    max_logprobs: int | None = None
+    seed: int = 0
+    served_model_name: str | None = None  # default: the generator's name
+    request_timeout_s: float | None = None  # HTTP client; default ranker.timeout_s
+    max_retries: int = 3
+    backoff_s: float = 0.5
+    api_key: str | None = None
+    python: str | None = None  # `promptrec llm serve`: the interpreter with vLLM (default .venv-vllm)
+    extra_args: list[str] = Field(default_factory=list)  # more `api_server` flags
+
+
 class RankerSettings(BaseModel):
     """How the generator reranks candidates (the strategy is declared by the template)."""
 
@@ -54,6 +75,7 @@ class RankerSettings(BaseModel):
     history_items: int = 10  # the most recent history items shown in a prompt
     timeout_s: float = 120.0  # past this the result falls back to the retrieval order
     calibrate: bool = True  # use the fitted calibration when one matches; else raw LLM order
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
 
 
 class ChromaSettings(BaseModel):
