@@ -23,7 +23,7 @@ server) can implement it too:
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -47,3 +47,66 @@ class LLMBackend(Protocol):
     def label_token_ids(self, labels: list[str]) -> list[int]: ...
 
     def count_tokens(self, text: str) -> int: ...
+
+
+class TokenizerOps:
+    """Prompt tokenisation shared by every Hugging Face-tokenizer backend (transformers, vLLM).
+
+    Needs ``self.tokenizer`` (a Hugging Face tokenizer) and ``self.model_id``.
+    """
+
+    tokenizer: Any
+    model_id: str
+    _bos_cache: list[int] | None = None
+
+    def _bos_prefix(self) -> list[int]:
+        """[bos] when the tokenizer adds one by default (e.g. Gemma), else []."""
+        if self._bos_cache is None:
+            bos = getattr(self.tokenizer, "bos_token_id", None)
+            ids = self.tokenizer("x", add_special_tokens=True)["input_ids"] if bos is not None else []
+            self._bos_cache = [int(bos)] if ids and ids[0] == bos else []
+        return self._bos_cache
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of a prompt text; special-token strings in it (chat markers) are parsed."""
+        ids = [int(i) for i in self.tokenizer(text, add_special_tokens=False)["input_ids"]]
+        bos = self._bos_prefix()
+        if bos and (not ids or ids[0] != bos[0]):
+            ids = bos + ids
+        return ids
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def label_token_ids(self, labels: list[str]) -> list[int]:
+        ids = []
+        for label in labels:
+            encoded = self.tokenizer(label, add_special_tokens=False)["input_ids"]
+            if len(encoded) != 1:
+                raise ValueError(
+                    f"label {label!r} is {len(encoded)} tokens for {self.model_id}; labels must be single tokens"
+                )
+            ids.append(int(encoded[0]))
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"labels {labels!r} map to repeated token ids {ids}")
+        return ids
+
+    def render_chat(self, messages: list[dict[str, str]]) -> str:
+        tok = self.tokenizer
+        if getattr(tok, "chat_template", None):
+            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return "".join(m["content"].strip() + "\n\n" for m in messages)
+
+    def continuation_token_ids(self, prefix: str, continuations: list[str]) -> tuple[list[int], list[list[int]]]:
+        """(prefix ids, each continuation's own ids), split as the transformers backend splits them."""
+        prefix_ids = self.encode(prefix)
+        suffixes = []
+        for text in continuations:
+            if not text:
+                raise ValueError("empty continuation")
+            whole = self.encode(prefix + text)
+            if whole[: len(prefix_ids)] == prefix_ids and len(whole) > len(prefix_ids):
+                suffixes.append(whole[len(prefix_ids) :])
+            else:  # the boundary merged tokens: score the continuation's own tokens
+                suffixes.append([int(i) for i in self.tokenizer(text, add_special_tokens=False)["input_ids"]])
+        return prefix_ids, suffixes

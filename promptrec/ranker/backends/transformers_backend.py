@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from promptrec.ranker.backends.base import TokenizerOps
+
 if TYPE_CHECKING:  # pragma: no cover
     from promptrec.config import Settings
 
@@ -61,7 +63,7 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
         raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}") from None
 
 
-class TransformersBackend:
+class TransformersBackend(TokenizerOps):
     """A causal LM from a local folder (safetensors + tokenizer), behind `LLMBackend`."""
 
     def __init__(
@@ -90,7 +92,6 @@ class TransformersBackend:
         self.model.eval()
         self.fp32_head = fp32_head and self.dtype != torch.float32 and self._float32_head()
         self._pad_id = self._find_pad_id()
-        self._bos_prefix = self._find_bos_prefix()
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
 
@@ -133,44 +134,6 @@ class TransformersBackend:
             if candidate is not None:
                 return int(candidate)
         return 0  # pragma: no cover
-
-    def _find_bos_prefix(self) -> list[int]:
-        """[bos] when the tokenizer adds one by default (e.g. Gemma), else []."""
-        bos = self.tokenizer.bos_token_id
-        if bos is None:
-            return []
-        ids = self.tokenizer("x", add_special_tokens=True)["input_ids"]
-        return [int(bos)] if ids and ids[0] == bos else []
-
-    def encode(self, text: str) -> list[int]:
-        """Token ids of a prompt text; special-token strings in it (chat markers) are parsed."""
-        ids = [int(i) for i in self.tokenizer(text, add_special_tokens=False)["input_ids"]]
-        if self._bos_prefix and (not ids or ids[0] != self._bos_prefix[0]):
-            ids = self._bos_prefix + ids
-        return ids
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def label_token_ids(self, labels: list[str]) -> list[int]:
-        ids = []
-        for label in labels:
-            encoded = self.tokenizer(label, add_special_tokens=False)["input_ids"]
-            if len(encoded) != 1:
-                raise ValueError(
-                    f"label {label!r} is {len(encoded)} tokens for {self.model_id}; labels must be single tokens"
-                )
-            ids.append(int(encoded[0]))
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"labels {labels!r} map to repeated token ids {ids}")
-        return ids
-
-    def render_chat(self, messages: list[dict[str, str]]) -> str:
-        tok = self.tokenizer
-        if getattr(tok, "chat_template", None):
-            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        # No chat template (a base model): plain paragraphs, the reply after "Answer:"-style prefixes.
-        return "".join(m["content"].strip() + "\n\n" for m in messages)
 
     # ------------------------------------------------------------------ forward passes
 

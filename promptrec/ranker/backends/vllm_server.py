@@ -46,9 +46,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from promptrec.ranker.backends.base import TokenizerOps
 from promptrec.ranker.backends.vllm_engine import (
     MAX_LOGPROB_TOKEN_IDS,
-    TokenizerOps,
     VLLMBackendError,
     check_logprob,
     common_prefix_length,
