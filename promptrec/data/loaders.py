@@ -808,24 +808,7 @@ def load_ml100k(folder: str | Path, *, name: str = "ml-100k", skip_bad_rows: boo
         genres = tuple(g for g, v in zip(genre_names, flags[row_number]) if v.strip() == "1")
         items.append(Item(item_id=item_id, title=title, year=year, genres=genres))
         seen[item_id] = line
-    data_path = folder / "u.data"
-    guard = _Guard(data_path, skip_bad_rows, report)
-    table = _delimited_table(
-        data_path, _read_text(data_path, report), "\t", ["user_id", "item_id", "rating", "timestamp"], guard
-    )
-    frame = _interaction_frame(
-        table,
-        guard,
-        user="user_id",
-        item="item_id",
-        rating="rating",
-        timestamp="timestamp",
-        rating_required=True,
-        timestamp_required=True,
-        timestamp_format="epoch",
-        known_items=set(seen),
-        catalog_name="u.item",
-    )
+    frame = _grouplens_ratings(folder / "u.data", "\t", set(seen), "u.item", skip_bad_rows, report)
     return Dataset(name=name, items=items, interactions=frame, report=report)
 
 
@@ -875,12 +858,19 @@ def load_ml1m(folder: str | Path, *, name: str = "ml-1m", skip_bad_rows: bool = 
         genre_sep="|",
         title_has_year=True,
     )
-    ratings = folder / "ratings.dat"
-    guard = _Guard(ratings, skip_bad_rows, report)
-    table = _delimited_table(
-        ratings, _read_text(ratings, report), "::", ["user_id", "item_id", "rating", "timestamp"], guard
+    frame = _grouplens_ratings(
+        folder / "ratings.dat", "::", {i.item_id for i in items}, "movies.dat", skip_bad_rows, report
     )
-    frame = _interaction_frame(
+    return Dataset(name=name, items=items, interactions=frame, report=report)
+
+
+def _grouplens_ratings(
+    path: Path, sep: str, known_items: set[str], catalog_name: str, skip_bad_rows: bool, report: LoadReport
+) -> pd.DataFrame:
+    """A GroupLens ratings file (user, item, rating, epoch timestamp; all required)."""
+    guard = _Guard(path, skip_bad_rows, report)
+    table = _delimited_table(path, _read_text(path, report), sep, ["user_id", "item_id", "rating", "timestamp"], guard)
+    return _interaction_frame(
         table,
         guard,
         user="user_id",
@@ -890,10 +880,9 @@ def load_ml1m(folder: str | Path, *, name: str = "ml-1m", skip_bad_rows: bool = 
         rating_required=True,
         timestamp_required=True,
         timestamp_format="epoch",
-        known_items={i.item_id for i in items},
-        catalog_name="movies.dat",
+        known_items=known_items,
+        catalog_name=catalog_name,
     )
-    return Dataset(name=name, items=items, interactions=frame, report=report)
 
 
 def load_movielens(folder: str | Path, *, name: str | None = None, skip_bad_rows: bool = False) -> Dataset:

@@ -268,18 +268,9 @@ class TransformersBackend(TokenizerOps):
         self, prefix: str, continuations: list[str], *, reuse_prefix: bool | None = None
     ) -> list[float]:
         reuse = self.reuse_prefix if reuse_prefix is None else reuse_prefix
-        prefix_ids = self.encode(prefix)
+        prefix_ids, suffixes = self.continuation_token_ids(prefix, continuations)
         if not prefix_ids:
             raise ValueError("continuation_logprobs needs a non-empty prefix")
-        suffixes = []
-        for text in continuations:
-            if not text:
-                raise ValueError("empty continuation")
-            whole = self.encode(prefix + text)
-            if whole[: len(prefix_ids)] == prefix_ids and len(whole) > len(prefix_ids):
-                suffixes.append(whole[len(prefix_ids) :])
-            else:  # the boundary merged tokens: score the continuation's own tokens
-                suffixes.append([int(i) for i in self.tokenizer(text, add_special_tokens=False)["input_ids"]])
         with self._lock, torch.inference_mode():
             sums, _ = self._shared_prefix_pass(prefix_ids, suffixes, None, reuse)
         return sums
