@@ -283,9 +283,17 @@ def demo(user: str = typer.Option("196", help="The user to show.")) -> None:
             + "; ".join(rec.item(i).display_title() for i in rec.history(user)[-5:])
         )
         candidates(user, n=10, genre=None, as_json=False, new_user=False)
-        if rec.calibrator(rec.reranker()) is None:
-            console.print("no calibration yet for this model and template: fitting one on 100 validation users")
+        from promptrec.ranker.calibration import CalibrationMismatchError
+
+        try:
+            fitted = rec.calibrator(rec.reranker()) is not None
+        except CalibrationMismatchError as exc:
+            console.print(f"[yellow]{exc}[/]")
+            fitted = False
+        if not fitted:
+            console.print("fitting a calibration for this model and template on 100 validation users")
             calibrate(users=100, template=None, seed=0)
+            rec = _recommender(build=False)  # picks up the new calibration
         result = rec.recommend(user, k=10)
         _print_recommendations(result)
         top = result.recommendations[0]
