@@ -22,7 +22,7 @@ server) can implement it too:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -110,3 +110,14 @@ class TokenizerOps:
             else:  # the boundary merged tokens: score the continuation's own tokens
                 suffixes.append([int(i) for i in self.tokenizer(text, add_special_tokens=False)["input_ids"]])
         return prefix_ids, suffixes
+
+
+def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """How many leading token ids all rows share."""
+    first = rows[0]
+    length = min(len(r) for r in rows)
+    for i in range(length):
+        token = first[i]
+        if any(r[i] != token for r in rows[1:]):
+            return i
+    return length

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from promptrec.ranker.backends.base import TokenizerOps
+from promptrec.ranker.backends.base import TokenizerOps, common_prefix_length
 
 if TYPE_CHECKING:  # pragma: no cover
     from promptrec.config import Settings
@@ -253,7 +253,7 @@ class TransformersBackend(TokenizerOps):
         encoded = [self.encode(p) for p in prompts]
         if any(not e for e in encoded):
             raise ValueError("an empty prompt has no next token to score")
-        shared = _common_prefix_length(encoded)
+        shared = common_prefix_length(encoded)
         shared = min(shared, min(len(e) for e in encoded) - 1)  # every prompt keeps >= 1 own token
         if len(prompts) < 2 or shared < MIN_SHARED_PREFIX:
             reuse, shared = False, 0
@@ -337,11 +337,3 @@ class TransformersBackend(TokenizerOps):
         return pieces()
 
 
-def _common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
-    first = rows[0]
-    length = min(len(r) for r in rows)
-    for i in range(length):
-        token = first[i]
-        if any(r[i] != token for r in rows[1:]):
-            return i
-    return length

@@ -51,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from promptrec.errors import PromptrecError
-from promptrec.ranker.backends.base import TokenizerOps
+from promptrec.ranker.backends.base import TokenizerOps, common_prefix_length
 
 if TYPE_CHECKING:  # pragma: no cover
     from promptrec.config import Settings
@@ -87,14 +87,6 @@ def vllm_available() -> bool:
 # ----------------------------------------------------------------------------- tokens
 
 
-def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
-    first = rows[0]
-    length = min(len(r) for r in rows)
-    for i in range(length):
-        token = first[i]
-        if any(r[i] != token for r in rows[1:]):
-            return i
-    return length
 
 
 def check_logprob(value: Any, what: str) -> float:
