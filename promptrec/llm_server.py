@@ -78,15 +78,13 @@ class ServerOptions:
             "host": parsed.hostname or "127.0.0.1",
             "port": parsed.port or 8001,
         }
-        section = getattr(settings.ranker, "vllm", None)
-        if section is not None:
-            data = section.model_dump() if hasattr(section, "model_dump") else dict(section)
-            for key in ("dtype", "max_model_len", "enable_prefix_caching", "enforce_eager", "kv_cache_gib",
-                        "block_size", "max_logprobs", "seed", "python", "extra_args"):
-                if data.get(key) is not None:
-                    values[key] = data[key]
-            if data.get("served_model_name"):
-                values["served_model_name"] = data["served_model_name"]
+        data = settings.ranker.vllm.model_dump()
+        for key in ("dtype", "max_model_len", "enable_prefix_caching", "enforce_eager", "kv_cache_gib",
+                    "block_size", "max_logprobs", "seed", "python", "extra_args"):
+            if data.get(key) is not None:
+                values[key] = data[key]
+        if data.get("served_model_name"):
+            values["served_model_name"] = data["served_model_name"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "model_path" not in values:
             values["model_path"] = Path(resolve_model(settings.generator, settings))

@@ -185,14 +185,9 @@ class Recommender:
             return self._rerankers[name]
 
     def calibration_key(self, reranker: LLMReranker) -> CalibrationKey:
-        from promptrec.ranker.calibration import CalibrationKey
+        from promptrec.ranker.calibration import calibration_key
 
-        return CalibrationKey(
-            model_id=reranker.backend.model_id,
-            template_hash=reranker.template.hash,
-            encoder=self.settings.encoder,
-            strategy=reranker.strategy.name,
-        )
+        return calibration_key(reranker, self.settings.encoder)
 
     def calibration_file(self, reranker: LLMReranker) -> Path:
         """Where the calibration for this template and model lives, beside the index."""

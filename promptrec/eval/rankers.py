@@ -328,12 +328,9 @@ class LLMRanker:
         )
 
     def calibration_key(self):
-        from promptrec.ranker.calibration import CalibrationKey
+        from promptrec.ranker.calibration import calibration_key
 
-        return CalibrationKey(
-            model_id=getattr(self._reranker.backend, "model_id", self.model),
-            template_hash=self.template.hash, encoder=self._encoder, strategy=self.strategy,
-        )
+        return calibration_key(self._reranker, self._encoder)
 
     def _score(self, part: str, user_id: str, history: Sequence[str]):
         rec = self._data.recommender(part)

@@ -74,6 +74,16 @@ class CalibrationKey(BaseModel):
         ]
 
 
+def calibration_key(reranker: Any, encoder: str) -> CalibrationKey:
+    """The key a calibration for this reranker (its model, template and strategy) and encoder has."""
+    return CalibrationKey(
+        model_id=reranker.backend.model_id,
+        template_hash=reranker.template.hash,
+        encoder=encoder,
+        strategy=reranker.strategy.name,
+    )
+
+
 class CalibrationRecord(BaseModel):
     """One user's list for fitting: candidates, their LLM scores (input order) and the held-out item."""
 

@@ -59,7 +59,7 @@ if TYPE_CHECKING:  # pragma: no cover
 #: vLLM refuses more than this many ``logprob_token_ids`` per request; longer lists are chunked.
 MAX_LOGPROB_TOKEN_IDS = 128
 
-#: Engine defaults (overridable per backend, or from ``settings.ranker.vllm`` when wired).
+#: Engine defaults (overridable per backend, or from ``settings.ranker.vllm``).
 DEFAULT_ENGINE_OPTIONS: dict[str, Any] = {
     "dtype": "bfloat16",
     "max_model_len": 4096,
@@ -173,17 +173,15 @@ class VLLMEngineBackend(TokenizerOps):
     @classmethod
     def from_settings(cls, settings: "Settings", **kwargs: Any) -> "VLLMEngineBackend":
         """The generator named in settings (`promptrec.assets.resolve_model`), engine options
-        from ``settings.ranker.vllm`` when that section exists."""
+        from ``settings.ranker.vllm``."""
         from promptrec.assets import resolve_model
 
         path = resolve_model(settings.generator, settings)
-        section = getattr(settings.ranker, "vllm", None)
         options: dict[str, Any] = {}
-        if section is not None:
-            data = section.model_dump() if hasattr(section, "model_dump") else dict(section)
-            for key in (*DEFAULT_ENGINE_OPTIONS, "enable_prefix_caching"):
-                if key in data:
-                    options[key] = data[key]
+        data = settings.ranker.vllm.model_dump()
+        for key in (*DEFAULT_ENGINE_OPTIONS, "enable_prefix_caching"):
+            if key in data:
+                options[key] = data[key]
         options.update(kwargs)
         return cls(path, model_id=settings.generator, **options)
 

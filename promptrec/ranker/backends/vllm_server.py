@@ -141,23 +141,21 @@ class VLLMServerBackend(TokenizerOps):
     @classmethod
     def from_settings(cls, settings: "Settings", **kwargs: Any) -> "VLLMServerBackend":
         """The server at ``settings.ranker.server_url``, tokenizer from the generator's folder;
-        client options from ``settings.ranker.vllm`` when that section exists."""
+        client options from ``settings.ranker.vllm``."""
         from promptrec.assets import resolve_model
 
         path = resolve_model(settings.generator, settings)
-        section = getattr(settings.ranker, "vllm", None)
         options: dict[str, Any] = {"timeout_s": settings.ranker.timeout_s}
-        if section is not None:
-            data = section.model_dump() if hasattr(section, "model_dump") else dict(section)
-            for ours, theirs in (
-                ("timeout_s", "request_timeout_s"),
-                ("max_retries", "max_retries"),
-                ("backoff_s", "backoff_s"),
-                ("api_key", "api_key"),
-                ("model", "served_model_name"),
-            ):
-                if data.get(theirs) is not None:
-                    options[ours] = data[theirs]
+        data = settings.ranker.vllm.model_dump()
+        for ours, theirs in (
+            ("timeout_s", "request_timeout_s"),
+            ("max_retries", "max_retries"),
+            ("backoff_s", "backoff_s"),
+            ("api_key", "api_key"),
+            ("model", "served_model_name"),
+        ):
+            if data.get(theirs) is not None:
+                options[ours] = data[theirs]
         options.update(kwargs)
         return cls(settings.ranker.server_url, path, model_id=settings.generator, **options)
 
