@@ -10,7 +10,14 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from promptrec.config import Settings
@@ -41,7 +48,7 @@ def progress_bars() -> Iterator:
     """A `ProgressFn` (stage, advance, total) drawing one rich bar per stage."""
     with Progress(
         TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, transient=False,
+        TextColumn("left"), TimeRemainingColumn(), console=err, transient=False,
     ) as progress:
         tasks: dict[str, int] = {}
 
@@ -169,8 +176,9 @@ def _print_recommendations(result) -> None:
     table = Table(
         "rank", "item", "title", "probability", "LLM score", "retrieval (rank)",
         title=f"recommendations for user {result.user_id}",
-        caption=f"{result.model_id}, template {result.template} ({result.strategy}, {result.template_hash}); "
-        f"{how}; {result.latency_s:.2f} s, {result.prompt_tokens} prompt tokens",
+        caption=f"{result.model_id} ({result.dtype or 'dtype n/a'}), template {result.template} "
+        f"({result.strategy}, {result.template_hash}); {how}; {result.latency_s:.2f} s, "
+        f"{result.computed_tokens} tokens computed ({result.prompt_tokens} in the prompts)",
     )
     for r in result.recommendations:
         table.add_row(
@@ -269,7 +277,12 @@ def chat(user: str) -> None:
 
 
 @app.command()
-def demo(user: str = typer.Option("196", help="The user to show.")) -> None:
+def demo(
+    user: str = typer.Option("196", help="The user to show."),
+    calibration_users: int = typer.Option(
+        40, help="Validation users the demo fits its calibration on when none matches (`promptrec calibrate` uses 200)."
+    ),
+) -> None:
     """The main job on the embedded defaults: fetch data and models, build the index, show results."""
     from promptrec.assets import fetch
 
@@ -291,8 +304,11 @@ def demo(user: str = typer.Option("196", help="The user to show.")) -> None:
             console.print(f"[yellow]{exc}[/]")
             fitted = False
         if not fitted:
-            console.print("fitting a calibration for this model and template on 100 validation users")
-            calibrate(users=100, template=None, seed=0)
+            console.print(
+                f"fitting a calibration for this model and template on {calibration_users} validation users "
+                "(`promptrec calibrate --users 200` fits a steadier one)"
+            )
+            calibrate(users=calibration_users, template=None, seed=0)
             rec = _recommender(build=False)  # picks up the new calibration
         result = rec.recommend(user, k=10)
         _print_recommendations(result)

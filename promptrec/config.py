@@ -47,7 +47,6 @@ class RetrievalSettings(BaseModel):
 class VLLMSettings(BaseModel):
     """vLLM engine and server options (`ranker.backend` = "vllm-engine" or "vllm-server")."""
 
-    dtype: str = "bfloat16"
     max_model_len: int = 4096
     enable_prefix_caching: bool = True
     enforce_eager: bool | None = None  # None: on without a GPU (start-up halves), off with one
@@ -70,6 +69,9 @@ class RankerSettings(BaseModel):
 
     template: str = "letters"  # a name in prompts/rerank/ (without .j2) or a path to a .j2 file
     backend: Literal["transformers", "vllm-engine", "vllm-server"] = "transformers"
+    # "auto": bf16 on GPUs and on CPUs with AVX512-BF16/AMX, float16 on older GPUs, float32 on
+    # AVX2-only CPUs (bf16 ~6x slower there); or float32 | bfloat16 | float16. Every backend.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     server_url: str = "http://127.0.0.1:8001/v1"  # the OpenAI-compatible server (vllm-server)
     permutations: int = 3  # letters: average over this many candidate orders (position bias)
     history_items: int = 10  # the most recent history items shown in a prompt

@@ -37,6 +37,7 @@ import typer
 
 from promptrec.config import PACKAGE_ROOT, Settings
 from promptrec.errors import PromptrecError
+from promptrec.hardware import resolve_dtype_name
 from promptrec.ranker.backends.vllm_engine import CPU_BLOCK_SIZE, has_gpu
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
@@ -58,7 +59,7 @@ class ServerOptions:
     served_model_name: str
     host: str = "127.0.0.1"
     port: int = 8001
-    dtype: str = "bfloat16"
+    dtype: str = "auto"  # resolved on this machine by promptrec.hardware (bf16 only where fast)
     max_model_len: int = 4096
     enable_prefix_caching: bool = True
     enforce_eager: bool | None = None  # None: on without a GPU, off with one
@@ -79,7 +80,8 @@ class ServerOptions:
             "port": parsed.port or 8001,
         }
         data = settings.ranker.vllm.model_dump()
-        for key in ("dtype", "max_model_len", "enable_prefix_caching", "enforce_eager", "kv_cache_gib",
+        values["dtype"] = settings.ranker.dtype
+        for key in ("max_model_len", "enable_prefix_caching", "enforce_eager", "kv_cache_gib",
                     "block_size", "max_logprobs", "seed", "python", "extra_args"):
             if data.get(key) is not None:
                 values[key] = data[key]
@@ -126,7 +128,7 @@ def server_command(options: ServerOptions) -> list[str]:
         "--served-model-name", options.served_model_name,
         "--host", options.host,
         "--port", str(options.port),
-        "--dtype", options.dtype,
+        "--dtype", resolve_dtype_name(options.dtype, "cuda" if gpu else "cpu"),
         "--max-model-len", str(options.max_model_len),
         "--seed", str(options.seed),
         "--enable-prefix-caching" if options.enable_prefix_caching else "--no-enable-prefix-caching",
@@ -298,7 +300,7 @@ llm_app = typer.Typer(help="Serve the generator through vLLM's OpenAI-compatible
 def serve(
     host: str = typer.Option(None, help="bind address (default: from settings.ranker.server_url)"),
     port: int = typer.Option(None, help="port (default: from settings.ranker.server_url)"),
-    dtype: str = typer.Option(None, help="bfloat16 (default) or float32"),
+    dtype: str = typer.Option(None, help="auto (default: bf16 only where the hardware runs it fast), float32, bfloat16 or float16"),
     max_model_len: int = typer.Option(None, help="context length (default 4096)"),
     python: str = typer.Option(None, help="a Python with vLLM (default: $PROMPTREC_VLLM_PYTHON, this one, .venv-vllm)"),
     ready_timeout: float = typer.Option(DEFAULT_READY_TIMEOUT_S, help="seconds to wait for readiness"),

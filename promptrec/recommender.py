@@ -222,6 +222,16 @@ class Recommender:
         result = reranker.run([self.catalog[i] for i in found.history], found)
         return found, result
 
+    def rerank_many(
+        self, user_ids: Sequence[str], *, template: str | None = None
+    ) -> list[tuple[CandidateList, RerankResult]]:
+        """`rerank` for several users (their stored histories) in one grouped LLM call: the
+        vLLM backends batch the users; on CPU transformers it equals calling `rerank` in turn."""
+        found = [self.candidates(u) for u in user_ids]
+        reranker = self.reranker(template)
+        results = reranker.run_many([([self.catalog[i] for i in f.history], f) for f in found])
+        return list(zip(found, results))
+
     def recommend(
         self,
         user_id: str,
@@ -281,6 +291,8 @@ class Recommender:
             cold_start=found.cold_start,
             latency_s=time.perf_counter() - started,
             prompt_tokens=result.prompt_tokens,
+            computed_tokens=result.computed_tokens,
+            dtype=result.dtype,
         )
 
     def fit_calibration(
@@ -291,11 +303,13 @@ class Recommender:
         seed: int = 0,
         template: str | None = None,
         on_user: Callable[[], None] | None = None,
+        batch_users: int = 8,
     ) -> Calibrator:
         """Fit the logistic calibration on held-out items (`targets`: user → the item that
         followed this recommender's histories, e.g. the validation split), on a seeded sample
-        of `users` users (all by default). Users whose item was not retrieved still count:
-        their candidates are all negatives."""
+        of `users` users (all by default), `batch_users` at a time through the LLM
+        (`rerank_many`). Users whose item was not retrieved still count: their candidates are
+        all negatives."""
         from promptrec.ranker.calibration import CalibrationRecord, fit_calibration
 
         chosen = sorted(u for u in targets if u in self.histories)
@@ -303,15 +317,17 @@ class Recommender:
             chosen = sorted(random.Random(seed).sample(chosen, users))
         reranker = self.reranker(template)
         records = []
-        for user in chosen:
-            found, result = self.rerank(user, template=template)
-            records.append(
-                CalibrationRecord(
-                    candidates=found, scores=result.scores_in_input_order(), relevant_item_id=targets[user]
+        step = max(1, batch_users)
+        for start in range(0, len(chosen), step):
+            batch = chosen[start : start + step]
+            for user, (found, result) in zip(batch, self.rerank_many(batch, template=template)):
+                records.append(
+                    CalibrationRecord(
+                        candidates=found, scores=result.scores_in_input_order(), relevant_item_id=targets[user]
+                    )
                 )
-            )
-            if on_user:
-                on_user()
+                if on_user:
+                    on_user()
         return fit_calibration(records, self.calibration_key(reranker))
 
     def save_calibration(self, calibrator: Calibrator, template: str | None = None) -> Path:

@@ -31,4 +31,6 @@ class RecommendationList(BaseModel):
     degraded_reason: str | None = None
     cold_start: bool = False
     latency_s: float = 0.0
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # tokens of every prompt sent, each counted whole
+    computed_tokens: int = 0  # positions the model actually ran (shared prefix once)
+    dtype: str | None = None  # the generator's dtype (ranker.dtype "auto" decides it from the hardware)

@@ -373,3 +373,19 @@ def test_parse_command():
     assert parse_command("why Toy Story (1995)?") == ("why", "Toy Story (1995)")
     assert parse_command("why is that?") == ("ask", "why is that?")
     assert parse_command("exit") == ("quit", "")
+
+
+def test_a_cut_off_answer_streams_whole_sentences_only(rec):
+    item_id = top_item(rec, CLEAN_USER)
+    related = safe_title(build_evidence(rec, CLEAN_USER, item_id).related[0].title)
+    cut = f'Because you watched "{related}". Both are often described as 3.5 stars and'
+    conv = Conversation(rec, CLEAN_USER, ScriptedBackend([cut]), use_ranker=False)
+    events = list(conv.why_stream(item_id))
+    deltas = "".join(e.text for e in events if e.kind == "delta")
+    assert events[-1].kind == "done"
+    assert deltas == conv.explanation.text == f'Because you watched "{related}".'
+    # an answer that ends normally streams to its end, its last sentence included
+    whole = f'Because you watched "{related}". It is a classic.'
+    conv = Conversation(rec, CLEAN_USER, ScriptedBackend([whole]), use_ranker=False)
+    deltas = "".join(e.text for e in conv.why_stream(item_id) if e.kind == "delta")
+    assert deltas == whole == conv.explanation.text

@@ -145,10 +145,14 @@ def clean_answer(text: str, max_chars: int = MAX_ANSWER_CHARS) -> str:
     return text
 
 
+_SENTENCE_END = re.compile(r"[.!?][\"”')\]]*(?=\s|$)")
+_SENTENCE_END_FOLLOWED = re.compile(r"[.!?][\"”')\]]*(?=\s)")
+
+
 def last_full_sentence(text: str) -> str:
     """``text`` up to its last sentence end ("." "!" "?", maybe followed by a quote or bracket);
     unchanged when it has none."""
-    ends = list(re.finditer(r"[.!?][\"”')\]]*(?=\s|$)", text))
+    ends = list(_SENTENCE_END.finditer(text))
     if not ends:
         return text
     return text[: ends[-1].end()].strip()
@@ -390,12 +394,25 @@ class Conversation:
             msgs = self.messages(user_message)
             prompt_tokens = self.backend.count_tokens(self.backend.render_chat(msgs))
             pieces: list[str] = []
+            emitted = 0  # characters of the raw answer streamed so far: whole sentences only
             for piece in self._generate(msgs, stream and attempt == 1):
                 pieces.append(piece)
                 if stream and attempt == 1:
-                    yield StreamEvent("delta", piece)
+                    raw = "".join(pieces)
+                    # a sentence end followed by whitespace: "3." then "5" is no end yet
+                    ends = [m.end() for m in _SENTENCE_END_FOLLOWED.finditer(raw, emitted)]
+                    end = ends[-1] if ends else emitted
+                    if end > emitted:
+                        yield StreamEvent("delta", raw[emitted:end])
+                        emitted = end
             # An answer cut off at the token cap ends mid-sentence: drop the broken tail.
-            text = last_full_sentence(clean_answer("".join(pieces)))
+            raw = "".join(pieces)
+            text = last_full_sentence(clean_answer(raw))
+            if stream and attempt == 1:  # up to the last sentence end (all of it if it has none)
+                ends = [m.end() for m in _SENTENCE_END.finditer(raw)]
+                cut = ends[-1] if ends else len(raw)
+                if cut > emitted:
+                    yield StreamEvent("delta", raw[emitted:cut])
             check = self.titles.check(text, self.allowed, ignore=ignore, history=history)
             checks.append(check)
             if check.ok and text:

@@ -19,7 +19,7 @@ def make_backend(settings: Settings) -> LLMBackend:
     if kind == "transformers":
         from promptrec.ranker.backends.transformers_backend import TransformersBackend
 
-        return TransformersBackend(path, model_id=settings.generator, device=settings.device)
+        return TransformersBackend(path, model_id=settings.generator, device=settings.device, dtype=settings.ranker.dtype)
     if kind == "vllm-engine":
         from promptrec.ranker.backends.vllm_engine import VLLMEngineBackend
 

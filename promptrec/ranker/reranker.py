@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from promptrec.data.schema import Item
-from promptrec.ranker.backends.base import LLMBackend
+from promptrec.ranker.backends.base import LLMBackend, TokenUsage, track_usage
 from promptrec.ranker.prompts import RerankTemplate, load_template, sanitize_text
 from promptrec.ranker.strategies import (
     ItemView,
@@ -53,8 +53,10 @@ class RerankResult(BaseModel):
     template_hash: str
     model_id: str
     latency_s: float
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # tokens of every prompt sent, each counted whole
+    computed_tokens: int = 0  # positions the model actually ran (shared prefixes once, cache hits not)
     n_prompts: int = 0
+    dtype: str | None = None  # the generator's dtype (float32 | bfloat16 | float16)
     degraded: bool = False
     degraded_reason: str | None = None
     health: OutputHealth | None = None
@@ -142,43 +144,45 @@ class LLMReranker:
             for c in candidates
         ]
 
+    def _views(self, history: list[Item], candidates: CandidateList) -> tuple[list[ItemView], list[ItemView]]:
+        return self._history_views(history), self._candidate_views(candidates.candidates)
+
     def score(self, history: list[Item], candidates: CandidateList) -> StrategyResult:
         """The strategy's raw result, without timeout or fallback (raises on failure)."""
-        return self.strategy.score(
-            self.backend, self.template, self._history_views(history), self._candidate_views(candidates.candidates)
-        )
+        return self.strategy.score(self.backend, self.template, *self._views(history, candidates))
 
-    def run(self, history: list[Item], candidates: CandidateList) -> RerankResult:
-        start = time.perf_counter()
-        items = list(candidates.candidates)
-        common = dict(
-            user_id=candidates.user_id,
+    def _common(self, user_id: str) -> dict[str, Any]:
+        hardware = getattr(self.backend, "hardware", None)
+        return dict(
+            user_id=user_id,
             strategy=self.strategy.name,
             template_name=self.template.name,
             template_hash=self.template.hash,
             model_id=getattr(self.backend, "model_id", "unknown"),
+            dtype=getattr(hardware, "dtype", None),
         )
-        if not items:
-            return RerankResult(candidates=[], latency_s=time.perf_counter() - start, **common)
-        try:
-            result: StrategyResult = _run_with_timeout(lambda: self.score(history, candidates), self.timeout_s)
-            if len(result.scores) != len(items):
-                raise ValueError(f"strategy returned {len(result.scores)} scores for {len(items)} candidates")
-            bad = [i for i, s in enumerate(result.scores) if s != s or s in (float("inf"), float("-inf"))]
-            if bad:
-                raise ValueError(f"strategy returned non-finite scores for {len(bad)} candidate(s)")
-        except Exception as exc:  # noqa: BLE001 - any failure falls back to retrieval order
-            reason = f"{type(exc).__name__}: {exc}"
-            return RerankResult(
-                candidates=[
-                    RerankedCandidate(candidate=c, llm_score=None, rank=i + 1, retrieval_rank=i + 1)
-                    for i, c in enumerate(items)
-                ],
-                latency_s=time.perf_counter() - start,
-                degraded=True,
-                degraded_reason=reason,
-                **common,
-            )
+
+    def _fallback(self, candidates: CandidateList, exc: BaseException, latency_s: float) -> RerankResult:
+        reason = f"{type(exc).__name__}: {exc}"
+        return RerankResult(
+            candidates=[
+                RerankedCandidate(candidate=c, llm_score=None, rank=i + 1, retrieval_rank=i + 1)
+                for i, c in enumerate(candidates.candidates)
+            ],
+            latency_s=latency_s,
+            degraded=True,
+            degraded_reason=reason,
+            **self._common(candidates.user_id),
+        )
+
+    def _result(self, candidates: CandidateList, result: StrategyResult, usage: TokenUsage,
+                latency_s: float) -> RerankResult:
+        items = list(candidates.candidates)
+        if len(result.scores) != len(items):
+            raise ValueError(f"strategy returned {len(result.scores)} scores for {len(items)} candidates")
+        bad = [i for i, s in enumerate(result.scores) if s != s or s in (float("inf"), float("-inf"))]
+        if bad:
+            raise ValueError(f"strategy returned non-finite scores for {len(bad)} candidate(s)")
         order = sorted(range(len(items)), key=lambda i: (-result.scores[i], i))
         ranked = [
             RerankedCandidate(candidate=items[i], llm_score=result.scores[i], rank=r + 1, retrieval_rank=i + 1)
@@ -186,10 +190,57 @@ class LLMReranker:
         ]
         return RerankResult(
             candidates=ranked,
-            latency_s=time.perf_counter() - start,
+            latency_s=latency_s,
             prompt_tokens=result.prompt_tokens,
+            computed_tokens=usage.computed,
             n_prompts=result.n_prompts,
             health=result.health,
             details=result.details,
-            **common,
+            **self._common(candidates.user_id),
         )
+
+    def run(self, history: list[Item], candidates: CandidateList) -> RerankResult:
+        start = time.perf_counter()
+        if not candidates.candidates:
+            return RerankResult(candidates=[], latency_s=time.perf_counter() - start, **self._common(candidates.user_id))
+
+        def work() -> tuple[StrategyResult, TokenUsage]:
+            with track_usage() as usage:
+                return self.score(history, candidates), usage
+
+        try:
+            result, usage = _run_with_timeout(work, self.timeout_s)
+            return self._result(candidates, result, usage, time.perf_counter() - start)
+        except Exception as exc:  # noqa: BLE001 - any failure falls back to retrieval order
+            return self._fallback(candidates, exc, time.perf_counter() - start)
+
+    def run_many(self, requests: list[tuple[list[Item], CandidateList]]) -> list[RerankResult]:
+        """`run` for several users through one grouped backend call (the vLLM backends batch them;
+        on CPU transformers it equals one `run` after another). The time-out scales with the
+        number of users; if the batch fails, each user is run alone, so one failure degrades
+        only its own list. Latency is the batch's time shared equally among its users."""
+        if len(requests) <= 1:
+            return [self.run(h, c) for h, c in requests]
+        start = time.perf_counter()
+        live = [i for i, (_, c) in enumerate(requests) if c.candidates]
+
+        def work() -> tuple[list[StrategyResult], TokenUsage]:
+            with track_usage() as usage:
+                views = [self._views(*requests[i]) for i in live]
+                return self.strategy.score_many(self.backend, self.template, views), usage
+
+        try:
+            timeout = None if self.timeout_s is None else self.timeout_s * max(1, len(live))
+            results, usage = _run_with_timeout(work, timeout)
+            share = (time.perf_counter() - start) / max(1, len(requests))
+            out: list[RerankResult] = []
+            by_index = dict(zip(live, results))
+            for i, (_, found) in enumerate(requests):
+                if i not in by_index:
+                    out.append(RerankResult(candidates=[], latency_s=share, **self._common(found.user_id)))
+                    continue
+                mine = TokenUsage(computed=round(usage.computed / len(live)))
+                out.append(self._result(found, by_index[i], mine, share))
+            return out
+        except Exception:  # noqa: BLE001 - retry one by one: only the failing users degrade
+            return [self.run(h, c) for h, c in requests]

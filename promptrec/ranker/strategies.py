@@ -33,7 +33,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 from pydantic import BaseModel, Field
 
-from promptrec.ranker.backends.base import LLMBackend
+from promptrec.ranker.backends.base import LLMBackend, next_token_logprobs_grouped
 from promptrec.ranker.prompts import RenderedPrompt, RerankTemplate, candidate_label
 
 
@@ -82,6 +82,13 @@ class ScoringStrategy(Protocol):
         history: list[ItemView],
         candidates: list[ItemView],
     ) -> StrategyResult: ...
+
+    def score_many(
+        self,
+        backend: LLMBackend,
+        template: RerankTemplate,
+        requests: list[tuple[list[ItemView], list[ItemView]]],
+    ) -> list[StrategyResult]: ...
 
 
 # --------------------------------------------------------------------------- helpers
@@ -155,12 +162,11 @@ class LettersStrategy:
         self.permutation_mode = permutation_mode
         self.seed = seed
 
-    def score(self, backend: LLMBackend, template: RerankTemplate, history: list[ItemView],
-              candidates: list[ItemView]) -> StrategyResult:
+    def build_prompts(self, backend: LLMBackend, template: RerankTemplate, history: list[ItemView],
+                      candidates: list[ItemView]) -> tuple[list[list[int]], list[str]]:
+        """The candidate orders and one prompt text per order (the history first, so they share it)."""
         _check_template(template, self.name)
         n = len(candidates)
-        if n == 0:
-            return StrategyResult(strategy=self.name, scores=[], prompt_tokens=0, n_prompts=0)
         if n > 26:
             raise ValueError(f"the letters strategy labels 26 candidates at most, got {n}")
         orders = _permutations(n, self.permutations, self.permutation_mode, self.seed)
@@ -170,9 +176,34 @@ class LettersStrategy:
             shown = [_candidate_var(candidates[c], pos, labels[pos]) for pos, c in enumerate(order)]
             rendered = template.render(history=_history_vars(history), candidates=shown, n_candidates=n)
             prompts.append(_prompt_text(backend, rendered))
-        # Every permutation's prompt ends with the same assistant prefix, hence the same label form.
-        label_ids = backend.label_token_ids([label_form(prompts[0], lab) for lab in labels])
-        logp = np.asarray(backend.next_token_logprobs(prompts, label_ids), dtype=np.float64)  # (P, n)
+        return orders, prompts
+
+    def label_ids(self, backend: LLMBackend, prompt: str, n: int) -> list[int]:
+        """Token ids of the n labels as they follow ``prompt`` (every order ends the same way)."""
+        return backend.label_token_ids([label_form(prompt, candidate_label(i)) for i in range(n)])
+
+    def score(self, backend: LLMBackend, template: RerankTemplate, history: list[ItemView],
+              candidates: list[ItemView]) -> StrategyResult:
+        return self.score_many(backend, template, [(history, candidates)])[0]
+
+    def score_many(self, backend: LLMBackend, template: RerankTemplate,
+                   requests: list[tuple[list[ItemView], list[ItemView]]]) -> list[StrategyResult]:
+        """Score several users in one grouped backend call (each user's prompts share a prefix)."""
+        built = [self.build_prompts(backend, template, h, c) if c else ([], []) for h, c in requests]
+        sizes = {len(c) for _, c in requests if c}
+        results: list[StrategyResult | None] = [None] * len(requests)
+        for n in sizes:  # one label set per candidate count
+            which = [i for i, (_, c) in enumerate(requests) if len(c) == n]
+            ids = self.label_ids(backend, built[which[0]][1][0], n)
+            logps = next_token_logprobs_grouped(backend, [built[i][1] for i in which], ids)
+            for i, logp in zip(which, logps):
+                orders, prompts = built[i]
+                results[i] = self._finish(backend, orders, prompts, np.asarray(logp, dtype=np.float64))
+        return [r or StrategyResult(strategy=self.name, scores=[], prompt_tokens=0, n_prompts=0) for r in results]
+
+    def _finish(self, backend: LLMBackend, orders: list[list[int]], prompts: list[str],
+                logp: np.ndarray) -> StrategyResult:
+        n = logp.shape[1]
         mass = np.exp(logp).sum(axis=1)
         renorm = logp - np.log(np.maximum(mass, 1e-300))[:, None]
         per_candidate = np.zeros((len(orders), n))
@@ -247,6 +278,11 @@ class LikelihoodStrategy:
                      "normalize": self.normalize},
         )
 
+    def score_many(self, backend: LLMBackend, template: RerankTemplate,
+                   requests: list[tuple[list[ItemView], list[ItemView]]]) -> list[StrategyResult]:
+        """One user at a time: each user's two prefixes are already shared by all its candidates."""
+        return [self.score(backend, template, h, c) for h, c in requests]
+
 
 class YesNoStrategy:
     """log P(Yes) - log P(No) after "Will this user enjoy X?", one prompt per candidate."""
@@ -256,33 +292,49 @@ class YesNoStrategy:
     def __init__(self, yes: str = "Yes", no: str = "No"):
         self.yes, self.no = yes, no
 
-    def score(self, backend: LLMBackend, template: RerankTemplate, history: list[ItemView],
-              candidates: list[ItemView]) -> StrategyResult:
+    def build_prompts(self, backend: LLMBackend, template: RerankTemplate, history: list[ItemView],
+                      candidates: list[ItemView]) -> list[str]:
+        """One prompt per candidate; they share the history prefix and end the same way."""
         _check_template(template, self.name)
-        if not candidates:
-            return StrategyResult(strategy=self.name, scores=[], prompt_tokens=0, n_prompts=0)
         prompts = []
         for i, view in enumerate(candidates):
             rendered = template.render(history=_history_vars(history), candidate=_candidate_var(view, i),
                                        candidates=[], n_candidates=len(candidates))
             prompts.append(_prompt_text(backend, rendered))
         forms = {label_form(p, self.yes) for p in prompts}
-        if len(forms) != 1:
+        if len(forms) > 1:
             raise ValueError(f"template {template.name}: candidate prompts end differently; keep the question's end fixed")
-        ids = backend.label_token_ids([label_form(prompts[0], self.yes), label_form(prompts[0], self.no)])
-        logp = np.asarray(backend.next_token_logprobs(prompts, ids), dtype=np.float64)  # (n, 2)
-        mass = np.exp(logp).sum(axis=1)
-        health = OutputHealth(label_mass=float(mass.mean()), min_label_mass=float(mass.min()))
-        if mass.mean() < 0.5:
-            health.notes.append(f"only {mass.mean():.0%} of the next-token mass is on Yes/No")
-        return StrategyResult(
-            strategy=self.name,
-            scores=[float(s) for s in logp[:, 0] - logp[:, 1]],
-            prompt_tokens=sum(backend.count_tokens(p) for p in prompts),
-            n_prompts=len(prompts),
-            health=health,
-            details={"p_yes": np.exp(logp[:, 0]).tolist()},
-        )
+        return prompts
+
+    def score(self, backend: LLMBackend, template: RerankTemplate, history: list[ItemView],
+              candidates: list[ItemView]) -> StrategyResult:
+        return self.score_many(backend, template, [(history, candidates)])[0]
+
+    def score_many(self, backend: LLMBackend, template: RerankTemplate,
+                   requests: list[tuple[list[ItemView], list[ItemView]]]) -> list[StrategyResult]:
+        """Score several users in one grouped backend call (each user's prompts share a prefix)."""
+        built = [self.build_prompts(backend, template, h, c) for h, c in requests]
+        which = [i for i, prompts in enumerate(built) if prompts]
+        results = [StrategyResult(strategy=self.name, scores=[], prompt_tokens=0, n_prompts=0) for _ in requests]
+        if not which:
+            return results
+        first = built[which[0]][0]
+        ids = backend.label_token_ids([label_form(first, self.yes), label_form(first, self.no)])
+        for i, logp in zip(which, next_token_logprobs_grouped(backend, [built[i] for i in which], ids)):
+            logp = np.asarray(logp, dtype=np.float64)  # (n, 2)
+            mass = np.exp(logp).sum(axis=1)
+            health = OutputHealth(label_mass=float(mass.mean()), min_label_mass=float(mass.min()))
+            if mass.mean() < 0.5:
+                health.notes.append(f"only {mass.mean():.0%} of the next-token mass is on Yes/No")
+            results[i] = StrategyResult(
+                strategy=self.name,
+                scores=[float(s) for s in logp[:, 0] - logp[:, 1]],
+                prompt_tokens=sum(backend.count_tokens(p) for p in built[i]),
+                n_prompts=len(built[i]),
+                health=health,
+                details={"p_yes": np.exp(logp[:, 0]).tolist()},
+            )
+        return results
 
 
 _STRATEGIES = {"letters": LettersStrategy, "likelihood": LikelihoodStrategy, "yesno": YesNoStrategy}

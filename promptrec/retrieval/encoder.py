@@ -8,15 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from promptrec.config import Settings
-
-
-def resolve_device(device: str) -> str:
-    """"auto" → "cuda" when a GPU is present, else "cpu"."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
+from promptrec.hardware import resolve_device
 
 
 class TextEncoder:

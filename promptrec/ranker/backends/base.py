@@ -22,7 +22,10 @@ server) can implement it too:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -112,6 +115,21 @@ class TokenizerOps:
         return prefix_ids, suffixes
 
 
+def next_token_logprobs_grouped(
+    backend: LLMBackend, groups: list[list[str]], token_ids: list[int]
+) -> list[np.ndarray]:
+    """`next_token_logprobs` for several groups of prompts (one group a user: its prompts share a
+    prefix), one array per group. Backends that batch across groups (the vLLM engine: one engine
+    call, each group's prefix cached by its first prompt; the server: concurrent requests)
+    implement ``next_token_logprobs_grouped``; elsewhere the groups run one after another
+    (on CPU a batch of users costs as much per token as one user: measured, 4 x 600 tokens).
+    """
+    grouped = getattr(backend, "next_token_logprobs_grouped", None)
+    if grouped is not None:
+        return list(grouped(groups, token_ids))
+    return [backend.next_token_logprobs(prompts, token_ids) for prompts in groups]
+
+
 def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
     """How many leading token ids all rows share."""
     first = rows[0]
@@ -121,3 +139,40 @@ def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
         if any(r[i] != token for r in rows[1:]):
             return i
     return length
+
+
+@dataclass
+class TokenUsage:
+    """Tokens a backend ran through the model while a `track_usage` block was open.
+
+    ``computed``: positions actually run (a shared prefix counted once, prefix-cache hits not
+    at all); ``padded``: extra positions computed as batch padding; ``cached``: prompt tokens
+    served from a cache instead of being computed.
+    """
+
+    computed: int = 0
+    padded: int = 0
+    cached: int = 0
+
+
+_USAGE: contextvars.ContextVar[TokenUsage | None] = contextvars.ContextVar("promptrec_token_usage", default=None)
+
+
+@contextlib.contextmanager
+def track_usage() -> Iterator[TokenUsage]:
+    """Count the tokens the backends compute in this thread/context until the block ends."""
+    usage = TokenUsage()
+    token = _USAGE.set(usage)
+    try:
+        yield usage
+    finally:
+        _USAGE.reset(token)
+
+
+def record_usage(computed: int, padded: int = 0, cached: int = 0) -> None:
+    """Called by backends for each model pass; a no-op outside `track_usage`."""
+    usage = _USAGE.get()
+    if usage is not None:
+        usage.computed += int(computed)
+        usage.padded += int(padded)
+        usage.cached += int(cached)

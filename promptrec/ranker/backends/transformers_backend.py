@@ -1,9 +1,10 @@
 """`LLMBackend` on Hugging Face transformers: the embedded CPU default.
 
-* Device ``"auto"``: CUDA when available, else CPU. Weights in bfloat16 by default (on this
-  kind of CPU bf16 measured 2-3x faster than fp32), except the vocabulary projection, which
-  gets a float32 copy (``fp32_head``): bf16 logits are rounded to steps of ~0.1, as coarse as
-  the score differences being compared. Log-softmax is taken in float32.
+* Device ``"auto"``: CUDA when available, else CPU. dtype ``"auto"``: chosen from the hardware
+  (`promptrec.hardware.auto_dtype`: bf16 on CPUs with AVX512-BF16/AMX and bf16-capable GPUs, float16 on
+  older GPUs, float32 on AVX2-only CPUs, where bf16 is ~6x slower). In bf16/fp16 the vocabulary
+  projection gets a float32 copy (``fp32_head``): bf16 logits are rounded to steps of ~0.1, as
+  coarse as the score differences being compared. Log-softmax is taken in float32.
 * Every model call runs under `torch.inference_mode()` and one lock, so a shared backend
   (and a shared Recommender) can be used from several threads; calls are serialised.
 * Shared prefixes: `continuation_logprobs` encodes its prefix once; `next_token_logprobs`
@@ -26,41 +27,23 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from promptrec.ranker.backends.base import TokenizerOps, common_prefix_length
+from promptrec.ranker.backends.base import TokenizerOps, common_prefix_length, record_usage
+from promptrec.hardware import HardwareInfo, hardware_info, resolve_device, resolve_dtype_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from promptrec.config import Settings
 
-_DTYPES = {
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "float32": torch.float32,
-    "fp32": torch.float32,
-}
+_TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # Below this many shared tokens, prefix reuse is not worth the cache copy.
 MIN_SHARED_PREFIX = 8
 
 
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+def resolve_torch_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """A torch dtype; ``None`` or ``"auto"`` is chosen from the hardware (`promptrec.hardware.auto_dtype`)."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype is None:
-        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-            return torch.float16
-        return torch.bfloat16
-    try:
-        return _DTYPES[str(dtype).lower()]
-    except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {sorted(_DTYPES)}") from None
+    return _TORCH_DTYPES[resolve_dtype_name(dtype, str(device))]
 
 
 class TransformersBackend(TokenizerOps):
@@ -81,8 +64,8 @@ class TransformersBackend(TokenizerOps):
 
         self.model_path = Path(model_path)
         self.model_id = model_id or self.model_path.name
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
+        self.device = torch.device(resolve_device(device))
+        self.dtype = resolve_torch_dtype(dtype, self.device)
         self.max_batch = max(1, int(max_batch))
         self.reuse_prefix = reuse_prefix
         self._lock = threading.RLock()
@@ -102,7 +85,13 @@ class TransformersBackend(TokenizerOps):
 
         path = resolve_model(settings.generator, settings)
         kwargs.setdefault("device", settings.device)
+        kwargs.setdefault("dtype", settings.ranker.dtype)
         return cls(path, model_id=settings.generator, **kwargs)
+
+    @property
+    def hardware(self) -> HardwareInfo:
+        """Device, dtype and CPU capability this backend runs with."""
+        return hardware_info(str(self.device), str(self.dtype).replace("torch.", ""))
 
     def _float32_head(self) -> bool:
         """Give the vocabulary projection its own float32 weights (and float32 input).
@@ -163,7 +152,10 @@ class TransformersBackend(TokenizerOps):
             return DynamicCache()
 
     def _pad(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Right-padded batch of token rows (its real and padded positions are recorded as usage)."""
         width = max(len(r) for r in rows)
+        real = sum(len(r) for r in rows)
+        record_usage(real, padded=width * len(rows) - real)
         batch = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
         for i, row in enumerate(rows):
             batch[i, : len(row)] = torch.tensor(list(row), dtype=torch.long)
@@ -199,6 +191,7 @@ class TransformersBackend(TokenizerOps):
             raise ValueError("every suffix needs at least one token")
 
         if reuse and prefix:
+            record_usage(len(prefix))
             out = self._forward(torch.tensor([prefix], device=self.device), cache=self._new_cache(), logits_to_keep=1)
             prefix_cache = out.cache if hasattr(out, "cache") else out.past_key_values
             prefix_last = out.logits[0, -1].float().log_softmax(-1)

@@ -51,7 +51,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from promptrec.errors import PromptrecError
-from promptrec.ranker.backends.base import TokenizerOps, common_prefix_length
+from promptrec.hardware import HardwareInfo, hardware_info, resolve_dtype_name
+from promptrec.ranker.backends.base import TokenizerOps, common_prefix_length, record_usage
 
 if TYPE_CHECKING:  # pragma: no cover
     from promptrec.config import Settings
@@ -61,7 +62,7 @@ MAX_LOGPROB_TOKEN_IDS = 128
 
 #: Engine defaults (overridable per backend, or from ``settings.ranker.vllm``).
 DEFAULT_ENGINE_OPTIONS: dict[str, Any] = {
-    "dtype": "bfloat16",
+    "dtype": "auto",  # promptrec.hardware: bf16 on GPUs and bf16-capable CPUs, else float16/float32
     "max_model_len": 4096,
     "kv_cache_gib": 1,
     "enforce_eager": None,  # None: on without a GPU (start-up halves), off with one (CUDA graphs)
@@ -123,6 +124,7 @@ def engine_kwargs(options: dict[str, Any], enable_prefix_caching: bool) -> dict[
     opts = {**DEFAULT_ENGINE_OPTIONS, **options}
     kv = opts.pop("kv_cache_gib")
     gpu = has_gpu()
+    opts["dtype"] = resolve_dtype_name(opts.get("dtype"), "cuda" if gpu else "cpu")
     if kv is not None and not gpu:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(int(kv)))
     if opts.get("block_size") is None and not gpu:
@@ -161,7 +163,11 @@ class VLLMEngineBackend(TokenizerOps):
                     f"vLLM is not importable here ({type(exc).__name__}: {exc}). On CPU run "
                     "scripts/setup_vllm.sh and use .venv-vllm/bin/python; on GPU pip install vllm"
                 ) from exc
-            llm = LLM(str(self.model_path), **engine_kwargs(engine_options, enable_prefix_caching))
+            kwargs = engine_kwargs(engine_options, enable_prefix_caching)
+            llm = LLM(str(self.model_path), **kwargs)
+            self.dtype = kwargs["dtype"]
+        else:
+            self.dtype = str(getattr(llm.llm_engine.model_config, "dtype", "auto")).replace("torch.", "")
         self.llm = llm
         self.tokenizer = llm.get_tokenizer()
         cache_config = getattr(llm.llm_engine, "cache_config", None) or llm.llm_engine.vllm_config.cache_config
@@ -182,8 +188,14 @@ class VLLMEngineBackend(TokenizerOps):
         for key in (*DEFAULT_ENGINE_OPTIONS, "enable_prefix_caching"):
             if key in data:
                 options[key] = data[key]
+        options["dtype"] = settings.ranker.dtype
         options.update(kwargs)
         return cls(path, model_id=settings.generator, **options)
+
+    @property
+    def hardware(self) -> HardwareInfo:
+        """Device, dtype and CPU capability the engine runs with."""
+        return hardware_info("cuda" if has_gpu() else "cpu", self.dtype)
 
     def close(self) -> None:
         """Stop the engine's worker processes (the backend is unusable afterwards)."""
@@ -215,8 +227,11 @@ class VLLMEngineBackend(TokenizerOps):
         outs = self._engine().generate(prompts, params, use_tqdm=False)
         if len(outs) != len(prompts):
             raise VLLMBackendError(f"vLLM returned {len(outs)} outputs for {len(prompts)} prompts")
-        self.cache_stats["prompt_tokens"] += sum(len(ids) for ids in token_lists)
-        self.cache_stats["cached_tokens"] += sum(int(getattr(o, "num_cached_tokens", 0) or 0) for o in outs)
+        sent = sum(len(ids) for ids in token_lists)
+        cached = sum(int(getattr(o, "num_cached_tokens", 0) or 0) for o in outs)
+        self.cache_stats["prompt_tokens"] += sent
+        self.cache_stats["cached_tokens"] += cached
+        record_usage(sent - cached, cached=cached)
         return outs
 
     def _generate_shared(self, token_lists: list[list[int]], params: Any, reuse: bool) -> list[Any]:
@@ -231,17 +246,31 @@ class VLLMEngineBackend(TokenizerOps):
     def next_token_logprobs(
         self, prompts: list[str], token_ids: list[int], *, reuse_prefix: bool | None = None
     ) -> np.ndarray:
+        return self.next_token_logprobs_grouped([prompts], token_ids, reuse_prefix=reuse_prefix)[0]
+
+    def next_token_logprobs_grouped(
+        self, groups: list[list[str]], token_ids: list[int], *, reuse_prefix: bool | None = None
+    ) -> list[np.ndarray]:
+        """`next_token_logprobs` for several prompt groups in two engine calls: the first prompt of
+        every group that shares a prefix of at least one block, then all the others (which read
+        their group's cached blocks). Batching users this way is what makes the engine pay off."""
         self._engine()  # raises when closed
         from vllm import SamplingParams
 
         reuse = self.reuse_prefix if reuse_prefix is None else (reuse_prefix and self.enable_prefix_caching)
         ids = [int(t) for t in token_ids]
-        result = np.zeros((len(prompts), len(ids)), dtype=np.float64)
-        if not prompts or not ids:
-            return result
-        encoded = [self.encode(p) for p in prompts]
-        if any(not e for e in encoded):
+        results = [np.zeros((len(g), len(ids)), dtype=np.float64) for g in groups]
+        if not ids or not any(groups):
+            return results
+        encoded = [[self.encode(p) for p in g] for g in groups]
+        if any(not e for g in encoded for e in g):
             raise ValueError("an empty prompt has no next token to score")
+        flat = [(gi, pi) for gi, g in enumerate(encoded) for pi in range(len(g))]
+        warm = {
+            (gi, 0) for gi, g in enumerate(encoded)
+            if reuse and len(g) > 1 and common_prefix_length(g) >= self.block_size
+        }
+        waves = [[f for f in flat if f in warm], [f for f in flat if f not in warm]]
         unique = list(dict.fromkeys(ids))
         column = {t: [j for j, u in enumerate(ids) if u == t] for t in unique}
         with self._lock:
@@ -254,18 +283,21 @@ class VLLMEngineBackend(TokenizerOps):
                     detokenize=False,
                     skip_reading_prefix_cache=not reuse,
                 )
-                outs = self._generate_shared(encoded, params, reuse)
-                for i, out in enumerate(outs):
-                    if not out.outputs or not out.outputs[0].logprobs:
-                        raise VLLMBackendError(f"vLLM returned no log-probs for prompt {i}")
-                    row = out.outputs[0].logprobs[0]
-                    for t in chunk:
-                        if t not in row:
-                            raise VLLMBackendError(f"vLLM returned no log-prob for token id {t} (prompt {i})")
-                        lp = check_logprob(row[t].logprob, f"token {t}, prompt {i}")
-                        for j in column[t]:
-                            result[i, j] = lp
-        return result
+                for wave in waves:
+                    if not wave:
+                        continue
+                    outs = self._generate([encoded[gi][pi] for gi, pi in wave], params)
+                    for (gi, pi), out in zip(wave, outs):
+                        if not out.outputs or not out.outputs[0].logprobs:
+                            raise VLLMBackendError(f"vLLM returned no log-probs for prompt {pi} of group {gi}")
+                        row = out.outputs[0].logprobs[0]
+                        for t in chunk:
+                            if t not in row:
+                                raise VLLMBackendError(f"vLLM returned no log-prob for token id {t} (prompt {pi})")
+                            lp = check_logprob(row[t].logprob, f"token {t}, prompt {pi}")
+                            for j in column[t]:
+                                results[gi][pi, j] = lp
+        return results
 
     def continuation_logprobs(
         self, prefix: str, continuations: list[str], *, reuse_prefix: bool | None = None

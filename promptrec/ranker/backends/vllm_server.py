@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from promptrec.ranker.backends.base import TokenizerOps
+from promptrec.ranker.backends.base import TokenizerOps, record_usage
 from promptrec.ranker.backends.vllm_engine import (
     MAX_LOGPROB_TOKEN_IDS,
     VLLMBackendError,
@@ -250,6 +250,11 @@ class VLLMServerBackend(TokenizerOps):
 
     def _completions(self, payload: dict[str, Any], n: int) -> list[dict[str, Any]]:
         body = self._request("POST", "/v1/completions", {"model": self._prepare(), **payload})
+        usage = body.get("usage") if isinstance(body, dict) else None
+        if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+            details = usage.get("prompt_tokens_details") or {}
+            cached = int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0
+            record_usage(usage["prompt_tokens"] - cached, cached=cached)
         choices = body.get("choices") if isinstance(body, dict) else None
         if not isinstance(choices, list) or len(choices) != n:
             got = len(choices) if isinstance(choices, list) else "no"
@@ -286,6 +291,24 @@ class VLLMServerBackend(TokenizerOps):
                     row[tid] = _logprob(value, f"token {tid}, prompt {i}")
             rows.append(row)
         return rows
+
+    def next_token_logprobs_grouped(
+        self, groups: list[list[str]], token_ids: list[int], *, reuse_prefix: bool | None = None
+    ) -> list[np.ndarray]:
+        """One user's prompts a request group, the groups sent concurrently (the server batches
+        them; each group's first prompt warms its prefix cache as in `next_token_logprobs`)."""
+        import contextvars
+        from concurrent.futures import ThreadPoolExecutor
+
+        if len(groups) <= 1:
+            return [self.next_token_logprobs(g, token_ids, reuse_prefix=reuse_prefix) for g in groups]
+
+        def one(prompts: list[str]) -> np.ndarray:
+            return self.next_token_logprobs(prompts, token_ids, reuse_prefix=reuse_prefix)
+
+        with ThreadPoolExecutor(max_workers=min(len(groups), 16), thread_name_prefix="promptrec-vllm") as pool:
+            futures = [pool.submit(contextvars.copy_context().run, one, g) for g in groups]
+            return [f.result() for f in futures]
 
     def next_token_logprobs(
         self, prompts: list[str], token_ids: list[int], *, reuse_prefix: bool | None = None
