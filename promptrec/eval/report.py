@@ -18,8 +18,8 @@ Definitions:
   (logistic layer fitted on the validation split).
 * Health: degraded answers (the LLM failed or timed out; the list fell back to retrieval order),
   low label mass (under half of the next-token probability on the answer tokens: the model
-  "wanted to say something else", the scoring analogue of an unparseable answer), invalid
-  outputs, and per returned list the invented items (not among the candidates or not in the
+  "wanted to say something else", the scoring analogue of an unparseable answer),
+  and per returned list the invented items (not among the candidates or not in the
   catalog), repeated items and history items.
 * Cost: prompt tokens and prompts per user; latency per user (retrieval + LLM) p50/p95;
   users per second = users / summed latency (stable across resumed sessions).
@@ -111,7 +111,6 @@ def _health(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "degraded": sum(bool(r.get("degraded")) for r in rows) / n,
         "low_label_mass": (sum(m < LOW_LABEL_MASS for m in masses) / len(masses)) if masses else None,
         "label_mass": float(np.mean(masses)) if masses else None,
-        "invalid_outputs": sum(r.get("invalid_outputs", 0) > 0 for r in rows) / n,
         "invented_per_user": float(np.mean([r.get("health_invented", 0) for r in rows])),
         "repeated_per_user": float(np.mean([r.get("health_repeated", 0) for r in rows])),
         "history_per_user": float(np.mean([r.get("health_history", 0) for r in rows])),
@@ -291,9 +290,9 @@ def render_markdown(summary: dict[str, Any], images: dict[str, str] | None = Non
     health_rows = [r for r in s["rankers"] if r.get("health")]
     out += ["## Output health", ""]
     out += _table(
-        ["ranker", "degraded", "low label mass", "label mass", "invalid", "invented/list", "repeated/list", "history/list"],
+        ["ranker", "degraded", "low label mass", "label mass", "invented/list", "repeated/list", "history/list"],
         [[r["name"], _fmt(r["health"]["degraded"], 3), _fmt(r["health"]["low_label_mass"], 3),
-          _fmt(r["health"]["label_mass"], 3), _fmt(r["health"]["invalid_outputs"], 3),
+          _fmt(r["health"]["label_mass"], 3),
           _fmt(r["health"]["invented_per_user"], 2), _fmt(r["health"]["repeated_per_user"], 2),
           _fmt(r["health"]["history_per_user"], 2)] for r in health_rows],
     ) + [""]

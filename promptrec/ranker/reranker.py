@@ -1,7 +1,10 @@
 """`LLMReranker`: a typed component that reorders retrieved candidates by an LLM score.
 
-Like Haystack's ``LLMRanker`` it never fails the request: on a timeout or any exception the
-result keeps the retrieval order, with ``scores`` None, ``degraded=True`` and the reason.
+Like Haystack's ``LLMRanker`` it does not fail the request when the generator fails: on a
+timeout or an exception of the backend the result keeps the retrieval order, with ``scores``
+None, ``degraded=True`` and the reason, and the failure is logged (logger ``promptrec``).
+Configuration errors are not degradations: a template that does not render (`PromptError`,
+checked when it loads), more candidates than a strategy can label, or a timeout <= 0 raise.
 
     reranker = LLMReranker(backend, "letters")          # a template name, path or RerankTemplate
     result = reranker.run(history_items, candidate_list)
@@ -9,11 +12,16 @@ result keeps the retrieval order, with ``scores`` None, ``degraded=True`` and th
     result.scores_in_input_order()                     # for calibration (None when degraded)
 
 The timeout waits for a worker thread; torch cannot be interrupted, so a timed-out
-computation finishes in the background (holding the backend's lock meanwhile).
+computation finishes in the background, holding the backend. The next call on that backend
+first waits for it to finish (the wait is not counted against the next call's timeout), so one
+slow user does not make the users behind it time out too; `LLMReranker.timeouts` counts them.
+Worker threads are not daemons: the interpreter waits for them at exit, instead of tearing
+torch down under a running computation ("terminate called without an active exception").
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from pathlib import Path
@@ -22,8 +30,9 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from promptrec.data.schema import Item
+from promptrec.errors import PromptrecError
 from promptrec.ranker.backends.base import LLMBackend
-from promptrec.ranker.prompts import RerankTemplate, load_template, sanitize_text
+from promptrec.ranker.prompts import PromptError, RerankTemplate, load_template, sanitize_text
 from promptrec.ranker.strategies import (
     ItemView,
     OutputHealth,
@@ -71,11 +80,37 @@ class RerankResult(BaseModel):
         return [c.llm_score for c in ordered]  # type: ignore[misc]
 
 
+log = logging.getLogger("promptrec")
+
+
 class RerankTimeout(TimeoutError):
     pass
 
 
-def _run_with_timeout(fn: Any, timeout_s: float | None) -> Any:
+# Computations that timed out and still run, per backend (id): the next call waits for them.
+_ABANDONED: dict[int, list[threading.Thread]] = {}
+_ABANDONED_LOCK = threading.Lock()
+
+
+def wait_for_abandoned(backend: Any) -> float:
+    """Wait until the timed-out computations still running on ``backend`` finish; seconds waited."""
+    with _ABANDONED_LOCK:
+        threads = list(_ABANDONED.get(id(backend), ()))
+    if not threads:
+        return 0.0
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    with _ABANDONED_LOCK:
+        alive = [t for t in _ABANDONED.get(id(backend), ()) if t.is_alive()]
+        if alive:
+            _ABANDONED[id(backend)] = alive
+        else:
+            _ABANDONED.pop(id(backend), None)
+    return time.perf_counter() - started
+
+
+def _run_with_timeout(fn: Any, timeout_s: float | None, backend: Any = None) -> Any:
     if timeout_s is None:
         return fn()
     box: dict[str, Any] = {}
@@ -89,9 +124,11 @@ def _run_with_timeout(fn: Any, timeout_s: float | None) -> Any:
         finally:
             done.set()
 
-    thread = threading.Thread(target=work, name="promptrec-rerank", daemon=True)
+    thread = threading.Thread(target=work, name="promptrec-rerank", daemon=False)
     thread.start()
     if not done.wait(timeout_s):
+        with _ABANDONED_LOCK:
+            _ABANDONED.setdefault(id(backend), []).append(thread)
         raise RerankTimeout(f"LLM scoring took longer than {timeout_s:g} s")
     if "error" in box:
         raise box["error"]
@@ -125,7 +162,10 @@ class LLMReranker:
                 f"but a {strategy.name!r} strategy was given"
             )
         self.strategy = strategy
+        if timeout_s is not None and not timeout_s > 0:
+            raise PromptrecError(f"timeout_s must be > 0 (or None to wait), got {timeout_s}: set ranker.timeout_s")
         self.timeout_s = timeout_s
+        self.timeouts = 0  # calls that timed out (their computation finished in the background)
         self.max_history = max_history
         self.max_item_chars = max_item_chars
 
@@ -160,15 +200,31 @@ class LLMReranker:
         )
         if not items:
             return RerankResult(candidates=[], latency_s=time.perf_counter() - start, **common)
+        limit = getattr(self.strategy, "max_candidates", None)
+        if limit is not None and len(items) > limit:
+            raise PromptrecError(
+                f"the {self.strategy.name} strategy (template {self.template.origin}) labels {limit} candidates "
+                f"at most, got {len(items)}: lower n_candidates or use a likelihood/yesno template"
+            )
+        waited = wait_for_abandoned(self.backend)
+        start += waited  # the wait for an earlier, timed-out computation is not this call's latency
         try:
-            result: StrategyResult = _run_with_timeout(lambda: self.score(history, candidates), self.timeout_s)
+            result: StrategyResult = _run_with_timeout(
+                lambda: self.score(history, candidates), self.timeout_s, self.backend
+            )
             if len(result.scores) != len(items):
                 raise ValueError(f"strategy returned {len(result.scores)} scores for {len(items)} candidates")
             bad = [i for i, s in enumerate(result.scores) if s != s or s in (float("inf"), float("-inf"))]
             if bad:
                 raise ValueError(f"strategy returned non-finite scores for {len(bad)} candidate(s)")
-        except Exception as exc:  # noqa: BLE001 - any failure falls back to retrieval order
+        except PromptError:
+            raise  # the template is wrong: a configuration error, not a generator failure
+        except Exception as exc:  # noqa: BLE001 - a generator failure falls back to retrieval order
             reason = f"{type(exc).__name__}: {exc}"
+            if isinstance(exc, RerankTimeout):
+                self.timeouts += 1
+            log.warning("rerank of user %s degraded to retrieval order (%s, template %s): %s",
+                        candidates.user_id, getattr(self.backend, "model_id", "?"), self.template.name, reason)
             return RerankResult(
                 candidates=[
                     RerankedCandidate(candidate=c, llm_score=None, rank=i + 1, retrieval_rank=i + 1)
