@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-from collections.abc import Iterator
 from typing import Optional
 
 import typer
 import typer.core
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from promptrec.config import Settings, describe_validation_error
@@ -52,21 +48,11 @@ console = Console()
 err = Console(stderr=True)
 
 
-@contextlib.contextmanager
-def progress_bars() -> Iterator:
-    """A `ProgressFn` (stage, advance, total) drawing one rich bar per stage."""
-    with Progress(
-        TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, transient=False,
-    ) as progress:
-        tasks: dict[str, int] = {}
+def progress_bars():
+    """A `ProgressFn` (stage, advance, total) drawing one rich bar per stage (`promptrec.progress`)."""
+    from promptrec.progress import progress_bars as bars
 
-        def report(stage: str, advance: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = progress.add_task(stage, total=total)
-            progress.update(tasks[stage], advance=advance, total=total)
-
-        yield report
+    return bars(width=16)
 
 
 def fail(exc: Exception) -> None:

@@ -37,31 +37,15 @@ from typing import Any
 import numpy as np
 
 from promptrec.eval import metrics as M
+from promptrec.eval.run_folder import load_run
 from promptrec.eval.stats import mean_ci
-from promptrec.eval.suite import Suite, parse_suite
+from promptrec.eval.suite import Suite
 
 __all__ = ["load_run", "per_user_metrics", "summarize", "write_report", "render_markdown"]
 
 LOW_LABEL_MASS = 0.5
 RAW_SUFFIX = " (LLM order)"
 _SHORT = {"ndcg": "NDCG", "recall": "Recall", "hr": "HR", "precision": "P", "f1": "F1", "mrr": "MRR"}
-
-
-def load_run(run_dir: str | Path) -> tuple[Suite, dict[str, Any], list[dict[str, Any]]]:
-    """The stored suite, the manifest and the per-user rows of a run folder."""
-    from promptrec.errors import PromptrecError
-    from promptrec.eval.runner import MANIFEST, SUITE_FILE, SUITE_JSON, read_results
-
-    run_dir = Path(run_dir)
-    if not (run_dir / MANIFEST).is_file():
-        raise PromptrecError(f"{run_dir} is not a run folder (no {MANIFEST})")
-    manifest = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
-    if (run_dir / SUITE_JSON).is_file():  # the suite as resolved (it may have been built in code)
-        suite = Suite.model_validate_json((run_dir / SUITE_JSON).read_text(encoding="utf-8"))
-    else:
-        suite = parse_suite((run_dir / SUITE_FILE).read_text(encoding="utf-8"), manifest.get("suite", run_dir.name),
-                            str(run_dir / SUITE_FILE))
-    return suite, manifest, read_results(run_dir)
 
 
 def metric_names(suite: Suite) -> list[str]:
