@@ -147,7 +147,7 @@ def main() -> None:
                 row["prompt"].append(result.prompt_tokens)
         print(f"  user {user} done", file=sys.stderr, flush=True)
 
-    print(f"matmul throughput (median over rounds): "
+    print("matmul throughput (median over rounds): "
           + ", ".join(f"{d} {statistics.median(v) / 1e9:.0f} GFLOP/s" for d, v in flops.items())
           + f"; {params / 1e6:.1f} M parameters multiplied per token")
     header = ("| backend, dtype | strategy | p50 s | p95 s | prompt tokens | tokens computed | floor s "

@@ -333,7 +333,11 @@ def _marker_ok(folder: Path, asset: Asset) -> bool:
     pins = [{"package": s.package, "version": s.version, "sha256": s.sha256} for s in asset.sources]
     if data.get("format") != MARKER_FORMAT or data.get("asset") != asset.name or data.get("wheels") != pins:
         return False
-    return all((folder / f).is_file() for f in data.get("files", []))
+    if not all((folder / f).is_file() for f in data.get("files", [])):
+        return False
+    from promptrec.model_files import safetensors_problem  # a truncated weights file means fetch again
+
+    return not any(safetensors_problem(folder / f) for f in data.get("files", []) if f.endswith(".safetensors"))
 
 
 # ----------------------------------------------------------------------------- wheels

@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-from collections.abc import Iterator
 from typing import Optional
 
 import typer
+import typer.core
+from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
-from promptrec.config import Settings
+from promptrec.config import Settings, describe_validation_error
 from promptrec.errors import PromptrecError
 
-app = typer.Typer(help="promptrec: LLM-prompting recommender with retrieval.", no_args_is_help=True)
+
+class _OneLineErrors(typer.core.TyperGroup):
+    """The one error handler of every command (sub-apps included): a promptrec error, an invalid
+    setting or a bad value prints one line naming what is wrong, and exits 2."""
+
+    def invoke(self, ctx):  # type: ignore[no-untyped-def]
+        try:
+            return super().invoke(ctx)
+        except (PromptrecError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
+            fail(exc)
+
+
+app = typer.Typer(
+    help="promptrec: LLM-prompting recommender with retrieval.", no_args_is_help=True, cls=_OneLineErrors
+)
 data_app = typer.Typer(help="Named data sets.", no_args_is_help=True)
 models_app = typer.Typer(help="Named models (generators and encoders).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -43,25 +48,19 @@ console = Console()
 err = Console(stderr=True)
 
 
-@contextlib.contextmanager
-def progress_bars() -> Iterator:
-    """A `ProgressFn` (stage, advance, total) drawing one rich bar per stage."""
-    with Progress(
-        TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("left"), TimeRemainingColumn(), console=err, transient=False,
-    ) as progress:
-        tasks: dict[str, int] = {}
+def progress_bars():
+    """A `ProgressFn` (stage, advance, total) drawing one rich bar per stage, with the time left
+    (`promptrec.progress`)."""
+    from promptrec.progress import progress_bars as bars
 
-        def report(stage: str, advance: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = progress.add_task(stage, total=total)
-            progress.update(tasks[stage], advance=advance, total=total)
-
-        yield report
+    return bars(width=16, remaining=True)
 
 
 def fail(exc: Exception) -> None:
-    err.print(f"[bold red]error:[/] {exc}")
+    from rich.markup import escape
+
+    message = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(2)
 
 
@@ -137,7 +136,7 @@ def index(rebuild: bool = typer.Option(False, help="Drop the stored vectors and 
 @app.command()
 def candidates(
     user: str,
-    n: int = typer.Option(20, "-n", help="How many candidates."),
+    n: int = typer.Option(20, "-n", min=1, help="How many candidates."),
     genre: Optional[str] = typer.Option(None, help="Only items of this genre."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     new_user: bool = typer.Option(False, "--new-user", help="A user with no history: the cold-start list."),
@@ -169,7 +168,9 @@ def _print_recommendations(result) -> None:
 
     assert isinstance(result, RecommendationList)
     if result.degraded:
-        console.print(f"[yellow]the LLM failed ({result.degraded_reason}): retrieval order shown[/]")
+        order = ("order by the calibration's retrieval features alone" if result.calibrated
+                 else "retrieval order shown")
+        console.print(f"[yellow]the LLM failed ({result.degraded_reason}): {order}[/]")
     if result.cold_start:
         console.print("[yellow]no history: cold-start candidates[/]")
     how = "calibrated P(relevant)" if result.calibrated else "no calibration fitted: run `promptrec calibrate`"
@@ -193,7 +194,7 @@ def _print_recommendations(result) -> None:
 @app.command()
 def recommend(
     user: str,
-    k: int = typer.Option(10, "-k", help="How many recommendations."),
+    k: int = typer.Option(10, "-k", min=1, help="How many recommendations."),
     template: Optional[str] = typer.Option(None, help="A rerank template name or path (default: settings)."),
     genre: Optional[str] = typer.Option(None, help="Only items of this genre."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
@@ -212,7 +213,7 @@ def recommend(
 
 @app.command()
 def calibrate(
-    users: int = typer.Option(200, help="Validation users to fit on (a seeded sample)."),
+    users: int = typer.Option(200, min=1, help="Validation users to fit on (a seeded sample)."),
     template: Optional[str] = typer.Option(None, help="A rerank template name or path (default: settings)."),
     seed: int = typer.Option(0),
 ) -> None:
@@ -227,7 +228,8 @@ def calibrate(
         split = temporal_split(load_named_dataset(settings.dataset, settings).interactions)
         with progress_bars() as report:
             validation = Recommender.from_interactions(
-                main.items, split.history_for_validation(), settings.model_copy(update={"index_dir": None}),
+                main.items, split.history_for_validation(),
+                settings.model_copy(update={"index_dir": settings.resolved_index_dir() / "validation"}),
                 namespace=f"{settings.dataset}-validation", progress=report,
             )
             validation.use_backend(main.backend)

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -14,7 +14,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from promptrec.errors import SettingsError
+
 PACKAGE_ROOT = Path(__file__).resolve().parent
+RETRIEVAL_SOURCES: tuple[str, ...] = ("transitions", "behaviour", "text", "popularity")
+# PROMPTREC_* variables that are not settings (read by scripts and tests); any other is a typo.
+OTHER_ENV_VARS: tuple[str, ...] = ("PROMPTREC_CONFIG", "PROMPTREC_SKIP_VLLM", "PROMPTREC_VLLM_PYTHON")
+OTHER_ENV_PREFIXES: tuple[str, ...] = ("PROMPTREC_TEST_", "PROMPTREC_BENCH_")
 
 
 def default_cache_dir() -> Path:
@@ -22,7 +28,13 @@ def default_cache_dir() -> Path:
     return Path(base) / "promptrec"
 
 
-class RetrievalSettings(BaseModel):
+class _Section(BaseModel):
+    """A settings section: an unknown key is an error (a typo must not be ignored)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class RetrievalSettings(_Section):
     """How candidates are retrieved and fused."""
 
     # Fusion weights per source (reciprocal-rank fusion); a source with weight 0 is skipped.
@@ -43,8 +55,21 @@ class RetrievalSettings(BaseModel):
     text_recency_half_life: float = 3.0  # in interactions: an item's weight halves every N items back
     text_history_items: int = 50
 
+    @field_validator("weights")
+    @classmethod
+    def _check_weights(cls, weights: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(weights) - set(RETRIEVAL_SOURCES))
+        if unknown:
+            raise ValueError(f"unknown retrieval source(s) {unknown}; the sources are {list(RETRIEVAL_SOURCES)}")
+        negative = sorted(name for name, w in weights.items() if not w >= 0)
+        if negative:
+            raise ValueError(f"weights must be >= 0, got {', '.join(f'{n}={weights[n]}' for n in negative)}")
+        if not any(w > 0 for w in weights.values()):
+            raise ValueError("every fusion weight is 0: no source would be queried; give at least one a weight > 0")
+        return weights
 
-class VLLMSettings(BaseModel):
+
+class VLLMSettings(_Section):
     """vLLM engine and server options (`ranker.backend` = "vllm-engine" or "vllm-server")."""
 
     max_model_len: int = 4096
@@ -64,7 +89,7 @@ class VLLMSettings(BaseModel):
     extra_args: list[str] = Field(default_factory=list)  # more `api_server` flags
 
 
-class RankerSettings(BaseModel):
+class RankerSettings(_Section):
     """How the generator reranks candidates (the strategy is declared by the template)."""
 
     template: str = "letters"  # a name in prompts/rerank/ (without .j2) or a path to a .j2 file
@@ -73,14 +98,14 @@ class RankerSettings(BaseModel):
     # AVX2-only CPUs (bf16 ~6x slower there); or float32 | bfloat16 | float16. Every backend.
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     server_url: str = "http://127.0.0.1:8001/v1"  # the OpenAI-compatible server (vllm-server)
-    permutations: int = 3  # letters: average over this many candidate orders (position bias)
-    history_items: int = 10  # the most recent history items shown in a prompt
-    timeout_s: float = 120.0  # past this the result falls back to the retrieval order
+    permutations: int = Field(3, ge=1)  # letters: average over this many candidate orders (position bias)
+    history_items: int = Field(10, ge=0)  # the most recent history items shown in a prompt
+    timeout_s: float | None = Field(120.0, gt=0)  # past this the result falls back to the retrieval order; None: wait
     calibrate: bool = True  # use the fitted calibration when one matches; else raw LLM order
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
 
 
-class ChromaSettings(BaseModel):
+class ChromaSettings(_Section):
     """Where the vector store lives: an embedded persistent client, or a `chroma run` server."""
 
     mode: Literal["persistent", "http"] = "persistent"
@@ -96,12 +121,12 @@ class Settings(BaseSettings):
     )
 
     cache_dir: Path = Field(default_factory=default_cache_dir)
-    dataset: str = "movielens-100k"
+    dataset: str = "movielens-100k"  # a registered name, or a folder of MovieLens-layout files
     encoder: str = "all-minilm-l6-v2"
     generator: str = "smollm2-135m-instruct"
     index_dir: Path | None = None  # default: <cache_dir>/index/<dataset>
     device: str = "auto"  # "cpu", "cuda" or "auto"
-    n_candidates: int = 20
+    n_candidates: int = Field(20, ge=1)
     min_rating: float | None = None  # implicit-feedback threshold; None keeps every interaction
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     ranker: RankerSettings = Field(default_factory=RankerSettings)
@@ -116,11 +141,86 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        toml_file = Path(os.environ.get("PROMPTREC_CONFIG", "promptrec.toml"))
+        check_environment()
+        named = os.environ.get("PROMPTREC_CONFIG")
+        toml_file = Path(named or "promptrec.toml")
+        if named and not toml_file.is_file():
+            raise SettingsError(f"PROMPTREC_CONFIG names {named!r}, which is not a file; fix the path or unset it")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if toml_file.is_file():
+            check_toml(toml_file)
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
 
     def resolved_index_dir(self) -> Path:
-        return self.index_dir or self.cache_dir / "index" / self.dataset
+        from promptrec.paths import slug
+
+        return self.index_dir or self.cache_dir / "index" / slug(self.dataset)
+
+
+def check_toml(path: Path) -> None:
+    """Raise SettingsError naming the file and line when ``path`` is not valid TOML."""
+    import tomllib
+
+    try:
+        tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: invalid TOML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: cannot read the settings file: {exc}") from exc
+
+
+def _known_path(model: type[BaseModel], parts: list[str]) -> bool:
+    fields = {name.lower(): f for name, f in model.model_fields.items()}
+    field = fields.get(parts[0].lower())
+    if field is None:
+        return False
+    if len(parts) == 1:
+        return True
+    inner = field.annotation
+    if isinstance(inner, type) and issubclass(inner, BaseModel):
+        return _known_path(inner, parts[1:])
+    return False  # nested key under a plain value (e.g. weights__x is a typo: use JSON)
+
+
+def check_environment(environ: dict[str, str] | None = None) -> None:
+    """Refuse PROMPTREC_* variables that name no setting (e.g. PROMPTREC_RANKER__TEMPLATEE)."""
+    environ = os.environ if environ is None else environ
+    unknown = []
+    for name in environ:
+        upper = name.upper()
+        if not upper.startswith("PROMPTREC_") or upper in OTHER_ENV_VARS or upper.startswith(OTHER_ENV_PREFIXES):
+            continue
+        if not _known_path(Settings, upper[len("PROMPTREC_"):].split("__")):
+            unknown.append(name)
+    if unknown:
+        raise SettingsError(
+            f"unknown environment variable(s) {', '.join(sorted(unknown))}: no such setting "
+            "(nested settings use a double underscore, e.g. PROMPTREC_RANKER__TEMPLATE); unset or correct them"
+        )
+
+
+def describe_validation_error(exc: Exception, source: str = "settings") -> str:
+    """One line per problem of a pydantic ValidationError: 'ranker.templatee: Extra inputs are not permitted'."""
+    from pydantic import ValidationError
+
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    problems = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error.get("loc", ())) or "(root)"
+        problems.append(f"{where}: {error.get('msg')} (got {error.get('input')!r})" if error.get("type") != "extra_forbidden"
+                        else f"{where}: unknown key")
+    config = os.environ.get("PROMPTREC_CONFIG") or ("promptrec.toml" if Path("promptrec.toml").is_file() else None)
+    origin = f" (from {config} or PROMPTREC_* variables)" if config else " (from PROMPTREC_* variables or arguments)"
+    return f"invalid {source}{origin}: " + "; ".join(problems)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """`Settings(**overrides)`, with invalid values raised as one SettingsError naming each field."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from exc

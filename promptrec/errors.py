@@ -7,6 +7,10 @@ class PromptrecError(Exception):
     """Base class of every error promptrec raises on purpose."""
 
 
+class SettingsError(PromptrecError, ValueError):
+    """A setting is unknown or invalid, or the settings file cannot be read; the message names it."""
+
+
 class AssetError(PromptrecError):
     """A named model or data set cannot be fetched, verified or found."""
 

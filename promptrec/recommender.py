@@ -3,8 +3,6 @@ index, and answers `candidates(user)` (and, with the ranker, `recommend(user)`).
 
 from __future__ import annotations
 
-import random
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -15,7 +13,8 @@ import pandas as pd
 
 from promptrec.config import Settings
 from promptrec.data.schema import Interaction, Item, interactions_frame
-from promptrec.errors import UnknownItemError, UnknownUserError
+from promptrec.errors import PromptrecError, UnknownItemError, UnknownUserError
+from promptrec.paths import slug
 from promptrec.retrieval.index import ProgressFn, RetrievalIndex
 from promptrec.retrieval.retriever import Retriever
 from promptrec.retrieval.schema import CandidateList
@@ -39,6 +38,15 @@ def histories_from_frame(frame: pd.DataFrame) -> dict[str, list[str]]:
     }
 
 
+def prepared_histories(interactions: Sequence[Interaction] | pd.DataFrame, settings: Settings,
+                       name: str = "interactions") -> dict[str, list[str]]:
+    """Histories from records or a frame after the one preprocessing path (`prepare_interactions`:
+    repeated (user, item) rows removed, the configured rating threshold), as named data sets get."""
+    from promptrec.data.preprocess import prepare_interactions
+
+    return histories_from_frame(prepare_interactions(interactions_frame(interactions), settings.min_rating, name))
+
+
 class Recommender:
     """Candidates (and recommendations) for the users of one interaction log."""
 
@@ -57,6 +65,7 @@ class Recommender:
         self.retriever = Retriever(index, self.catalog, settings.retrieval)
         self._lock = threading.Lock()
         self._backend: LLMBackend | None = None
+        self._owns_backend = False  # close() closes only a backend this recommender loaded
         self._rerankers: dict[str, LLMReranker] = {}
         self._calibrators: dict[str, Calibrator | None] = {}
 
@@ -77,9 +86,8 @@ class Recommender:
         """
         settings = settings or Settings()
         if settings.index_dir is None:
-            slug = re.sub(r"[^A-Za-z0-9._-]+", "-", namespace)
-            settings = settings.model_copy(update={"index_dir": settings.cache_dir / "index" / slug})
-        histories = histories_from_frame(interactions_frame(interactions))
+            settings = settings.model_copy(update={"index_dir": settings.cache_dir / "index" / slug(namespace)})
+        histories = prepared_histories(interactions, settings, namespace)
         index = RetrievalIndex.build(items, histories, settings, namespace, progress=progress, rebuild=rebuild)
         return cls(items, histories, index, settings)
 
@@ -92,7 +100,7 @@ class Recommender:
         namespace: str,
     ) -> Recommender:
         """Open the index built earlier for exactly this data; a stale index is an error."""
-        histories = histories_from_frame(interactions_frame(interactions))
+        histories = prepared_histories(interactions, settings, namespace)
         index = RetrievalIndex.open(settings, namespace, items, histories)
         return cls(items, histories, index, settings)
 
@@ -144,7 +152,11 @@ class Recommender:
         empty history gets the popular items, flagged `cold_start`. `where` is a Chroma
         metadata filter (e.g. `{"genre_Comedy": True}`) applied to every source.
         """
-        n = n or self.settings.n_candidates
+        n = self.settings.n_candidates if n is None else n
+        if not isinstance(n, int) or n <= 0:
+            raise ValueError(f"n (the number of candidates) must be a positive integer, got {n!r}")
+        if where:
+            self.check_filter(where)
         if history is None:
             history = self.history(user_id)
         else:
@@ -152,6 +164,20 @@ class Recommender:
         found = self.retriever.candidates(history, n, where)
         return CandidateList(
             user_id=str(user_id), candidates=found, history=list(history), cold_start=not history
+        )
+
+    def check_filter(self, where: dict[str, Any]) -> None:
+        """Raise a PromptrecError when a metadata filter matches no item of the catalog (a typo such
+        as ``genre_comedy`` for ``genre_Comedy`` would otherwise give an empty list), or is invalid."""
+        if self.index.text.ids_matching(where):
+            return
+        keys = sorted({k for item in self.items for k in item.metadata()})
+        wanted = [k for k in _filter_keys(where)]
+        hints = [f"{w!r} → did you mean {k!r}?" for w in wanted if w not in keys
+                 for k in keys if k.lower() == w.lower()]
+        raise PromptrecError(
+            f"the filter {where!r} matches no item of the catalog"
+            + (f" ({'; '.join(hints)})" if hints else f"; metadata keys: {', '.join(keys[:30])}")
         )
 
     # ------------------------------------------------------------------ rerank and recommend
@@ -164,12 +190,14 @@ class Recommender:
                 from promptrec.ranker.factory import make_backend
 
                 self._backend = make_backend(self.settings)
+                self._owns_backend = True
             return self._backend
 
     def use_backend(self, backend: LLMBackend) -> None:
         """Rerank with an already loaded backend (e.g. one shared by several recommenders)."""
         with self._lock:
             self._backend = backend
+            self._owns_backend = False
             self._rerankers.clear()
             self._calibrators.clear()
 
@@ -184,28 +212,31 @@ class Recommender:
                 self._rerankers[name] = make_reranker(self.settings, backend, name)
             return self._rerankers[name]
 
-    def calibration_key(self, reranker: LLMReranker) -> CalibrationKey:
+    def calibration_key(self, reranker: LLMReranker, n_candidates: int | None = None) -> CalibrationKey:
         from promptrec.ranker.calibration import calibration_key
 
-        return calibration_key(reranker, self.settings.encoder)
+        return calibration_key(reranker, self.settings, n_candidates)
 
     def calibration_file(self, reranker: LLMReranker) -> Path:
         """Where the calibration for this template and model lives, beside the index."""
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{reranker.template.name}-{reranker.backend.model_id}")
-        return self.settings.resolved_index_dir() / "calibration" / f"{slug}.json"
+        name = slug(f"{reranker.template.name}-{reranker.backend.model_id}")
+        return self.settings.resolved_index_dir() / "calibration" / f"{name}.json"
 
-    def calibrator(self, reranker: LLMReranker) -> Calibrator | None:
+    def calibrator(self, reranker: LLMReranker, n_candidates: int | None = None) -> Calibrator | None:
         """The saved calibration for this reranker; None when none was fitted. One fitted for
-        another model, template, encoder or strategy raises CalibrationMismatchError."""
+        another model, template, encoder, strategy, list length or retrieval setup raises
+        CalibrationMismatchError."""
         from promptrec.ranker.calibration import Calibrator
 
         path = self.calibration_file(reranker)
+        key = self.calibration_key(reranker, n_candidates)
         with self._lock:
             if str(path) not in self._calibrators:
-                self._calibrators[str(path)] = (
-                    Calibrator.load(path, self.calibration_key(reranker)) if path.is_file() else None
-                )
-            return self._calibrators[str(path)]
+                self._calibrators[str(path)] = Calibrator.load(path) if path.is_file() else None
+            calibrator = self._calibrators[str(path)]
+        if calibrator is not None:
+            calibrator.check_key(key, path)
+        return calibrator
 
     def rerank(
         self,
@@ -254,18 +285,18 @@ class Recommender:
         found, result = self.rerank(
             user_id, history=history, where=where, n_candidates=n_candidates, template=template
         )
+        from promptrec.ranker.calibration import final_order
+
         reranker = self.reranker(template)
-        calibrator = self.calibrator(reranker) if self.settings.ranker.calibrate else None
+        calibrator = self.calibrator(reranker, n_candidates) if self.settings.ranker.calibrate else None
         scores = result.scores_in_input_order()
         items = found.candidates
         if calibrator is not None and items:
             probabilities = calibrator.predict_proba(found, scores).tolist()
-            order = sorted(range(len(items)), key=lambda i: (-probabilities[i], i))
+            order = final_order(len(items), probabilities, scores)
         else:
             probabilities = [None] * len(items)
-            order = sorted(
-                range(len(items)), key=lambda i: (-(scores[i] if scores else 0.0), i)
-            ) if scores else list(range(len(items)))
+            order = final_order(len(items), None, scores)
         recommendations = [
             Recommendation(
                 item_id=items[i].item_id,
@@ -310,11 +341,10 @@ class Recommender:
         of `users` users (all by default), `batch_users` at a time through the LLM
         (`rerank_many`). Users whose item was not retrieved still count: their candidates are
         all negatives."""
-        from promptrec.ranker.calibration import CalibrationRecord, fit_calibration
+        from promptrec.data.preprocess import ordered_ids, seeded_sample
+        from promptrec.ranker.calibration import CALIBRATION_SALT, CalibrationRecord, fit_calibration
 
-        chosen = sorted(u for u in targets if u in self.histories)
-        if users is not None and users < len(chosen):
-            chosen = sorted(random.Random(seed).sample(chosen, users))
+        chosen = seeded_sample(ordered_ids(u for u in targets if u in self.histories), users, seed, CALIBRATION_SALT)
         reranker = self.reranker(template)
         records = []
         step = max(1, batch_users)
@@ -339,6 +369,30 @@ class Recommender:
             self._calibrators.pop(str(path), None)
         return path
 
+    # ------------------------------------------------------------------ lifetime
+
+    def close(self) -> None:
+        """Release the generator (a vLLM engine's worker processes, an HTTP client); a later
+        call loads it again. Also `with Recommender... as rec:`."""
+        with self._lock:
+            backend, self._backend = self._backend, None
+            owned, self._owns_backend = self._owns_backend, False
+            self._rerankers.clear()
+            self._calibrators.clear()
+        if backend is not None and owned:
+            from promptrec.ranker.reranker import wait_for_abandoned
+
+            wait_for_abandoned(backend)
+            close = getattr(backend, "close", None)
+            if callable(close):
+                close()
+
+    def __enter__(self) -> Recommender:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     # ------------------------------------------------------------------ explain
 
     def explain(self, user_id: str, item_id: str, **options: Any) -> Conversation:
@@ -348,3 +402,17 @@ class Recommender:
         from promptrec.explain.conversation import explain
 
         return explain(self, str(user_id), str(item_id), **options)
+
+
+def _filter_keys(where: Any) -> list[str]:
+    """The metadata keys a Chroma `where` filter names ($and/$or lists walked)."""
+    if isinstance(where, dict):
+        keys = []
+        for key, value in where.items():
+            if key in ("$and", "$or") and isinstance(value, list):
+                for part in value:
+                    keys.extend(_filter_keys(part))
+            elif not key.startswith("$"):
+                keys.append(key)
+        return keys
+    return []

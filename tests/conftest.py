@@ -40,3 +40,37 @@ def ml_slice(ml100k):
 @pytest.fixture
 def index_settings(asset_settings, tmp_path) -> Settings:
     return asset_settings.model_copy(update={"index_dir": tmp_path / "index"})
+
+
+@pytest.fixture(scope="session")
+def ml_slice_dir(ml_slice, tmp_path_factory) -> Path:
+    """The `ml_slice` written as RecBole atomic files (`slice.inter`, `slice.item`): a data set
+    folder that `dataset = <folder>` (PROMPTREC_DATASET) loads, for the command line."""
+    items, frame = ml_slice
+    folder = tmp_path_factory.mktemp("ml-slice")
+    lines = ["user_id:token\titem_id:token\trating:float\ttimestamp:float"]
+    lines += [f"{r.user_id}\t{r.item_id}\t{r.rating:g}\t{r.timestamp:.0f}" for r in frame.itertuples()]
+    (folder / "slice.inter").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    rows = ["item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq"]
+    rows += [f"{it.item_id}\t{it.title}\t{it.year or ''}\t{' '.join(it.genres)}" for it in items]
+    (folder / "slice.item").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return folder
+
+
+@pytest.fixture
+def slice_env(ml_slice_dir, asset_settings, tmp_path, monkeypatch) -> dict[str, str]:
+    """PROMPTREC_* variables that point every command at the slice and a fresh tmp index,
+    with a small, fast reranking setup."""
+    env = {
+        "PROMPTREC_DATASET": str(ml_slice_dir),
+        "PROMPTREC_INDEX_DIR": str(tmp_path / "index"),
+        "PROMPTREC_CACHE_DIR": str(asset_settings.cache_dir),
+        "PROMPTREC_N_CANDIDATES": "10",
+        "PROMPTREC_RANKER__PERMUTATIONS": "1",
+        "PROMPTREC_RANKER__HISTORY_ITEMS": "5",
+    }
+    monkeypatch.chdir(tmp_path)  # no ./promptrec.toml of the checkout is read
+    monkeypatch.delenv("PROMPTREC_CONFIG", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env

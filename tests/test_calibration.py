@@ -14,7 +14,6 @@ from promptrec.ranker.calibration import (
     CalibrationMismatchError,
     CalibrationRecord,
     Calibrator,
-    calibration_path,
     candidate_features,
     fit_calibration,
     fit_features,
@@ -42,9 +41,9 @@ def test_fit_logistic_recovers_known_coefficients():
     x = rng.normal(size=(n, 3)) * np.array([1.0, 1.5, 1.0]) + np.array([0.0, 0.5, -0.5])
     true_w, true_b = np.array([1.5, -0.7, 2.0]), -0.5
     y = (rng.random(n) < 1 / (1 + np.exp(-(x @ true_w + true_b)))).astype(float)
-    w, b, iterations = fit_logistic(x, y, l2=0.0)
+    w, b, iterations, converged = fit_logistic(x, y, l2=0.0)
     assert np.abs(w - true_w).max() < 0.1 and abs(b - true_b) < 0.1
-    assert iterations < 30
+    assert converged and iterations > 0
 
 
 def test_fit_features_recovers_known_model_through_standardisation():
@@ -118,7 +117,7 @@ def test_fit_calibration_from_records_and_round_trip(tmp_path):
     assert llm_z > 0.5  # the LLM score carries the signal
     assert cal.fit.logloss < cal.fit.base_logloss
 
-    path = cal.save(calibration_path(tmp_path / "index"))
+    path = cal.save(tmp_path / "index" / "calibration.json")
     assert path.name == "calibration.json" and not list(path.parent.glob("*.tmp"))
     data = json.loads(path.read_text())
     assert data["key"] == KEY.model_dump() and data["feature_names"] == list(FEATURE_NAMES)

@@ -62,21 +62,34 @@ def test_load_by_name_path_and_prompts_dir(tmp_path):
         load_template("nope", prompts_dir=tmp_path)
 
 
-def test_sandbox_blocks_python_internals():
-    template = RerankTemplate.from_string("{# strategy: yesno #}\n{{ ''.__class__.__mro__ }}")
+def test_sandbox_blocks_python_internals_when_the_template_loads():
     with pytest.raises(PromptError, match="unsafe|__class__"):
-        template.render()
-    template = RerankTemplate.from_string("{# strategy: yesno #}\n{{ candidate.title.__globals__ }}")
-    with pytest.raises(PromptError):
-        template.render(candidate={"title": "x"})
+        RerankTemplate.from_string("{# strategy: yesno #}\n{{ ''.__class__.__mro__ }}")
+    with pytest.raises(PromptError, match="unsafe|__globals__"):
+        RerankTemplate.from_string("{# strategy: yesno #}\n{{ candidate.title.__globals__ }}")
 
 
-def test_strict_undefined_raises_naming_the_file(tmp_path):
+def test_misspelt_variable_raises_at_load_naming_the_file(tmp_path):
     path = tmp_path / "bad.j2"
     path.write_text("{# strategy: letters #}\n{{ histroy }}\n", encoding="utf-8")
-    template = load_template(path)
     with pytest.raises(PromptError, match=r"bad\.j2.*histroy"):
-        template.render(history=[])
+        load_template(path)
+    # a misspelling inside a branch taken only for cold-start users is caught too
+    path.write_text("{# strategy: yesno #}\n{% if history %}{{ candidate.title }}{% else %}{{ candidat.title }}"
+                    "{% endif %}\n", encoding="utf-8")
+    with pytest.raises(PromptError, match="candidat"):
+        load_template(path)
+
+
+@pytest.mark.parametrize("tag", ['{% include "letters.j2" %}', '{% extends "x.j2" %}', '{% import "m.j2" as m %}'])
+def test_include_extends_import_are_refused_at_load(tag):
+    with pytest.raises(PromptError, match=r"line 2: .*not available"):
+        RerankTemplate.from_string("{# strategy: letters #}\n" + tag + "\nPick one.")
+
+
+def test_empty_user_block_is_refused_at_load():
+    with pytest.raises(PromptError, match="user message rendered empty"):
+        RerankTemplate.from_string("{# strategy: yesno #}\n{% block user %}  {% endblock %}")
 
 
 def test_strategy_declaration_parsing(tmp_path):

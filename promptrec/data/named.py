@@ -11,19 +11,22 @@ log = logging.getLogger(__name__)
 
 
 def load_named_dataset(name: str, settings: Settings | None = None) -> Dataset:
-    """Fetch a registered data set (once) and load it, applying the configured preprocessing."""
-    from promptrec.assets import fetch_dataset
+    """Fetch a registered data set (once) and load it, applying the configured preprocessing.
+
+    ``name`` may also be a folder of MovieLens-layout files (RecBole atomic ``<stem>.inter`` +
+    ``<stem>.item``, or GroupLens ``u.data`` / ``ratings.dat``), e.g. a slice of a data set:
+    ``PROMPTREC_DATASET=/data/my-slice``."""
+    from pathlib import Path
+
+    from promptrec.assets import ASSETS, fetch_dataset
     from promptrec.data.loaders import load_movielens
-    from promptrec.data.preprocess import apply_threshold, drop_duplicates
+    from promptrec.data.preprocess import prepare_interactions
 
     settings = settings or Settings()
-    dataset = load_movielens(fetch_dataset(name, settings))
-    deduped = drop_duplicates(dataset.interactions)
-    frame = deduped.frame
-    if deduped.removed:
-        log.info("%s: %d repeated (user, item) rows removed, the latest kept", name, deduped.removed)
-    if settings.min_rating is not None:
-        before = len(frame)
-        frame = apply_threshold(frame, settings.min_rating)
-        log.info("%s: %d rows below rating %s removed", name, before - len(frame), settings.min_rating)
+    folder = Path(name).expanduser()
+    if name.lower() not in ASSETS and folder.is_dir():
+        dataset = load_movielens(folder)
+    else:
+        dataset = load_movielens(fetch_dataset(name, settings))
+    frame = prepare_interactions(dataset.interactions, settings.min_rating, name)
     return dataset.model_copy(update={"name": name, "interactions": frame})

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+import logging
+
 import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
@@ -29,6 +31,8 @@ __all__ = [
     "history_order",
     "id_rank",
     "k_core",
+    "prepare_interactions",
+    "seeded_sample",
     "sort_histories",
     "temporal_split",
 ]
@@ -170,3 +174,36 @@ def temporal_split(frame: pd.DataFrame) -> TemporalSplit:
         validation=ordered[validation].reset_index(drop=True),
         test=ordered[test].reset_index(drop=True),
     )
+
+
+def prepare_interactions(frame: pd.DataFrame, min_rating: float | None = None, name: str = "interactions") -> pd.DataFrame:
+    """The one preprocessing path every log goes through (named data sets and
+    `Recommender.from_interactions` alike): one row per (user, item), the latest kept
+    (`drop_duplicates`), then the implicit-feedback threshold when `min_rating` is set."""
+    log = logging.getLogger("promptrec")
+    deduped = drop_duplicates(frame)
+    out = deduped.frame
+    if deduped.removed:
+        log.info("%s: %d repeated (user, item) rows removed, the latest kept", name, deduped.removed)
+    if min_rating is not None:
+        before = len(out)
+        out = apply_threshold(out, min_rating)
+        log.info("%s: %d rows below rating %s removed", name, before - len(out), min_rating)
+    return out
+
+
+def seeded_sample(ids: "list[str] | np.ndarray", count: "int | str | None", seed: int, salt: int = 0) -> list[str]:
+    """``count`` ids drawn without replacement (seeded by (seed, salt)), in the input order;
+    "all" or None or a count >= len(ids): all of them. The one user sampler (eval and calibrate)."""
+    ids = list(ids)
+    if count is None or count == "all" or int(count) >= len(ids):
+        return ids
+    rng = np.random.default_rng([seed, salt])
+    keep = set(rng.choice(len(ids), size=int(count), replace=False).tolist())
+    return [u for n, u in enumerate(ids) if n in keep]
+
+
+def ordered_ids(ids) -> list[str]:
+    """Ids sorted by the module's id key (digit ids numerically)."""
+    arr = np.array(list(ids), dtype=object)
+    return arr[np.argsort(id_rank(arr), kind="stable")].tolist() if len(arr) else []

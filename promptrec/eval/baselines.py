@@ -126,14 +126,6 @@ class LightFMRanker(_MatrixRanker):
     def describe(self) -> dict[str, Any]:
         return {"kind": self.kind, "loss": "warp", **self.params.model_dump(), "seed": self.seed}
 
-    @staticmethod
-    def available() -> bool:
-        try:
-            import lightfm  # noqa: F401
-        except ImportError:
-            return False
-        return True
-
     def prepare(self, data: EvalData) -> None:
         try:
             from lightfm import LightFM

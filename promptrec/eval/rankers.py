@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -35,16 +34,13 @@ from promptrec.config import Settings
 from promptrec.data.schema import Item
 from promptrec.eval.metrics import sigmoid, softmax
 from promptrec.eval.suite import Suite
+from promptrec.paths import slug
 
 log = logging.getLogger(__name__)
 
 __all__ = ["EvalData", "EvalRanker", "LLMRanker", "RankOutput", "RetrievalRanker", "prepare_data", "slug"]
 
 ProgressFn = Callable[[str, int, int], None]
-
-
-def slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-._") or "x"
 
 
 class RankOutput(BaseModel):
@@ -60,7 +56,6 @@ class RankOutput(BaseModel):
     degraded: bool = False
     degraded_reason: str | None = None
     label_mass: float | None = None
-    invalid_outputs: int = 0
     prompt_tokens: int = 0
     n_prompts: int = 0
     model_latency_s: float | None = None
@@ -85,13 +80,10 @@ class EvalRanker(Protocol):
 
 
 def _sample(ids: Sequence[str], count: int | str, seed: int, salt: int) -> list[str]:
-    """``count`` ids drawn without replacement (seeded), returned in the input order; "all": all."""
-    ids = list(ids)
-    if count == "all" or int(count) >= len(ids):
-        return ids
-    rng = np.random.default_rng([seed, salt])
-    keep = set(rng.choice(len(ids), size=int(count), replace=False).tolist())
-    return [u for n, u in enumerate(ids) if n in keep]
+    """``count`` ids drawn without replacement (seeded), in the input order (`seeded_sample`)."""
+    from promptrec.data.preprocess import seeded_sample
+
+    return seeded_sample(list(ids), count, seed, salt)
 
 
 class EvalData:
@@ -124,14 +116,15 @@ class EvalData:
         self.test_targets = self.split.test_items()
         self.validation_targets = self.split.validation_items()
 
-        def ordered(users: Sequence[str]) -> list[str]:
-            arr = np.array(list(users), dtype=object)
-            return arr[np.argsort(id_rank(arr), kind="stable")].tolist() if len(arr) else []
+        from promptrec.data.preprocess import ordered_ids as ordered
+        from promptrec.ranker.calibration import CALIBRATION_SALT
 
         seed = suite.seed
         self.users = _sample(ordered(self.test_targets), suite.data.users, seed, 1)
         self.llm_users = _sample(self.users, suite.grid.users, seed, 2)
-        self.calibration_users = _sample(ordered(self.validation_targets), suite.calibration.users, seed, 3)
+        # the same sampler and salt as `Recommender.fit_calibration` (`promptrec calibrate`)
+        self.calibration_users = _sample(ordered(self.validation_targets), suite.calibration.users, seed,
+                                         CALIBRATION_SALT)
         self._recommenders: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ indexes
@@ -157,7 +150,8 @@ class EvalData:
             history = self.test_frame if part == "test" else self.split.history_for_validation()
             namespace = self.namespace(part)
             base = self.settings.index_dir or (self.settings.cache_dir / "index")
-            settings = self.settings.model_copy(update={"index_dir": Path(base) / namespace})
+            # min_rating None: the suite's own threshold was applied by prepare_data
+            settings = self.settings.model_copy(update={"index_dir": Path(base) / namespace, "min_rating": None})
             self._recommenders[part] = Recommender.from_interactions(
                 self.items, history, settings, namespace=namespace, progress=self.progress
             )
@@ -219,7 +213,6 @@ class RetrievalRanker:
 
     def prepare(self, data: EvalData) -> None:
         self._rec = data.recommender("test")
-        self._weights = dict(data.settings.retrieval.weights)
 
     def rank(self, user_id: str, history: Sequence[str], length: int) -> RankOutput:
         found = self._rec.candidates(user_id, max(length, self.n_candidates), history=list(history))
@@ -313,24 +306,24 @@ class LLMRanker:
         return {}
 
     def prepare(self, data: EvalData) -> None:
-        from promptrec.ranker.reranker import LLMReranker
+        from promptrec.ranker.factory import make_reranker
 
         s = data.settings.ranker
         self.permutations = self.permutations or s.permutations
         self.history_items = s.history_items if self.history_items is None else self.history_items
         self.timeout_s = self.timeout_s or s.timeout_s
         self._data = data
-        self._encoder = data.settings.encoder
         backend = self._backend_factory(self.model, self.backend_name)
-        self._reranker = LLMReranker(
-            backend, self.template, strategy_options=self._options(),
-            timeout_s=self.timeout_s, max_history=self.history_items,
+        self._reranker = make_reranker(
+            data.settings, backend, self.template_name, n_candidates=self.n_candidates,
+            permutations=self.permutations, history_items=self.history_items, timeout_s=self.timeout_s,
+            seed=self.seed,
         )
 
     def calibration_key(self):
         from promptrec.ranker.calibration import calibration_key
 
-        return calibration_key(self._reranker, self._encoder)
+        return calibration_key(self._reranker, self._data.settings, self.n_candidates)
 
     def _score(self, part: str, user_id: str, history: Sequence[str]):
         rec = self._data.recommender(part)
@@ -375,11 +368,10 @@ class LLMRanker:
         ranked = ranked_raw
         p_after = None
         if self.calibrate and self.calibrator is not None and candidate_ids:
-            probs = self.calibrator.predict_proba(found, scores)
-            p_after = probs.tolist()
-            raw_pos = {item: n for n, item in enumerate(ranked_raw)}
-            order = sorted(range(len(candidate_ids)), key=lambda i: (-probs[i], raw_pos[candidate_ids[i]]))
-            ranked = [candidate_ids[i] for i in order]
+            from promptrec.ranker.calibration import final_order
+
+            p_after = self.calibrator.predict_proba(found, scores).tolist()
+            ranked = [candidate_ids[i] for i in final_order(len(candidate_ids), p_after, scores)]
         health = result.health
         return RankOutput(
             ranked=ranked,
@@ -392,7 +384,6 @@ class LLMRanker:
             degraded=result.degraded,
             degraded_reason=result.degraded_reason,
             label_mass=health.label_mass if health is not None else None,
-            invalid_outputs=health.invalid_outputs if health is not None else 0,
             prompt_tokens=result.prompt_tokens,
             n_prompts=result.n_prompts,
             model_latency_s=result.latency_s,

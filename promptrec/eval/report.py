@@ -18,8 +18,8 @@ Definitions:
   (logistic layer fitted on the validation split).
 * Health: degraded answers (the LLM failed or timed out; the list fell back to retrieval order),
   low label mass (under half of the next-token probability on the answer tokens: the model
-  "wanted to say something else", the scoring analogue of an unparseable answer), invalid
-  outputs, and per returned list the invented items (not among the candidates or not in the
+  "wanted to say something else", the scoring analogue of an unparseable answer),
+  and per returned list the invented items (not among the candidates or not in the
   catalog), repeated items and history items.
 * Cost: prompt tokens and prompts per user; latency per user (retrieval + LLM) p50/p95;
   users per second = users / summed latency (stable across resumed sessions).
@@ -37,31 +37,15 @@ from typing import Any
 import numpy as np
 
 from promptrec.eval import metrics as M
+from promptrec.eval.run_folder import load_run
 from promptrec.eval.stats import mean_ci
-from promptrec.eval.suite import Suite, parse_suite
+from promptrec.eval.suite import Suite
 
 __all__ = ["load_run", "per_user_metrics", "summarize", "write_report", "render_markdown"]
 
 LOW_LABEL_MASS = 0.5
 RAW_SUFFIX = " (LLM order)"
 _SHORT = {"ndcg": "NDCG", "recall": "Recall", "hr": "HR", "precision": "P", "f1": "F1", "mrr": "MRR"}
-
-
-def load_run(run_dir: str | Path) -> tuple[Suite, dict[str, Any], list[dict[str, Any]]]:
-    """The stored suite, the manifest and the per-user rows of a run folder."""
-    from promptrec.errors import PromptrecError
-    from promptrec.eval.runner import MANIFEST, SUITE_FILE, SUITE_JSON, read_results
-
-    run_dir = Path(run_dir)
-    if not (run_dir / MANIFEST).is_file():
-        raise PromptrecError(f"{run_dir} is not a run folder (no {MANIFEST})")
-    manifest = json.loads((run_dir / MANIFEST).read_text(encoding="utf-8"))
-    if (run_dir / SUITE_JSON).is_file():  # the suite as resolved (it may have been built in code)
-        suite = Suite.model_validate_json((run_dir / SUITE_JSON).read_text(encoding="utf-8"))
-    else:
-        suite = parse_suite((run_dir / SUITE_FILE).read_text(encoding="utf-8"), manifest.get("suite", run_dir.name),
-                            str(run_dir / SUITE_FILE))
-    return suite, manifest, read_results(run_dir)
 
 
 def metric_names(suite: Suite) -> list[str]:
@@ -111,7 +95,6 @@ def _health(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "degraded": sum(bool(r.get("degraded")) for r in rows) / n,
         "low_label_mass": (sum(m < LOW_LABEL_MASS for m in masses) / len(masses)) if masses else None,
         "label_mass": float(np.mean(masses)) if masses else None,
-        "invalid_outputs": sum(r.get("invalid_outputs", 0) > 0 for r in rows) / n,
         "invented_per_user": float(np.mean([r.get("health_invented", 0) for r in rows])),
         "repeated_per_user": float(np.mean([r.get("health_repeated", 0) for r in rows])),
         "history_per_user": float(np.mean([r.get("health_history", 0) for r in rows])),
@@ -291,9 +274,9 @@ def render_markdown(summary: dict[str, Any], images: dict[str, str] | None = Non
     health_rows = [r for r in s["rankers"] if r.get("health")]
     out += ["## Output health", ""]
     out += _table(
-        ["ranker", "degraded", "low label mass", "label mass", "invalid", "invented/list", "repeated/list", "history/list"],
+        ["ranker", "degraded", "low label mass", "label mass", "invented/list", "repeated/list", "history/list"],
         [[r["name"], _fmt(r["health"]["degraded"], 3), _fmt(r["health"]["low_label_mass"], 3),
-          _fmt(r["health"]["label_mass"], 3), _fmt(r["health"]["invalid_outputs"], 3),
+          _fmt(r["health"]["label_mass"], 3),
           _fmt(r["health"]["invented_per_user"], 2), _fmt(r["health"]["repeated_per_user"], 2),
           _fmt(r["health"]["history_per_user"], 2)] for r in health_rows],
     ) + [""]

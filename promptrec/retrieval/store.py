@@ -4,8 +4,9 @@ the collection's metadata, so that a mismatch is an error rather than wrong resu
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -19,22 +20,72 @@ Space = Literal["cosine", "ip"]
 UPSERT_BATCH = 512
 
 
+def chroma_location(chroma: ChromaSettings, index_dir: Path) -> str:
+    """Where the vectors live, as error messages name it."""
+    if chroma.mode == "http":
+        return f"the Chroma server at http://{chroma.host}:{chroma.port}"
+    return f"the Chroma store {Path(index_dir) / 'chroma'}"
+
+
+@contextlib.contextmanager
+def chroma_errors(location: str, what: str) -> Iterator[None]:
+    """Turn the errors Chroma and its HTTP client raise into promptrec errors naming the store."""
+    import httpx
+    from chromadb.errors import ChromaError
+
+    try:
+        yield
+    except PromptrecError:
+        raise
+    except (httpx.HTTPError, ConnectionError, TimeoutError) as exc:
+        raise PromptrecError(
+            f"{location} did not answer during {what} ({type(exc).__name__}: {exc}); start it "
+            "(`chroma run --path DIR --port PORT`) or set chroma.mode = \"persistent\""
+        ) from exc
+    except ChromaError as exc:
+        raise IndexMismatchError(
+            f"{location} failed during {what}: {exc}; if its files are damaged, run `promptrec index --rebuild`"
+        ) from exc
+
+
+def drop_persistent_store(index_dir: Path) -> None:
+    """Delete the embedded Chroma folder under `index_dir` (and Chroma's in-process cache of it)."""
+    import shutil
+
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    folder = Path(index_dir) / "chroma"
+    system = SharedSystemClient._identifier_to_system.pop(str(folder), None)
+    SharedSystemClient._identifier_to_refcount.pop(str(folder), None)
+    if system is not None:
+        with contextlib.suppress(Exception):
+            system.stop()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 def chroma_client(chroma: ChromaSettings, index_dir: Path):
     """A persistent client under `index_dir`, or an HTTP client for a `chroma run` server."""
     import chromadb
     from chromadb.config import Settings as ChromaClientSettings
 
+    from promptrec.paths import ensure_dir
+
     client_settings = ChromaClientSettings(anonymized_telemetry=False)
     if chroma.mode == "http":
         try:
-            return chromadb.HttpClient(host=chroma.host, port=chroma.port, settings=client_settings)
+            client = chromadb.HttpClient(host=chroma.host, port=chroma.port, settings=client_settings)
+            client.promptrec_location = chroma_location(chroma, index_dir)  # for error messages
+            return client
         except Exception as exc:  # chromadb raises ValueError/ConnectionError variants
             raise PromptrecError(
                 f"cannot reach the Chroma server at http://{chroma.host}:{chroma.port} ({exc}); "
                 "start one with `chroma run --path DIR --port PORT` or set chroma.mode = \"persistent\""
             ) from exc
-    index_dir.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(index_dir / "chroma"), settings=client_settings)
+    ensure_dir(index_dir, "index folder")
+    with chroma_errors(chroma_location(chroma, index_dir), "opening"):
+        client = chromadb.PersistentClient(path=str(index_dir / "chroma"), settings=client_settings)
+    client.promptrec_location = chroma_location(chroma, index_dir)  # for error messages
+    return client
 
 
 def collection_name(namespace: str, kind: str) -> str:
@@ -64,17 +115,38 @@ class ItemVectorCollection:
         self.name = name
         self.space = space
         self.identity = identity
-        self._collection = client.get_or_create_collection(
-            name,
-            configuration={"hnsw": {"space": space, "ef_construction": 200, "ef_search": 200}},
-            metadata={"promptrec": True, **identity},
-        )
+        self.location = getattr(client, "promptrec_location", "the Chroma store")
+        with self._errors(f"opening collection {name!r}"):
+            self._collection = client.get_or_create_collection(
+                name,
+                configuration={"hnsw": {"space": space, "ef_construction": 200, "ef_search": 200}},
+                metadata={"promptrec": True, **identity},
+            )
+
+    def _errors(self, what: str):
+        return chroma_errors(self.location, what)
+
+    def _filter_errors(self, where: dict[str, Any] | None):
+        """Chroma's ValueError for a malformed `where` becomes a PromptrecError quoting the filter."""
+
+        @contextlib.contextmanager
+        def wrap() -> Iterator[None]:
+            try:
+                with self._errors(f"a query of {self.name!r}"):
+                    yield
+            except ValueError as exc:
+                if where is None or "where" not in str(exc):
+                    raise
+                raise PromptrecError(f"invalid metadata filter {where!r}: {exc}") from exc
+
+        return wrap()
 
     def metadata(self) -> dict[str, Any]:
         return dict(self._collection.metadata or {})
 
     def count(self) -> int:
-        return self._collection.count()
+        with self._errors(f"counting {self.name!r}"):
+            return self._collection.count()
 
     def check_identity(self, allow_empty: bool = True) -> None:
         """Raise IndexMismatchError when the stored vectors were built differently."""
@@ -92,11 +164,13 @@ class ItemVectorCollection:
     def set_metadata(self, **values: Any) -> None:
         meta = {k: v for k, v in self.metadata().items() if not k.startswith("hnsw:")}
         meta.update(values)
-        self._collection.modify(metadata=meta)
+        with self._errors(f"updating {self.name!r}"):
+            self._collection.modify(metadata=meta)
 
     def content_hashes(self) -> dict[str, str]:
         """item id → the content hash stored with its vector."""
-        got = self._collection.get(include=["metadatas"])
+        with self._errors(f"reading {self.name!r}"):
+            got = self._collection.get(include=["metadatas"])
         return {i: (m or {}).get("content_hash", "") for i, m in zip(got["ids"], got["metadatas"])}
 
     def sync(
@@ -116,7 +190,8 @@ class ItemVectorCollection:
         wanted = dict(zip(ids, content_hashes))
         removed = [i for i in stored if i not in wanted]
         if removed:
-            self._collection.delete(ids=removed)
+            with self._errors(f"deleting from {self.name!r}"):
+                self._collection.delete(ids=removed)
         todo = [n for n, (i, h) in enumerate(zip(ids, content_hashes)) if stored.get(i) != h]
         report = SyncReport(
             added=sum(1 for n in todo if ids[n] not in stored),
@@ -129,18 +204,20 @@ class ItemVectorCollection:
         for start in range(0, len(todo), UPSERT_BATCH):
             batch = todo[start : start + UPSERT_BATCH]
             vectors = vectors_for(batch)
-            self._collection.upsert(
-                ids=[ids[n] for n in batch],
-                embeddings=vectors.astype(np.float32),
-                metadatas=[{**metadatas[n], "content_hash": content_hashes[n]} for n in batch],
-            )
+            with self._errors(f"writing to {self.name!r}"):
+                self._collection.upsert(
+                    ids=[ids[n] for n in batch],
+                    embeddings=vectors.astype(np.float32),
+                    metadatas=[{**metadatas[n], "content_hash": content_hashes[n]} for n in batch],
+                )
             if on_progress:
                 on_progress(len(batch), len(todo))
         return report
 
     def vectors(self, ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
         """Stored vectors (all, or those of `ids` that exist), as (ids, matrix)."""
-        got = self._collection.get(ids=list(ids) if ids is not None else None, include=["embeddings"])
+        with self._errors(f"reading {self.name!r}"):
+            got = self._collection.get(ids=list(ids) if ids is not None else None, include=["embeddings"])
         embeddings = got["embeddings"]
         if embeddings is None or len(embeddings) == 0:
             return [], np.zeros((0, int(self.identity.get("dimension", 0))), dtype=np.float32)
@@ -148,7 +225,8 @@ class ItemVectorCollection:
 
     def ids_matching(self, where: dict[str, Any]) -> set[str]:
         """Item ids whose metadata match a Chroma `where` filter."""
-        return set(self._collection.get(where=where, include=[])["ids"])
+        with self._filter_errors(where):
+            return set(self._collection.get(where=where, include=[])["ids"])
 
     def query(
         self,
@@ -162,12 +240,13 @@ class ItemVectorCollection:
         if total == 0 or n <= 0:
             return []
         n_results = min(total, n + len(exclude))
-        result = self._collection.query(
-            query_embeddings=[np.asarray(vector, dtype=np.float32)],
-            n_results=n_results,
-            where=where,
-            include=["distances"],
-        )
+        with self._filter_errors(where):
+            result = self._collection.query(
+                query_embeddings=[np.asarray(vector, dtype=np.float32)],
+                n_results=n_results,
+                where=where,
+                include=["distances"],
+            )
         out: list[tuple[str, float]] = []
         for item_id, distance in zip(result["ids"][0], result["distances"][0]):
             if item_id in exclude:

@@ -1,0 +1,85 @@
+"""Small file-system helpers every stage shares: one slug rule, one atomic write, one lock."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from promptrec.errors import PromptrecError
+
+log = logging.getLogger("promptrec")
+
+
+def slug(name: str) -> str:
+    """A file- and collection-safe form of ``name``: runs of other characters become "-"."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(name)).strip("-._") or "x"
+
+
+def ensure_dir(path: Path, what: str = "folder") -> Path:
+    """``mkdir -p`` that names the folder when it cannot be created or written."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PromptrecError(f"cannot create the {what} {path}: {exc.strerror or exc}") from exc
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PromptrecError(
+            f"the {what} {path} is not writable; fix its permissions or point the setting at another folder"
+        )
+    return path
+
+
+def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
+    """Write through a temporary file in the same folder (``write(tmp)``), fsync it, then rename:
+    readers see the old file or the new one, never a half-written one."""
+    path = Path(path)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        write(tmp)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+            raise PromptrecError(f"cannot write {path}: {exc.strerror}; fix the folder's permissions") from exc
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+@contextlib.contextmanager
+def file_lock(path: Path, what: str) -> Iterator[None]:
+    """An exclusive ``fcntl.flock`` on ``path`` for the block; waits (and says so) when another
+    process holds it, e.g. two `promptrec index` runs on one index."""
+    import fcntl
+
+    path = Path(path)
+    try:
+        handle = open(path, "a+")
+    except OSError as exc:
+        raise PromptrecError(f"cannot open the lock file {path}: {exc.strerror or exc}") from exc
+    with handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process that is building %s (lock %s)", what, path)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
