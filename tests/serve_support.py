@@ -71,3 +71,42 @@ class FaultyBackend:
     def chat_stream(self, messages, max_new_tokens, temperature=0.0) -> Iterator[str]:
         self._fault()
         yield ""
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+class LoopbackServer:
+    """A real uvicorn serving `app` on a free loopback port, in a thread."""
+
+    def __init__(self, app):
+        import socket
+
+        import uvicorn
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+
+    def __enter__(self) -> "LoopbackServer":
+        import time
+
+        self.thread.start()
+        for _ in range(600):  # start-up loads the model
+            if self.server.started:
+                return self
+            if not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.1)
+        raise RuntimeError("uvicorn did not start in 60 s")
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)

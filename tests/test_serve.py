@@ -89,7 +89,8 @@ def test_bad_input_names_the_field(client):
 
 
 def test_why_streams_a_grounded_answer_and_follow_ups_stay_with_the_user(client, rec):
-    item = rec.candidates("1", 3).candidates[0].item_id
+    shown = client.post("/recommend", json={"user_id": "1", "k": 3}).json()["recommendations"]
+    item = shown[1]["item_id"]
     response = client.post("/why", json={"user_id": "1", "item_id": item})
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
     events = sse_events(response.text)
@@ -101,6 +102,7 @@ def test_why_streams_a_grounded_answer_and_follow_ups_stay_with_the_user(client,
     done = Explanation.model_validate(events[-1][1])
     assert done.evidence == evidence and done.user_id == "1" and done.item_id == item and done.text
     assert {r.item_id for r in evidence.related} <= set(rec.history("1"))
+    assert (evidence.scores.recommended_rank, evidence.scores.recommended_of) == (2, 10)  # the list shown
     if done.attempts == 1:  # the streamed pieces are the answer (before the final clean-up)
         streamed = "".join(data["text"] for kind, data in events if kind == "delta")
         assert done.text.split()[0] in streamed

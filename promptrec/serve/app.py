@@ -26,6 +26,8 @@ import contextlib
 import json
 import logging
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -160,6 +162,32 @@ async def _pump(make_events: Callable[[], Iterator[tuple[str, Any]]], timeout_s:
         stop.set()
 
 
+class RecentLists:
+    """Each user's latest default recommendation list (all candidates ranked), for a while:
+    the conversation that explains it starts from it instead of ranking again."""
+
+    def __init__(self, max_users: int = 1000, ttl_s: float = 600.0):
+        self.max_users, self.ttl_s = max_users, ttl_s
+        self._lists: OrderedDict[str, tuple[float, RecommendationList]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, result: RecommendationList) -> None:
+        if result.degraded:  # a degraded list is not worth explaining from
+            return
+        with self._lock:
+            self._lists[result.user_id] = (time.monotonic(), result)
+            self._lists.move_to_end(result.user_id)
+            while len(self._lists) > self.max_users:
+                self._lists.popitem(last=False)
+
+    def get(self, user_id: str) -> RecommendationList | None:
+        with self._lock:
+            found = self._lists.get(str(user_id))
+        if found is None or time.monotonic() - found[0] > self.ttl_s:
+            return None
+        return found[1]
+
+
 def create_app(rec: Recommender | None = None, *, preload: bool = True,
                store: ConversationStore | None = None,
                conversation_options: dict[str, Any] | None = None) -> FastAPI:
@@ -168,6 +196,7 @@ def create_app(rec: Recommender | None = None, *, preload: bool = True,
     start-up, so the first request does not pay for it. `conversation_options` go to every
     `Conversation` (e.g. ``max_new_tokens``)."""
     options = dict(conversation_options or {})
+    recent = RecentLists()
     conversations = store or ConversationStore()
     state: dict[str, Any] = {"rec": rec}
 
@@ -281,12 +310,22 @@ def create_app(rec: Recommender | None = None, *, preload: bool = True,
         """Top-k: retrieval, LLM rerank, calibrated P(relevant). A failing generator gives
         retrieval's order, flagged `degraded` with the reason."""
         history, _ = _history(body), _where(body)
-        return _call(lambda: _rec().recommend(
+        r = _rec()
+        if history is None and body.where is None and body.n_candidates is None and body.template is None:
+            # The user's default list: kept whole, so that a "why?" that follows explains it
+            # with the ranks shown, without ranking again.
+            full = _call(lambda: r.recommend(body.who, max(body.k, r.settings.n_candidates)))
+            recent.put(full)
+            return full.model_copy(update={"recommendations": full.recommendations[: body.k]})
+        return _call(lambda: r.recommend(
             body.who, body.k, history=history, where=body.where, n_candidates=body.n_candidates,
             template=body.template,
         ))
 
     # ------------------------------------------------------------------ conversations
+
+    def _conversation(user_id: str) -> Conversation:
+        return Conversation(_rec(), user_id, **{"recommendations": recent.get(user_id), **options})
 
     def _info(entry: Entry, with_suggestions: bool = False) -> ConversationInfo:
         conv = entry.conversation
@@ -301,7 +340,7 @@ def create_app(rec: Recommender | None = None, *, preload: bool = True,
               responses={404: _ERROR_DOC})
     def new_conversation(body: NewConversation) -> ConversationInfo:
         """Start a conversation for a user; returns its id and the user's ranked suggestions."""
-        entry = _call(lambda: conversations.add(Conversation(_rec(), body.user_id, **options)))
+        entry = _call(lambda: conversations.add(_conversation(body.user_id)))
         return _call(lambda: _info(entry, with_suggestions=True))
 
     @app.get("/conversations/{conversation_id}", response_model=ConversationInfo, tags=["explain"],
@@ -381,7 +420,7 @@ def create_app(rec: Recommender | None = None, *, preload: bool = True,
             _call(lambda: r.history(body.user_id))
         _call(lambda: r.item(body.item_id))
         if body.conversation_id is None:
-            entry = conversations.add(await run_in_threadpool(lambda: Conversation(r, body.user_id, **options)))
+            entry = conversations.add(await run_in_threadpool(_conversation, body.user_id))
         conv = entry.conversation
 
         def events() -> Iterator[tuple[str, Any]]:
