@@ -4,7 +4,7 @@ its ``done`` event) for that user's top item. Prints, per endpoint: requests, th
 p50 / p95 latency (and, for /why, time to the first streamed piece), errors (a non-2xx status
 or an ``error`` event; the target is 0), and the server process's peak RSS (sampled).
 
-    python benchmarks/load.py [--clients 4] [--seconds 60] [--port 8090] [--k 10]
+    python benchmarks/load.py [--clients 1,4] [--seconds 60] [--port 8090] [--k 10]
     python benchmarks/load.py --url http://127.0.0.1:8080 --pid PID   # an already running server
 
 Without ``--url`` the script starts ``promptrec serve`` itself, with the current settings
@@ -12,6 +12,8 @@ Without ``--url`` the script starts ``promptrec serve`` itself, with the current
 waits for ``/health``, and stops it at the end. Each client stops at the deadline after the
 request in flight (which has its own time-out); nothing runs past ``--seconds`` + one request.
 The generator serialises model calls, so throughput is the model's, not the HTTP stack's.
+``--clients 1,4`` runs one phase per count against the same server, one after the other, so
+the rows compare side by side (absolute times on a shared machine swing between runs).
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ import os
 import random
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -127,12 +129,18 @@ class RssSampler(threading.Thread):
 
 
 def start_server(port: int) -> subprocess.Popen:
+    """`promptrec serve` on loopback, its output (access log included) in a temporary file."""
     exe = shutil.which("promptrec") or os.path.join(os.path.dirname(sys.executable), "promptrec")
-    server = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", str(port)])
+    log = tempfile.TemporaryFile()
+    server = subprocess.Popen([exe, "serve", "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     for _ in range(1200):
         if server.poll() is not None:
-            raise SystemExit(f"promptrec serve exited with {server.returncode} (is the index built? `promptrec index`)")
+            log.seek(0)
+            tail = log.read().decode(errors="replace")[-2000:]
+            raise SystemExit(f"promptrec serve exited with {server.returncode} (is the index built? "
+                             f"`promptrec index`):\n{tail}")
         try:
             if httpx.get(url + "/health", timeout=2).status_code == 200:
                 return server
@@ -145,7 +153,7 @@ def start_server(port: int) -> subprocess.Popen:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--clients", default="1,4", help="concurrent clients; a list runs one phase each")
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--url", help="a running server (default: start one)")
     parser.add_argument("--pid", type=int, help="the running server's pid, for its memory")
@@ -155,6 +163,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    counts = [int(c) for c in str(args.clients).split(",")]
     server = None
     if args.url is None:
         server = start_server(args.port)
@@ -167,18 +176,20 @@ def main() -> None:
         sampler = RssSampler(pid) if pid else None
         if sampler:
             sampler.start()
-        tally = Tally()
-        started = time.monotonic()
-        deadline = started + args.seconds
-        threads = [
-            threading.Thread(target=client_loop, args=(url, users, deadline, args.seed + i, args.k, args.timeout, tally))
-            for i in range(args.clients)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.monotonic() - started
+        phases = []
+        for n in counts:
+            tally = Tally()
+            started = time.monotonic()
+            deadline = started + args.seconds
+            threads = [
+                threading.Thread(target=client_loop, args=(url, users, deadline, args.seed + i, args.k, args.timeout, tally))
+                for i in range(n)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            phases.append((n, tally, time.monotonic() - started))
         if sampler:
             sampler.halt.set()
     finally:
@@ -191,21 +202,23 @@ def main() -> None:
 
     m = health["model"]
     print(f"server: {m['model_id']} on {m['backend']} ({m['dtype']}), index {health['index']['namespace']} "
-          f"({health['index']['users']} users); {args.clients} clients for {args.seconds:g} s "
-          f"(ran {elapsed:.1f} s, in-flight requests finished)")
-    print(f"{'endpoint':<12}{'requests':>9}{'req/s':>8}{'p50 s':>8}{'p95 s':>8}{'errors':>8}")
-    for what in ("recommend", "why"):
-        lat = tally.latencies[what]
-        print(f"{'/' + what:<12}{len(lat):>9}{len(lat) / elapsed:>8.2f}{percentile(lat, .5):>8.2f}"
-              f"{percentile(lat, .95):>8.2f}{len(tally.errors[what]):>8}")
-    first = tally.latencies["why_first"]
-    print(f"/why first streamed piece: p50 {percentile(first, .5):.2f} s, p95 {percentile(first, .95):.2f} s")
+          f"({health['index']['users']} users); {args.seconds:g} s a phase, in-flight requests finished")
+    print(f"{'clients':>7} {'endpoint':<10}{'requests':>9}{'req/s':>8}{'p50 s':>8}{'p95 s':>8}"
+          f"{'first p50':>10}{'errors':>8}{'ran s':>7}")
+    errors = 0
+    for n, tally, elapsed in phases:
+        for what in ("recommend", "why"):
+            lat = tally.latencies[what]
+            first = f"{percentile(tally.latencies['why_first'], .5):.2f}" if what == "why" else "-"
+            print(f"{n:>7} {'/' + what:<10}{len(lat):>9}{len(lat) / elapsed:>8.3f}{percentile(lat, .5):>8.2f}"
+                  f"{percentile(lat, .95):>8.2f}{first:>10}{len(tally.errors[what]):>8}{elapsed:>7.0f}")
+            errors += len(tally.errors[what])
+            for reason in sorted(set(tally.errors[what]))[:5]:
+                print(f"        error: {reason}")
     if sampler:
-        print(f"server RSS: {sampler.start_rss / 2**20:.0f} MiB at start, peak {sampler.peak / 2**20:.0f} MiB")
-    for what, reasons in tally.errors.items():
-        for reason in sorted(set(reasons))[:5]:
-            print(f"error ({what}): {reason}")
-    if statistics.fmean([len(v) for v in tally.errors.values()]) > 0:
+        print(f"server RSS (with children): {sampler.start_rss / 2**20:.0f} MiB at start, "
+              f"peak {sampler.peak / 2**20:.0f} MiB")
+    if errors:
         sys.exit(1)
 
 

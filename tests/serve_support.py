@@ -73,13 +73,6 @@ class FaultyBackend:
         yield ""
 
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-
-
 class LoopbackServer:
     """A real uvicorn serving `app` on a free loopback port, in a thread."""
 

@@ -157,7 +157,10 @@ async function answer(url, body, label) {
     await streamPost(url, body, (event, data) => {
       if (event === "conversation") state.conversation = data.conversation_id;
       else if (event === "evidence") turn.insertBefore(renderEvidence(data), meta.nextSibling);
-      else if (event === "delta") text.textContent += data.text;
+      else if (event === "delta") {
+        text.textContent += data.text;
+        turn.dataset.pieces = String(Number(turn.dataset.pieces || 0) + 1);
+      }
       else if (event === "retract") { meta.textContent = `withdrawn: ${data.text}`; text.textContent = ""; }
       else if (event === "done") {
         text.textContent = data.text;
