@@ -116,13 +116,13 @@ def test_why_streams_a_grounded_answer_and_follow_ups_stay_with_the_user(client,
     assert [e["kind"] for e in transcript["explanations"]] == ["why", "free"]
 
     # Another user's id finds nothing, and learns nothing of user 1's records.
-    for response in (
-        client.get(f"/conversations/{cid}", params={"user_id": "2"}),
-        client.post(f"/conversations/{cid}/ask", json={"user_id": "2", "question": "And user 1?"}),
-        client.post("/why", json={"user_id": "2", "item_id": item, "conversation_id": cid}),
+    for response, where in (
+        (client.get(f"/conversations/{cid}", params={"user_id": "2"}), "path"),
+        (client.post(f"/conversations/{cid}/ask", json={"user_id": "2", "question": "And user 1?"}), "path"),
+        (client.post("/why", json={"user_id": "2", "item_id": item, "conversation_id": cid}), "body"),
     ):
         detail = error_of(response, 404)
-        assert detail["type"] == "unknown_conversation"
+        assert detail["type"] == "unknown_conversation" and detail["loc"] == [where, "conversation_id"]
         assert not any(rec.item(i).title in response.text for i in rec.history("1"))
     detail = error_of(client.post(f"/conversations/{cid}/ask", json={"user_id": "1", "question": " "}), 422)
     assert detail["loc"] == ["body", "question"]
@@ -180,3 +180,23 @@ def test_a_stalled_generator_times_out(client, rec):
         stalled.released.set()
         rec.settings.ranker.timeout_s = old_timeout
         rec.use_backend(real)
+
+
+def test_the_conversation_store_binds_users_and_stays_bounded(rec):
+    from promptrec.explain import Conversation
+    from promptrec.serve.conversations import ConversationBusy, ConversationNotFound, ConversationStore
+
+    store = ConversationStore(max_conversations=2)
+    first, second, third = (store.add(Conversation(rec, user)) for user in ("1", "2", "3"))
+    assert len(store) == 2 and len({first.conversation_id, second.conversation_id, third.conversation_id}) == 3
+    with pytest.raises(ConversationNotFound):
+        store.get(first.conversation_id, "1")  # the least recently used went first
+    with pytest.raises(ConversationNotFound):
+        store.get(second.conversation_id, "3")
+    assert store.get(second.conversation_id, "2") is second
+    second.claim()
+    with pytest.raises(ConversationBusy):
+        second.claim()
+    second.release()
+    second.claim()
+    second.release()

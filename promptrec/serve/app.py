@@ -97,9 +97,9 @@ def _classify(exc: BaseException, fields: dict[str, tuple[str | int, ...]]) -> E
     if isinstance(exc, UnknownItemError):
         return FieldError(404, fields.get("item", ("body", "item_id")), str(exc), "unknown_item")
     if isinstance(exc, ConversationNotFound):
-        return FieldError(404, ("path", "conversation_id"), str(exc), "unknown_conversation")
+        return FieldError(404, fields.get("conversation", ("path", "conversation_id")), str(exc), "unknown_conversation")
     if isinstance(exc, ConversationBusy):
-        return FieldError(409, ("path", "conversation_id"), str(exc), "conversation_busy")
+        return FieldError(409, fields.get("conversation", ("path", "conversation_id")), str(exc), "conversation_busy")
     if isinstance(exc, QuestionError):
         return FieldError(422, ("body", "question"), str(exc), "bad_question")
     if isinstance(exc, PromptError):
@@ -414,8 +414,9 @@ def create_app(rec: Recommender | None = None, *, preload: bool = True,
         (`conversation`, `evidence`, `delta`…, `retract`, `done` with the Explanation; `error`),
         in a new conversation unless `conversation_id` names one of the user's."""
         r = _rec()
+        fields: dict[str, tuple[str | int, ...]] = {"conversation": ("body", "conversation_id")}
         if body.conversation_id is not None:
-            entry = _call(lambda: conversations.get(body.conversation_id, body.user_id))
+            entry = _call(lambda: conversations.get(body.conversation_id, body.user_id), **fields)
         else:
             _call(lambda: r.history(body.user_id))
         _call(lambda: r.item(body.item_id))
@@ -427,7 +428,7 @@ def create_app(rec: Recommender | None = None, *, preload: bool = True,
             conv.focus(body.item_id)
             yield from _stream_events(conv, conv.why_stream(body.item_id), evidence_first=True)
 
-        return await _answer(entry, events, body.stream, {})
+        return await _answer(entry, events, body.stream, fields)
 
     @app.post("/conversations/{conversation_id}/ask", tags=["explain"],
               responses={200: _SSE_DOC, 404: _ERROR_DOC, 409: {"description": "no item in focus, or busy"}})
