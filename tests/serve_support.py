@@ -21,9 +21,11 @@ def fast_settings(settings, index_dir):
     })
 
 
-def slice_recommender(ml_slice, settings, index_dir) -> Recommender:
+def slice_recommender(ml_slice, settings, tmp_path_factory) -> Recommender:
+    """One index directory per test session: the second module to ask re-encodes nothing."""
     from ranker_support import backend
 
+    index_dir = tmp_path_factory.getbasetemp() / "serve-index"
     items, frame = ml_slice
     rec = Recommender.from_interactions(items, frame, fast_settings(settings, index_dir), namespace="serve-slice")
     rec.use_backend(backend())

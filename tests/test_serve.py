@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def rec(ml_slice, asset_settings, tmp_path_factory):
-    return slice_recommender(ml_slice, asset_settings, tmp_path_factory.mktemp("serve-index"))
+    return slice_recommender(ml_slice, asset_settings, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -27,8 +27,10 @@ def browser():
         yield browser
 
 
-def test_the_page_recommends_streams_an_answer_and_takes_a_follow_up(browser, ml_slice, asset_settings, tmp_path):
-    rec = slice_recommender(ml_slice, asset_settings, tmp_path / "index")
+def test_the_page_recommends_streams_an_answer_and_takes_a_follow_up(
+    browser, ml_slice, asset_settings, tmp_path_factory, tmp_path
+):
+    rec = slice_recommender(ml_slice, asset_settings, tmp_path_factory)
     with LoopbackServer(create_app(rec, conversation_options=CONVERSATION_OPTIONS)) as server:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         converse(page, server.url, "1", follow_up="What do they have in common?")
