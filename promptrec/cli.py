@@ -323,6 +323,27 @@ def demo(
         fail(exc)
 
 
+@app.command()
+def serve(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on."),
+    port: int = typer.Option(8080, help="Port to listen on."),
+    workers: int = typer.Option(1, help="Worker processes; each loads the generator unless ranker.backend=vllm-server."),
+) -> None:
+    """The HTTP API and its chat page (OpenAPI docs at /docs), over the built index."""
+    import uvicorn
+
+    if workers > 1:  # each worker builds its own app from the settings
+        uvicorn.run("promptrec.serve.app:create_app", factory=True, host=host, port=port, workers=workers)
+        return
+    from promptrec.serve.app import create_app
+
+    try:
+        rec = _recommender(build=False)
+    except PromptrecError as exc:
+        fail(exc)
+    uvicorn.run(create_app(rec), host=host, port=port)
+
+
 def main() -> None:  # pragma: no cover
     from rich.logging import RichHandler
 

@@ -1,0 +1,91 @@
+"""The server's conversations: each bound to one user, found only with that user's id."""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from promptrec.errors import PromptrecError
+from promptrec.explain.conversation import Conversation
+
+
+class ConversationNotFound(PromptrecError, KeyError):
+    """No such conversation for this user (another user's id reads the same as a wrong one)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class ConversationBusy(PromptrecError):
+    """The conversation is answering another request."""
+
+
+@dataclass
+class Entry:
+    conversation_id: str
+    conversation: Conversation
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    last_used: float = field(default_factory=time.monotonic)
+
+    def claim(self) -> None:
+        """Hold the conversation for one answer; a second concurrent request is refused."""
+        if not self.lock.acquire(blocking=False):
+            raise ConversationBusy(
+                f"conversation {self.conversation_id} is still answering; wait for that answer to finish"
+            )
+
+    def release(self) -> None:
+        self.last_used = time.monotonic()
+        self.lock.release()
+
+
+class ConversationStore:
+    """In-process conversations, least recently used dropped beyond `max_conversations` or
+    after `ttl_s` idle. Ids are unguessable tokens; a lookup needs the id and its user."""
+
+    def __init__(self, max_conversations: int = 1000, ttl_s: float = 3600.0):
+        self.max_conversations = max_conversations
+        self.ttl_s = ttl_s
+        self._entries: OrderedDict[str, Entry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, conversation: Conversation) -> Entry:
+        entry = Entry(secrets.token_urlsafe(16), conversation)
+        with self._lock:
+            self._expire()
+            self._entries[entry.conversation_id] = entry
+            while len(self._entries) > self.max_conversations:
+                self._entries.popitem(last=False)
+        return entry
+
+    def get(self, conversation_id: str, user_id: str) -> Entry:
+        with self._lock:
+            self._expire()
+            entry = self._entries.get(conversation_id)
+            if entry is None or entry.conversation.user_id != str(user_id):
+                raise ConversationNotFound(
+                    f"no conversation {conversation_id!r} for user {user_id!r} "
+                    f"(conversations expire after {self.ttl_s:g} s idle; start one with POST /why)"
+                )
+            entry.last_used = time.monotonic()
+            self._entries.move_to_end(conversation_id)
+            return entry
+
+    def remove(self, conversation_id: str, user_id: str) -> None:
+        self.get(conversation_id, user_id)
+        with self._lock:
+            self._entries.pop(conversation_id, None)
+
+    def _expire(self) -> None:
+        cutoff = time.monotonic() - self.ttl_s
+        while self._entries:
+            oldest = next(iter(self._entries.values()))
+            if oldest.last_used >= cutoff:
+                break
+            self._entries.popitem(last=False)

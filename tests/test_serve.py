@@ -1,0 +1,202 @@
+"""The HTTP API on real parts: the ML-100K slice, MiniLM, a real Chroma store in a tmp dir,
+SmolLM2-135M-Instruct; FastAPI's TestClient (the app's real lifespan and threads)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from fastapi.testclient import TestClient
+from serve_support import CONVERSATION_OPTIONS, FaultyBackend, slice_recommender, sse_events
+
+from promptrec.explain import Evidence, Explanation
+from promptrec.retrieval.schema import CandidateList
+from promptrec.schema import RecommendationList
+from promptrec.serve import create_app
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def rec(ml_slice, asset_settings, tmp_path_factory):
+    return slice_recommender(ml_slice, asset_settings, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def client(rec):
+    with TestClient(create_app(rec, conversation_options=CONVERSATION_OPTIONS)) as client:
+        yield client
+
+
+def error_of(response, status: int) -> dict:
+    assert response.status_code == status, response.text
+    (detail,) = response.json()["detail"]
+    return detail
+
+
+def test_health_docs_and_users(client, rec):
+    health = client.get("/health").json()
+    assert health["status"] == "ok"
+    assert health["index"] == {"namespace": "serve-slice", "items": len(rec.catalog), "users": 40,
+                               "encoder": rec.settings.encoder}
+    assert health["model"]["loaded"] and health["model"]["model_id"] == "smollm2-135m-instruct"
+    assert health["model"]["dtype"] == str(rec.backend.dtype).removeprefix("torch.")
+    assert health["calibration"]["fitted"] is False and "promptrec calibrate" in health["calibration"]["detail"]
+    assert "adapter" in health and health["adapter"] is None
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/health", "/candidates", "/recommend", "/why", "/conversations/{conversation_id}/ask"} <= set(paths)
+    assert client.get("/docs").status_code == 200
+    users = client.get("/users", params={"limit": 5}).json()
+    assert users["total"] == 40 and users["users"] == list(rec.histories)[:5]
+    page = client.get("/")
+    assert page.status_code == 200 and "/static/page.js" in page.text
+    assert client.get("/static/page.js").status_code == 200
+
+
+def test_candidates_for_a_user_an_anonymous_history_and_a_filter(client, rec):
+    found = CandidateList.model_validate(client.post("/candidates", json={"user_id": "1", "n": 5}).json())
+    assert found == rec.candidates("1", 5)
+    history = rec.history("2")[-5:]
+    anonymous = CandidateList.model_validate(client.post("/candidates", json={"history": history, "n": 5}).json())
+    assert anonymous.user_id == "anonymous" and anonymous.history == history
+    assert not set(history) & {c.item_id for c in anonymous.candidates}
+    comedy = client.post("/candidates", json={"user_id": "1", "n": 5, "where": {"genre_Comedy": True}}).json()
+    assert comedy["candidates"] and all("Comedy" in rec.item(c["item_id"]).genres for c in comedy["candidates"])
+
+
+def test_recommend(client, rec):
+    body = client.post("/recommend", json={"user_id": "1", "k": 3}).json()
+    result = RecommendationList.model_validate(body)
+    assert len(result.recommendations) == 3 and not result.degraded
+    assert result.model_id == "smollm2-135m-instruct" and not result.calibrated
+    assert all(r.llm_score is not None and r.probability is None for r in result.recommendations)
+    assert not {r.item_id for r in result.recommendations} & set(rec.history("1"))
+
+
+def test_bad_input_names_the_field(client):
+    detail = error_of(client.post("/recommend", json={"user_id": "no-such-user"}), 404)
+    assert detail["loc"] == ["body", "user_id"] and "unknown user 'no-such-user'" in detail["msg"]
+    detail = error_of(client.post("/candidates", json={"history": ["1", "no-such-item"]}), 404)
+    assert detail["loc"] == ["body", "history", 1] and "unknown item 'no-such-item'" in detail["msg"]
+    detail = error_of(client.post("/why", json={"user_id": "1", "item_id": "no-such-item"}), 404)
+    assert detail["loc"] == ["body", "item_id"]
+    detail = error_of(client.post("/recommend", json={"user_id": "1", "where": {"year": {"$near": 1}}}), 422)
+    assert detail["loc"] == ["body", "where"] and "$near" in detail["msg"]
+    detail = error_of(client.post("/recommend", json={"user_id": "1", "template": "no-such-template"}), 422)
+    assert detail["loc"] == ["body", "template"]
+    assert ["body", "k"] in [d["loc"] for d in client.post("/recommend", json={"user_id": "1", "k": 0}).json()["detail"]]
+    assert client.post("/recommend", json={"k": 3}).status_code == 422  # neither user_id nor history
+
+
+def test_why_streams_a_grounded_answer_and_follow_ups_stay_with_the_user(client, rec):
+    shown = client.post("/recommend", json={"user_id": "1", "k": 3}).json()["recommendations"]
+    item = shown[1]["item_id"]
+    response = client.post("/why", json={"user_id": "1", "item_id": item})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(response.text)
+    kinds = [kind for kind, _ in events]
+    assert kinds[:2] == ["conversation", "evidence"] and kinds[-1] == "done" and "delta" in kinds
+    cid = events[0][1]["conversation_id"]
+    assert response.headers["x-conversation-id"] == cid
+    evidence = Evidence.model_validate(events[1][1])
+    done = Explanation.model_validate(events[-1][1])
+    assert done.evidence == evidence and done.user_id == "1" and done.item_id == item and done.text
+    assert {r.item_id for r in evidence.related} <= set(rec.history("1"))
+    assert (evidence.scores.recommended_rank, evidence.scores.recommended_of) == (2, 10)  # the list shown
+    if done.attempts == 1:  # the streamed pieces are the answer (before the final clean-up)
+        streamed = "".join(data["text"] for kind, data in events if kind == "delta")
+        assert done.text.split()[0] in streamed
+
+    follow = client.post(f"/conversations/{cid}/ask",
+                         json={"user_id": "1", "question": "What else do they share?", "stream": False})
+    assert follow.status_code == 200, follow.text
+    answer = follow.json()
+    assert answer["conversation_id"] == cid and answer["explanation"]["kind"] == "free"
+    transcript = client.get(f"/conversations/{cid}", params={"user_id": "1"}).json()
+    assert [e["kind"] for e in transcript["explanations"]] == ["why", "free"]
+
+    # Another user's id finds nothing, and learns nothing of user 1's records.
+    for response, where in (
+        (client.get(f"/conversations/{cid}", params={"user_id": "2"}), "path"),
+        (client.post(f"/conversations/{cid}/ask", json={"user_id": "2", "question": "And user 1?"}), "path"),
+        (client.post("/why", json={"user_id": "2", "item_id": item, "conversation_id": cid}), "body"),
+    ):
+        detail = error_of(response, 404)
+        assert detail["type"] == "unknown_conversation" and detail["loc"] == [where, "conversation_id"]
+        assert not any(rec.item(i).title in response.text for i in rec.history("1"))
+    detail = error_of(client.post(f"/conversations/{cid}/ask", json={"user_id": "1", "question": " "}), 422)
+    assert detail["loc"] == ["body", "question"]
+    assert client.delete(f"/conversations/{cid}", params={"user_id": "1"}).status_code == 204
+    assert client.get(f"/conversations/{cid}", params={"user_id": "1"}).status_code == 404
+
+
+def test_a_follow_up_needs_an_item_in_focus(client):
+    created = client.post("/conversations", json={"user_id": "3"})
+    assert created.status_code == 201
+    info = created.json()
+    assert info["user_id"] == "3" and info["item_id"] is None and info["suggestions"]
+    detail = error_of(client.post(f"/conversations/{info['conversation_id']}/ask",
+                                  json={"user_id": "3", "question": "Why?"}), 409)
+    assert "POST /why" in detail["msg"]
+
+
+def test_concurrent_requests_share_the_model_safely(client):
+    body = {"user_id": "4", "k": 5}
+    alone = client.post("/recommend", json=body).json()
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: client.post("/recommend", json=body), range(4)))
+    assert all(r.status_code == 200 for r in results)
+    assert all([x["item_id"] for x in r.json()["recommendations"]] ==
+               [x["item_id"] for x in alone["recommendations"]] for r in results)
+
+
+def test_a_failing_generator_degrades_or_is_a_503(client, rec):
+    real = rec.backend
+    item = rec.candidates("1", 3).candidates[0].item_id
+    try:
+        rec.use_backend(FaultyBackend(real, "fail"))
+        result = client.post("/recommend", json={"user_id": "1", "k": 3}).json()
+        assert result["degraded"] and "generator down" in result["degraded_reason"]
+        assert [r["retrieval_rank"] for r in result["recommendations"]] == [1, 2, 3]
+        response = client.post("/why", json={"user_id": "1", "item_id": item})
+        assert response.status_code == 503 and "generator down" in response.json()["detail"]
+    finally:
+        rec.use_backend(real)
+
+
+def test_a_stalled_generator_times_out(client, rec):
+    real = rec.backend
+    item = rec.candidates("1", 3).candidates[0].item_id
+    stalled = FaultyBackend(real, "stall")
+    old_timeout = rec.settings.ranker.timeout_s
+    try:
+        rec.settings.ranker.timeout_s = 1.0
+        rec.use_backend(stalled)
+        result = client.post("/recommend", json={"user_id": "1", "k": 3}).json()
+        assert result["degraded"] and "longer than 1 s" in result["degraded_reason"]
+        response = client.post("/why", json={"user_id": "1", "item_id": item})
+        assert response.status_code == 503 and "did not answer in time" in response.json()["detail"]
+    finally:
+        stalled.released.set()
+        rec.settings.ranker.timeout_s = old_timeout
+        rec.use_backend(real)
+
+
+def test_the_conversation_store_binds_users_and_stays_bounded(rec):
+    from promptrec.explain import Conversation
+    from promptrec.serve.conversations import ConversationBusy, ConversationNotFound, ConversationStore
+
+    store = ConversationStore(max_conversations=2)
+    first, second, third = (store.add(Conversation(rec, user)) for user in ("1", "2", "3"))
+    assert len(store) == 2 and len({first.conversation_id, second.conversation_id, third.conversation_id}) == 3
+    with pytest.raises(ConversationNotFound):
+        store.get(first.conversation_id, "1")  # the least recently used went first
+    with pytest.raises(ConversationNotFound):
+        store.get(second.conversation_id, "3")
+    assert store.get(second.conversation_id, "2") is second
+    second.claim()
+    with pytest.raises(ConversationBusy):
+        second.claim()
+    second.release()
+    second.claim()
+    second.release()
