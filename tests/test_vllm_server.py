@@ -181,15 +181,11 @@ def test_chat_stream_parses_server_sent_events(tokenizer):
 def test_dead_server_fails_fast_and_degrades(tokenizer):
     url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     backend = VLLMServerBackend(url, model_dir(), model_id=MODEL_NAME, max_retries=2, backoff_s=0.05, cooldown_s=30)
-    started = time.monotonic()
     result = LLMReranker(backend, "yesno", timeout_s=30).run(HISTORY, candidate_list())
     assert result.degraded and "ServerUnavailable" in result.degraded_reason
-    assert "promptrec llm serve" in result.degraded_reason
-    assert time.monotonic() - started < 10
-    started = time.monotonic()
-    with pytest.raises(ServerUnavailable, match="not retrying"):
+    assert "promptrec llm serve" in result.degraded_reason and "after 3 tries" in result.degraded_reason
+    with pytest.raises(ServerUnavailable, match="not retrying"):  # within the cool-down: no new tries
         backend.chat([{"role": "user", "content": "hi"}], 4)
-    assert time.monotonic() - started < 0.5  # within the cool-down: no new tries
 
 
 # ----------------------------------------------------------------------------- llm_server (no vLLM)
