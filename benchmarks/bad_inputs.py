@@ -370,6 +370,11 @@ def data_cases(w: World, tmp: Path) -> list[Case]:
         return Recommender.from_interactions(w.items, w.frame.drop(columns=["item_id"]), w.settings,
                                              namespace="campaign")
 
+    def text_timestamp():
+        frame = w.frame.astype({"timestamp": object}).copy()
+        frame.loc[0, "timestamp"] = "yesterday"
+        return Recommender.from_interactions(w.items, frame, w.settings, namespace="campaign")
+
     return [
         Case(c, "a user who repeats an item", repeated,
              handled=lambda r: len(r[0]) == len(set(r[0])) and len(r[1].candidates) == 5),
@@ -382,6 +387,7 @@ def data_cases(w: World, tmp: Path) -> list[Case]:
              csv("user_id,item_id,rating,timestamp\n1,2,five,100\n1,3,4,200\n", skip_bad_rows=True),
              handled=lambda f: list(f["item_id"]) == ["3"]),
         Case(c, "a frame without item_id", missing_column, error="item_id"),
+        Case(c, "a frame with a text timestamp", text_timestamp, error="'timestamp' must be numeric"),
     ]
 
 
@@ -396,7 +402,7 @@ def lookup_cases(w: World, tmp: Path) -> list[Case]:
              error="unknown item"),
         Case(c, "empty history (cold start)", lambda: rec.candidates("1", 5, history=[]),
              handled=lambda f: f.cold_start and len(f.candidates) == 5),
-        Case(c, "k = 0", lambda: rec.recommend("1", 0), error="k must be positive"),
+        Case(c, "k = 0", lambda: rec.recommend("1", 0), error="must be positive"),
         Case(c, "n = 0", lambda: rec.candidates("1", 0), error="positive"),
         Case(c, "filter that matches nothing (wrong case)", lambda: rec.candidates("1", 5, where={"genre_comedy": True}),
              error="genre_Comedy"),
@@ -559,6 +565,14 @@ def cli_cases(w: World, tmp: Path) -> list[Case]:
         return lambda r: r["returncode"] == 2 and "Traceback" not in r["stderr"] and needle in " ".join(
             r["stderr"].split())
 
+    def truncate_then(run: Callable[[], Any]) -> Callable[[], Any]:
+        def wrapped():
+            path = tmp / "cli-index" / "sequential.npz"
+            path.write_bytes(path.read_bytes()[:200])
+            return run()
+
+        return wrapped
+
     (tmp / "bad.toml").write_text('[ranker]\ntemplatee = "letters"\n')
     return [
         Case(c, "`index` on the slice", cli("index"), handled=lambda r: r["returncode"] == 0),
@@ -569,8 +583,12 @@ def cli_cases(w: World, tmp: Path) -> list[Case]:
         Case(c, "`candidates --genre comedy`", cli("candidates", "1", "--genre", "comedy"),
              handled=one_line("genre_Comedy")),
         Case(c, "`candidates -n 0`", cli("candidates", "1", "-n", "0"), handled=lambda r: r["returncode"] == 2),
-        Case(c, "`candidates` on a damaged index", cli("candidates", "1", PROMPTREC_INDEX_DIR=str(tmp / "nothing")),
+        Case(c, "`candidates` before any `index`", cli("candidates", "1", PROMPTREC_INDEX_DIR=str(tmp / "nothing")),
              handled=one_line("promptrec index")),
+        Case(c, "`candidates` on a truncated sequential.npz", truncate_then(cli("candidates", "1")),
+             handled=one_line("promptrec index --rebuild")),
+        Case(c, "`index --rebuild` mends it", cli("index", "--rebuild"), handled=lambda r: r["returncode"] == 0),
+        Case(c, "`candidates` after the rebuild", cli("candidates", "1"), handled=lambda r: r["returncode"] == 0),
     ]
 
 

@@ -51,6 +51,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from promptrec.errors import PromptrecError
+from promptrec.ranker.backends.vllm_common import (  # noqa: F401 - re-exported for callers
+    CPU_BLOCK_SIZE,
+    DEFAULT_ENGINE_OPTIONS,
+    VLLMBackendError,
+    has_gpu,
+)
 from promptrec.ranker.backends.base import TokenizerOps, common_prefix_length
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -60,21 +66,6 @@ if TYPE_CHECKING:  # pragma: no cover
 MAX_LOGPROB_TOKEN_IDS = 128
 
 #: Engine defaults (overridable per backend, or from ``settings.ranker.vllm``).
-DEFAULT_ENGINE_OPTIONS: dict[str, Any] = {
-    "dtype": "bfloat16",
-    "max_model_len": 4096,
-    "kv_cache_gib": 1,
-    "enforce_eager": None,  # None: on without a GPU (start-up halves), off with one (CUDA graphs)
-    "block_size": None,  # None: 32 without a GPU (vLLM's CPU default of 128 caches less of a shared prefix), else vLLM's
-    "max_num_seqs": 64,
-    "seed": 0,
-}
-
-
-class VLLMBackendError(PromptrecError):
-    """vLLM failed or returned something unusable (missing or non-finite log-probs)."""
-
-
 def vllm_available() -> bool:
     """Whether ``import vllm`` works in this interpreter (without importing it twice)."""
     try:
@@ -101,21 +92,6 @@ def check_logprob(value: Any, what: str) -> float:
 
 
 # ----------------------------------------------------------------------------- engine
-
-
-#: KV block size on CPUs. Prefix caching reuses whole blocks only: with vLLM's CPU default of
-#: 128 a 270-token yes/no prompt reuses 128 tokens of its 240 shared ones, with 32 it reuses
-#: 224. Measured with benchmarks/vllm_backends.py (two 2-user runs, one per block size): yesno
-#: 2.0 -> 1.0 s and likelihood 3.0 -> 2.1 s per user, letters unchanged. The CPU attention
-#: backend wants multiples of 32.
-CPU_BLOCK_SIZE = 32
-
-
-def has_gpu() -> bool:
-    """A CUDA device is visible (cheap check: no torch import)."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return False
-    return shutil.which("nvidia-smi") is not None or Path("/dev/nvidia0").exists()
 
 
 def engine_kwargs(options: dict[str, Any], enable_prefix_caching: bool) -> dict[str, Any]:

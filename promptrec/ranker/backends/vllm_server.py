@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from promptrec.ranker.backends.base import TokenizerOps
+from promptrec.ranker.backends.vllm_common import ServerUnavailable, root_url, vllm_default, wait_until_ready
 from promptrec.ranker.backends.vllm_engine import (
     MAX_LOGPROB_TOKEN_IDS,
     VLLMBackendError,
@@ -63,18 +64,8 @@ RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 TOKENIZER_PROBE = "Hello <|im_start|>user\nToy Story (1995) A B C Yes No\n"
 
 
-class ServerUnavailable(VLLMBackendError):
-    """The server did not answer (refused, reset, 5xx) after the retries."""
-
-
 class ServerResponseError(VLLMBackendError):
     """The server answered, but with an error or with something unusable."""
-
-
-def root_url(url: str) -> str:
-    """``http://host:port`` from a base URL that may end in ``/v1``."""
-    url = url.rstrip("/")
-    return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
 def _logprob(value: Any, what: str) -> float:
@@ -105,8 +96,8 @@ class VLLMServerBackend(TokenizerOps):
         model_id: str | None = None,
         timeout_s: float = 120.0,
         connect_timeout_s: float = 5.0,
-        max_retries: int = 3,
-        backoff_s: float = 0.5,
+        max_retries: int = vllm_default("max_retries"),
+        backoff_s: float = vllm_default("backoff_s"),
         cooldown_s: float = 10.0,
         api_key: str | None = None,
         reuse_prefix: bool = True,
@@ -242,7 +233,6 @@ class VLLMServerBackend(TokenizerOps):
 
     def wait_ready(self, timeout_s: float = 300.0, poll_s: float = 1.0) -> None:
         """Block until the server answers ``/health`` and lists a model (or raise ServerUnavailable)."""
-        from promptrec.llm_server import wait_until_ready
 
         wait_until_ready(self.base_url, timeout_s=timeout_s, poll_s=poll_s)
 
