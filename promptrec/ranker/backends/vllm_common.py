@@ -11,13 +11,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from promptrec.config import VLLMSettings
+from promptrec.config import RankerSettings, VLLMSettings
 from promptrec.errors import PromptrecError
 
-_DEFAULTS = VLLMSettings()
-#: Engine options and their defaults: those of `VLLMSettings` (settings.ranker.vllm), nowhere else.
+
+def vllm_default(name: str) -> Any:
+    """The default of a vLLM option: the `VLLMSettings` field (settings.ranker.vllm) of that name,
+    else the `RankerSettings` one (e.g. a ``dtype`` shared by every backend). The one copy."""
+    for model in (VLLMSettings, RankerSettings):
+        if name in model.model_fields:
+            field = model.model_fields[name]
+            return field.default_factory() if field.default_factory is not None else field.default
+    raise KeyError(f"no vLLM setting {name!r}")
+
+
+#: Engine options and their defaults, read from the settings models (see `vllm_default`).
 DEFAULT_ENGINE_OPTIONS: dict[str, Any] = {
-    key: getattr(_DEFAULTS, key)
+    key: vllm_default(key)
     for key in ("dtype", "max_model_len", "kv_cache_gib", "enforce_eager", "block_size", "max_num_seqs", "seed")
 }
 DEFAULT_READY_TIMEOUT_S = 300.0
@@ -28,11 +38,6 @@ DEFAULT_READY_TIMEOUT_S = 300.0
 #: 2.0 -> 1.0 s and likelihood 3.0 -> 2.1 s per user, letters unchanged. The CPU attention
 #: backend wants multiples of 32.
 CPU_BLOCK_SIZE = 32
-
-
-def vllm_default(name: str) -> Any:
-    """The default of one `VLLMSettings` field."""
-    return getattr(_DEFAULTS, name)
 
 
 class VLLMBackendError(PromptrecError):
