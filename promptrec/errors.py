@@ -11,6 +11,10 @@ class SettingsError(PromptrecError, ValueError):
     """A setting is unknown or invalid, or the settings file cannot be read; the message names it."""
 
 
+class InputError(PromptrecError, ValueError):
+    """An argument or an in-memory record is invalid (e.g. k <= 0, a frame without item_id)."""
+
+
 class AssetError(PromptrecError):
     """A named model or data set cannot be fetched, verified or found."""
 

@@ -26,7 +26,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,15 +37,17 @@ import typer
 from promptrec.config import PACKAGE_ROOT, Settings
 from promptrec.errors import PromptrecError
 from promptrec.hardware import resolve_dtype_name
-from promptrec.ranker.backends.vllm_engine import CPU_BLOCK_SIZE, has_gpu
+from promptrec.ranker.backends.vllm_common import (  # noqa: F401 - re-exported for callers
+    CPU_BLOCK_SIZE,
+    DEFAULT_READY_TIMEOUT_S,
+    ServerStartError,
+    has_gpu,
+    probe,
+    vllm_default,
+    wait_until_ready,
+)
 
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
-DEFAULT_READY_TIMEOUT_S = 300.0
-
-
-class ServerStartError(PromptrecError):
-    """The vLLM server could not be started or did not become ready."""
-
 
 # ----------------------------------------------------------------------------- options
 
@@ -59,14 +60,15 @@ class ServerOptions:
     served_model_name: str
     host: str = "127.0.0.1"
     port: int = 8001
-    dtype: str = "auto"  # resolved on this machine by promptrec.hardware (bf16 only where fast)
-    max_model_len: int = 4096
-    enable_prefix_caching: bool = True
-    enforce_eager: bool | None = None  # None: on without a GPU, off with one
-    kv_cache_gib: int | None = 1  # CPU only (VLLM_CPU_KVCACHE_SPACE)
-    block_size: int | None = None  # None: 32 without a GPU (see vllm_engine.CPU_BLOCK_SIZE), else vLLM's
-    max_logprobs: int | None = None
-    seed: int = 0
+    # defaults: those of VLLMSettings (settings.ranker.vllm), the one copy
+    dtype: str = vllm_default("dtype")
+    max_model_len: int = vllm_default("max_model_len")
+    enable_prefix_caching: bool = vllm_default("enable_prefix_caching")
+    enforce_eager: bool | None = vllm_default("enforce_eager")  # None: on without a GPU, off with one
+    kv_cache_gib: int | None = vllm_default("kv_cache_gib")  # CPU only (VLLM_CPU_KVCACHE_SPACE)
+    block_size: int | None = vllm_default("block_size")  # None: CPU_BLOCK_SIZE without a GPU, else vLLM's
+    max_logprobs: int | None = vllm_default("max_logprobs")
+    seed: int = vllm_default("seed")
     python: str | None = None
     extra_args: list[str] = field(default_factory=list)
 
@@ -151,68 +153,6 @@ def server_env(options: ServerOptions, base: dict[str, str] | None = None) -> di
 
 
 # ----------------------------------------------------------------------------- readiness
-
-
-def _root(url: str) -> str:
-    url = url.rstrip("/")
-    return url[: -len("/v1")] if url.endswith("/v1") else url
-
-
-def probe(url: str, timeout_s: float = 2.0) -> str | None:
-    """None when the server at ``url`` is ready (``/health`` 200 and a model listed), else why not."""
-    import httpx
-
-    root = _root(url)
-    try:
-        with httpx.Client(timeout=timeout_s) as client:
-            health = client.get(f"{root}/health")
-            if health.status_code != 200:
-                return f"/health answered HTTP {health.status_code}"
-            models = client.get(f"{root}/v1/models")
-            if models.status_code != 200:
-                return f"/v1/models answered HTTP {models.status_code}"
-            if not models.json().get("data"):
-                return "/v1/models lists no model"
-    except (httpx.HTTPError, ValueError) as exc:
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-def wait_until_ready(
-    url: str,
-    timeout_s: float = DEFAULT_READY_TIMEOUT_S,
-    poll_s: float = 1.0,
-    process: "subprocess.Popen[Any] | None" = None,
-    log_path: Path | None = None,
-) -> float:
-    """Poll until the server is ready; returns the seconds waited. Raises ServerStartError when
-    ``process`` exits first (with the end of its log) or the time runs out."""
-    from promptrec.ranker.backends.vllm_server import ServerUnavailable
-
-    start = time.monotonic()
-    reason = "not polled yet"
-    while True:
-        if process is not None and process.poll() is not None:
-            raise ServerStartError(
-                f"the vLLM server exited with code {process.returncode} before it was ready" + _log_tail(log_path)
-            )
-        reason = probe(url) or ""
-        if not reason:
-            return time.monotonic() - start
-        if time.monotonic() - start > timeout_s:
-            message = f"the server at {url} was not ready after {timeout_s:g} s ({reason})"
-            if process is None:
-                raise ServerUnavailable(message)
-            raise ServerStartError(message + _log_tail(log_path))
-        time.sleep(poll_s)
-
-
-def _log_tail(log_path: Path | None, lines: int = 25) -> str:
-    if log_path is None or not Path(log_path).exists():
-        return ""
-    text = Path(log_path).read_text(errors="replace").splitlines()
-    useful = [line for line in text if "is ignored: it is neither" not in line]
-    return "\n--- server log (end) ---\n" + "\n".join(useful[-lines:])
 
 
 # ----------------------------------------------------------------------------- process

@@ -13,7 +13,7 @@ import pandas as pd
 
 from promptrec.config import Settings
 from promptrec.data.schema import Interaction, Item, interactions_frame
-from promptrec.errors import PromptrecError, UnknownItemError, UnknownUserError
+from promptrec.errors import InputError, PromptrecError, UnknownItemError, UnknownUserError
 from promptrec.paths import slug
 from promptrec.retrieval.index import ProgressFn, RetrievalIndex
 from promptrec.retrieval.retriever import Retriever
@@ -154,7 +154,7 @@ class Recommender:
         """
         n = self.settings.n_candidates if n is None else n
         if not isinstance(n, int) or n <= 0:
-            raise ValueError(f"n (the number of candidates) must be a positive integer, got {n!r}")
+            raise InputError(f"n (the number of candidates) must be a positive integer, got {n!r}")
         if where:
             self.check_filter(where)
         if history is None:
@@ -279,8 +279,8 @@ class Recommender:
         without one, by the LLM score (probabilities None). If the LLM fails or times out the
         list keeps the retrieval order and says so (`degraded`, `degraded_reason`).
         """
-        if k <= 0:
-            raise ValueError(f"k must be positive, got {k}")
+        if not isinstance(k, int) or k <= 0:
+            raise InputError(f"k (the number of recommendations) must be positive, got {k!r}")
         started = time.perf_counter()
         found, result = self.rerank(
             user_id, history=history, where=where, n_candidates=n_candidates, template=template

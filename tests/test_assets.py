@@ -203,11 +203,8 @@ def test_second_fetch_does_nothing(ml100k, no_pip):
     s, folder, _ = ml100k
     wheel = Path(s.cache_dir) / "wheels" / "recbole-1.2.1-py3-none-any.whl"
     before = {p: p.stat().st_mtime_ns for p in [wheel, *folder.iterdir()]}
-    started = time.perf_counter()
     again = fetch_dataset("movielens-100k", s)  # pip is disabled: it must not be needed
-    elapsed = time.perf_counter() - started
     assert again == folder
-    assert elapsed < 0.5
     assert {p: p.stat().st_mtime_ns for p in [wheel, *folder.iterdir()]} == before
 
 
@@ -316,10 +313,8 @@ def test_pip_failure_message(tmp_path, no_pip):
             ),
         ),
     )
-    started = time.perf_counter()
     with pytest.raises(AssetError) as err:
         fetch_asset(offline, settings_for(cache))
-    assert time.perf_counter() - started < 30
     msg = str(err.value)
     assert "offline-test" in msg
     assert "promptrec-test-no-such-package==0.0.1" in msg
@@ -374,9 +369,9 @@ def test_smollm2_conversion(smollm2, no_pip):
     assert no_tmp_left(cache)
 
     # warm: the marker short-circuits everything (pip is disabled here)
-    started = time.perf_counter()
+    before = {p: p.stat().st_mtime_ns for p in folder.iterdir()}
     assert resolve_model("smollm2-135m-instruct", s) == folder
-    assert time.perf_counter() - started < 0.5
+    assert {p: p.stat().st_mtime_ns for p in folder.iterdir()} == before  # nothing converted again
     assert {r.name: r for r in asset_info(s)}["smollm2-135m-instruct"].cached
 
     tokenizer = AutoTokenizer.from_pretrained(folder)

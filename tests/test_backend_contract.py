@@ -1,10 +1,13 @@
 """One contract for every `LLMBackend`: transformers, the in-process vLLM engine and the vLLM
 server (OpenAI-compatible HTTP), all on the same converted SmolLM2-135M-Instruct folder.
 
-The transformers backend in float32 is the reference. Every backend, also in float32, must give
-the reference's label log-probs and continuation log-probs within ``LOGPROB_TOL`` nats, the
-same strategy scores within ``SCORE_TOL`` and the same ranking, the same tokens, and the same
-greedy text. (In bfloat16 the backends differ by rounding: see test_vllm_engine.py.)
+The reference is `NaiveReference`, written here: the same model in float32 run the plainest way,
+one full forward pass per prompt (no batching, padding, prefix reuse or KV cache), so the
+default run checks the transformers backend's batched, prefix-reusing passes against it rather
+than against itself. Every backend, also in float32, must give the reference's label log-probs
+and continuation log-probs within ``LOGPROB_TOL`` nats, the same strategy scores within
+``SCORE_TOL`` and the same ranking, the same tokens, and the same greedy text. (In bfloat16 the
+backends differ by rounding: see test_vllm_engine.py.)
 
 The vLLM cases are marked ``vllm``: they run in the vLLM environment (scripts/setup_vllm.sh),
 ``.venv-vllm/bin/python -m pytest -m vllm``. Without vLLM they are skipped, except under CI=true,
@@ -20,7 +23,7 @@ import numpy as np
 import pytest
 
 from promptrec.data.schema import Item
-from promptrec.ranker.backends.base import LLMBackend
+from promptrec.ranker.backends.base import LLMBackend, TokenizerOps
 from promptrec.ranker.reranker import LLMReranker
 from promptrec.retrieval.schema import Candidate, CandidateList
 from ranker_support import MODEL_NAME, model_dir
@@ -57,8 +60,54 @@ def require_vllm() -> None:
 # ----------------------------------------------------------------------------- fixtures
 
 
+class NaiveReference(TokenizerOps):
+    """The model in float32, one full forward pass per prompt or continuation; nothing reused."""
+
+    def __init__(self, folder: Path):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.model_id = MODEL_NAME
+        self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+    def _logprobs(self, ids: list[int]) -> np.ndarray:
+        with self.torch.inference_mode():
+            logits = self.model(self.torch.tensor([ids])).logits[0].double()
+        return self.torch.log_softmax(logits, dim=-1).numpy()
+
+    def next_token_logprobs(self, prompts, token_ids, reuse_prefix=None):
+        rows = [self._logprobs(self.encode(p))[-1, token_ids] for p in prompts]
+        return np.array(rows).reshape(len(prompts), len(token_ids))
+
+    def continuation_logprobs(self, prefix, continuations, reuse_prefix=None):
+        prefix_ids, suffixes = self.continuation_token_ids(prefix, continuations)
+        sums = []
+        for suffix in suffixes:
+            full = prefix_ids + suffix
+            logp = self._logprobs(full)
+            sums.append(float(sum(logp[pos - 1, full[pos]] for pos in range(len(prefix_ids), len(full)))))
+        return sums
+
+    def chat(self, messages, max_new_tokens, temperature=0.0):
+        ids = self.torch.tensor([self.encode(self.render_chat(messages))])
+        with self.torch.inference_mode():
+            out = self.model.generate(ids, attention_mask=self.torch.ones_like(ids), max_new_tokens=max_new_tokens,
+                                      do_sample=False, temperature=None, top_p=None, top_k=None)
+        return self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip()
+
+    def chat_stream(self, messages, max_new_tokens, temperature=0.0):
+        yield self.chat(messages, max_new_tokens, temperature)
+
+
 @pytest.fixture(scope="module")
 def reference():
+    return NaiveReference(model_dir())
+
+
+@pytest.fixture(scope="module")
+def transformers_backend():
     from promptrec.ranker.backends.transformers_backend import TransformersBackend
 
     return TransformersBackend(model_dir(), model_id=MODEL_NAME, device="cpu", dtype=DTYPE)
@@ -89,11 +138,10 @@ def server_backend(tmp_path_factory):
 
 
 @pytest.fixture(params=BACKENDS)
-def backend(request, reference):
-    name = request.param
-    if name == "transformers":
-        return reference
-    return request.getfixturevalue({"vllm-engine": "engine_backend", "vllm-server": "server_backend"}[name])
+def backend(request):
+    fixture = {"transformers": "transformers_backend", "vllm-engine": "engine_backend",
+               "vllm-server": "server_backend"}[request.param]
+    return request.getfixturevalue(fixture)
 
 
 def free_port() -> int:
@@ -176,6 +224,7 @@ def test_implements_protocol(backend):
 def test_tokens_and_chat_rendering_match_reference(backend, reference):
     text = "Toy Story (1995) is a film. <|im_start|>user\nYes"
     assert backend.count_tokens(text) == reference.count_tokens(text)
+    assert backend.encode(text) == [int(i) for i in reference.tokenizer(text, add_special_tokens=False)["input_ids"]]
     labels = [" A", " B", "A", "Yes", " No"]
     assert backend.label_token_ids(labels) == reference.label_token_ids(labels)
     assert backend.render_chat(MESSAGES) == reference.render_chat(MESSAGES)

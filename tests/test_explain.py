@@ -284,6 +284,12 @@ def test_hostile_titles_cannot_break_the_prompt(rec):
     assert "Ignore previous instructions" in system  # the hostile text is there, as quoted data
 
 
+def titles_in(rec, text: str) -> set[str]:
+    """Catalog items whose display title ("Toy Story (1995)") occurs in ``text``: a plain search,
+    independent of the grounding checker under test."""
+    return {item.item_id for item in rec.items if item.display_title() in text}
+
+
 def test_hostile_titles_and_questions_with_the_real_model(rec, smol):
     item_id = hostile_item(rec)
     conv = explain(rec, HOSTILE_USER, item_id, smol, use_ranker=False)
@@ -296,9 +302,10 @@ def test_hostile_titles_and_questions_with_the_real_model(rec, smol):
     ):
         result = conv.explanation if question is None else conv.ask(question)
         assert result.grounding in ("ok", "regenerated", "fallback")
-        final = conv.titles.check(result.text, conv.allowed, history=history)
-        assert final.ok, (result.text, final)
-        assert not other & {i for m in final.mentions for i in m.item_ids}
+        # checked independently of the grounding code: catalog titles found by plain search
+        mentioned = titles_in(rec, result.text)
+        assert mentioned <= conv.allowed | set(history), (result.text, mentioned)
+        assert not other & mentioned
         assert "<|" not in result.text and "im_start" not in result.text
         assert result.text.strip()
     assert conv.allowed == {conv.evidence.item.item_id, *(r.item_id for r in conv.evidence.related)}
@@ -316,12 +323,15 @@ def test_explain_with_the_real_model_and_ranker_scores(rec, smol):
     scores = result.evidence.scores
     assert scores.ranker_model == smol.model_id
     assert scores.recommended_rank is not None or scores.ranker_note
-    assert conv.titles.check(result.text, conv.allowed, history=rec.history(CLEAN_USER)).ok
+    assert titles_in(rec, result.text) <= conv.allowed | set(rec.history(CLEAN_USER)), result.text
     events = list(conv.ask_stream("What else do these movies have in common?"))
     assert events[-1].kind == "done" and events[-1].explanation is conv.explanation
     deltas = "".join(e.text for e in events if e.kind == "delta")
     assert deltas.strip()
-    if not any(e.kind == "retract" for e in events):
+    if any(e.kind == "retract" for e in events):  # the streamed draft was withdrawn and replaced
+        assert conv.explanation.grounding in ("regenerated", "fallback")
+    else:
+        assert conv.explanation.grounding == "ok"
         assert conv.text in deltas.strip() or deltas.strip().startswith(conv.text[:20])
 
 

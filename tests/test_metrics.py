@@ -195,7 +195,10 @@ def test_paired_difference():
     assert same.diff == 0 and same.low == 0 and same.high == 0 and same.p_value == 1.0
     shifted = paired_difference(a, a + 0.1, 500, seed=0)
     assert shifted.diff == pytest.approx(0.1) and shifted.low == pytest.approx(0.1)
-    assert shifted.p_value == 0.0
+    # a permutation test counts the observed split too: the smallest two-sided p is 2 / (500 + 1)
+    assert shifted.p_value == pytest.approx(2 / 501)
+    # exact for few users: 2^4 = 16 swaps, of which only all-unswapped and all-swapped are as extreme
+    assert paired_difference([0.0] * 4, [1.0] * 4, 1000, seed=0).p_value == pytest.approx(2 / 16)
     noisy = paired_difference(a, a + rng.normal(0.0, 0.5, 300), 1000, seed=0)
     assert noisy.low < noisy.diff < noisy.high and noisy.p_value > 0.01
     with pytest.raises(ValueError):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import threading
 
 import numpy as np
 import pytest
@@ -59,10 +59,17 @@ class FailingBackend:
 
 
 class SlowBackend(FailingBackend):
+    """Answers only once `release` is set."""
+
     model_id = "slow"
 
+    def __init__(self):
+        self.release = threading.Event()
+        self.finished = threading.Event()
+
     def next_token_logprobs(self, prompts, token_ids):
-        time.sleep(1.0)
+        self.release.wait(30)
+        self.finished.set()
         return np.zeros((len(prompts), len(token_ids)))
 
 
@@ -98,11 +105,13 @@ def test_rerank_end_to_end(template):
 
 def test_timeout_degrades_with_reason():
     cl = candidate_list()
-    reranker = LLMReranker(SlowBackend(), "letters", timeout_s=0.05)
-    started = time.perf_counter()
+    backend = SlowBackend()
+    reranker = LLMReranker(backend, "letters", timeout_s=0.05)
     result = reranker.run(HISTORY, cl)
-    assert time.perf_counter() - started < 0.9  # did not wait for the slow backend
+    assert not backend.finished.is_set()  # returned while the backend was still computing
+    backend.release.set()
     _check_fallback(result, cl)
+    assert reranker.timeouts == 1
     assert "RerankTimeout" in result.degraded_reason and "0.05" in result.degraded_reason
 
 

@@ -75,7 +75,9 @@ def interactions_frame(records: "list[Interaction] | pd.DataFrame") -> pd.DataFr
     if isinstance(records, pd.DataFrame):
         missing = {"user_id", "item_id"} - set(records.columns)
         if missing:
-            raise ValueError(f"interaction frame lacks column(s) {sorted(missing)}")
+            from promptrec.errors import InputError
+
+            raise InputError(f"interaction frame lacks column(s) {sorted(missing)}: pass user_id and item_id columns")
         frame = records.copy()
     else:
         frame = pd.DataFrame([r.model_dump() for r in records], columns=list(INTERACTION_COLUMNS))
@@ -85,8 +87,13 @@ def interactions_frame(records: "list[Interaction] | pd.DataFrame") -> pd.DataFr
     frame = frame[list(INTERACTION_COLUMNS)]
     frame["user_id"] = frame["user_id"].astype(str)
     frame["item_id"] = frame["item_id"].astype(str)
-    frame["rating"] = pd.to_numeric(frame["rating"], errors="raise").astype(float)
-    frame["timestamp"] = pd.to_numeric(frame["timestamp"], errors="raise").astype(float)
+    for column in ("rating", "timestamp"):
+        try:
+            frame[column] = pd.to_numeric(frame[column], errors="raise").astype(float)
+        except (TypeError, ValueError) as exc:
+            from promptrec.errors import InputError
+
+            raise InputError(f"interaction column {column!r} must be numeric (or empty): {exc}") from None
     return frame.reset_index(drop=True)
 
 

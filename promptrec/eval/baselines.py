@@ -95,20 +95,15 @@ class ALSRanker(_MatrixRanker):
         return {"kind": self.kind, **self.params.model_dump(), "seed": self.seed}
 
     def prepare(self, data: EvalData) -> None:
-        import threadpoolctl
-        from implicit.cpu.als import AlternatingLeastSquares
+        from promptrec.retrieval.sources import fit_als
 
         self._data = data
         matrix, self._row = user_item_matrix(data)
         p = self.params
-        with threadpoolctl.threadpool_limits(1, "blas"):
-            model = AlternatingLeastSquares(
-                factors=p.factors, regularization=p.regularization, alpha=p.alpha,
-                iterations=p.iterations, random_state=self.seed, num_threads=1,
-            )
-            model.fit(matrix, show_progress=False)
-        self._users = np.asarray(model.user_factors, dtype=np.float64)
-        self._items = np.asarray(model.item_factors, dtype=np.float64)
+        users, items = fit_als(matrix, factors=p.factors, regularization=p.regularization, alpha=p.alpha,
+                               iterations=p.iterations, seed=self.seed, num_threads=1)
+        self._users = np.asarray(users, dtype=np.float64)
+        self._items = np.asarray(items, dtype=np.float64)
 
     def _scores(self, user_id: str) -> np.ndarray:
         return self._items @ self._users[self._row[user_id]]

@@ -3,7 +3,9 @@
 Users are the unit of resampling: each resample draws n users with replacement, and a metric's
 value on it is the mean of the drawn users' per-user values. Paired comparisons draw the same
 users for both systems, so the interval is for the mean per-user difference (B - A).
-Intervals are percentile intervals.
+Intervals are percentile intervals. The p-value of a paired comparison is scipy's paired
+permutation test (`scipy.stats.permutation_test`, ``permutation_type="samples"``: each user's
+two values are swapped at random), two-sided, on the mean difference.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 from pydantic import BaseModel
 
-__all__ = ["Interval", "PairedDifference", "bootstrap_means", "mean_ci", "paired_difference"]
+__all__ = ["Interval", "PairedDifference", "bootstrap_means", "mean_ci", "paired_difference", "paired_permutation_p"]
 
 _CHUNK_CELLS = 4_000_000  # resamples x users drawn at once (32 MB of int64 indices)
 
@@ -33,7 +35,7 @@ class PairedDifference(BaseModel):
     diff: float
     low: float
     high: float
-    p_value: float  # two-sided bootstrap p: 2 * min(share of resampled diffs <= 0, share >= 0), capped at 1
+    p_value: float  # two-sided paired permutation test on the mean difference (scipy)
     n: int
 
 
@@ -69,6 +71,19 @@ def mean_ci(values: Sequence[float], n_resamples: int = 1000, confidence: float 
     return Interval(mean=float(v.mean()), low=float(low), high=float(high), n=len(v))
 
 
+def paired_permutation_p(a: np.ndarray, b: np.ndarray, n_resamples: int = 1000, seed: int = 0) -> float:
+    """Two-sided p-value of the mean difference b - a under random swaps within each pair."""
+    from scipy.stats import permutation_test
+
+    if np.all(a == b):
+        return 1.0
+    result = permutation_test(
+        (a, b), lambda x, y, axis: np.mean(y - x, axis=axis), permutation_type="samples",
+        n_resamples=n_resamples, alternative="two-sided", vectorized=True, random_state=seed,
+    )
+    return float(min(1.0, result.pvalue))
+
+
 def paired_difference(
     a: Sequence[float], b: Sequence[float], n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0
 ) -> PairedDifference:
@@ -84,9 +99,7 @@ def paired_difference(
     means = bootstrap_means(d, n_resamples, seed)
     alpha = (1 - confidence) / 2
     low, high = np.quantile(means, [alpha, 1 - alpha])
-    p = min(1.0, 2 * min(float((means <= 0).mean()), float((means >= 0).mean())))
-    if np.all(d == 0):
-        p = 1.0
+    p = paired_permutation_p(va, vb, n_resamples, seed)
     return PairedDifference(
         mean_a=float(va.mean()), mean_b=float(vb.mean()), diff=float(d.mean()),
         low=float(low), high=float(high), p_value=p, n=len(d),

@@ -56,6 +56,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from promptrec.config import RetrievalSettings
 from promptrec.errors import PromptrecError
 from promptrec.eval.metrics import RANKING_METRICS
 
@@ -151,10 +152,12 @@ class GridSpec(_Strict):
 
 
 class ALSParams(_Strict):
-    factors: int = 64
-    regularization: float = 0.05
-    alpha: float = 1.0
-    iterations: int = 15
+    """The ALS baseline's parameters; defaults: the behaviour source's (`RetrievalSettings.als_*`)."""
+
+    factors: int = RetrievalSettings.model_fields["als_factors"].default
+    regularization: float = RetrievalSettings.model_fields["als_regularization"].default
+    alpha: float = RetrievalSettings.model_fields["als_alpha"].default
+    iterations: int = RetrievalSettings.model_fields["als_iterations"].default
 
 
 class LightFMParams(_Strict):

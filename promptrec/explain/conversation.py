@@ -49,7 +49,7 @@ from promptrec.explain.prompts import (
     load_explain_template,
     safe_title,
 )
-from promptrec.ranker.prompts import sanitize_text
+from promptrec.ranker.prompts import CHAT_MARKERS, sanitize_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from promptrec.ranker.backends.base import LLMBackend
@@ -63,7 +63,7 @@ MAX_NEW_TOKENS = 120
 MAX_ANSWER_CHARS = 1500
 # A small model sometimes writes the next turn itself; the answer ends where one begins.
 _FAKE_TURN = re.compile(r"\n\s*(?:user|human|question|q|assistant|system)\s*[:\n]", re.IGNORECASE)
-_MARKERS = re.compile(r"<\|[^<>|\s]{0,64}\|>|</?s>|\[/?INST\]|<</?SYS>>|<(?:start|end)_of_turn>", re.IGNORECASE)
+_MARKERS = CHAT_MARKERS
 
 
 class QuestionError(PromptrecError, ValueError):

@@ -124,58 +124,6 @@ def decade(year: int | None) -> str | None:
     return None if year is None else f"{year // 10 * 10}s"
 
 
-def _unit_rows(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
-
-
-def _text_similarities(rec: Recommender, item_id: str, others: Sequence[str]) -> np.ndarray:
-    ids, vectors = rec.index.text.vectors([item_id, *others])
-    row = {i: n for n, i in enumerate(ids)}
-    if item_id not in row:
-        return np.zeros(len(others))
-    vectors = _unit_rows(np.asarray(vectors, dtype=np.float64))
-    target = vectors[row[item_id]]
-    return np.array([float(vectors[row[o]] @ target) if o in row else 0.0 for o in others])
-
-
-def _behaviour_similarities(rec: Recommender, item_id: str, others: Sequence[str]) -> np.ndarray:
-    position = rec.index.position
-    if item_id not in position:
-        return np.zeros(len(others))
-    factors = rec.index.behaviour_model.item_factors
-    target = factors[position[item_id]]
-    tnorm = float(np.linalg.norm(target))
-    out = np.zeros(len(others))
-    if tnorm == 0:
-        return out
-    for n, other in enumerate(others):
-        if other in position:
-            vec = factors[position[other]]
-            norm = float(np.linalg.norm(vec))
-            if norm > 0:
-                out[n] = float(vec @ target) / (norm * tnorm)
-    return out
-
-
-def _co_occurrence(rec: Recommender, item_id: str, others: Sequence[str]) -> np.ndarray:
-    position = rec.index.position
-    if item_id not in position:
-        return np.zeros(len(others))
-    matrix = rec.index.transitions.transitions
-    target = position[item_id]
-    rows = [position.get(o) for o in others]
-    valid = [n for n, r in enumerate(rows) if r is not None]
-    out = np.zeros(len(others))
-    if not valid:
-        return out
-    idx = np.array([rows[n] for n in valid])
-    forward = np.asarray(matrix[idx, target].todense()).ravel()  # h, then the item
-    backward = np.asarray(matrix[target, idx].todense()).ravel()  # the item, then h
-    out[valid] = forward + backward
-    return out
-
-
 def related_history_items(
     rec: Recommender, item_id: str, history: Sequence[str], k: int = 3
 ) -> list[RelatedItem]:
@@ -189,9 +137,8 @@ def related_history_items(
     recent_first = sorted(last_pos, key=lambda h: -last_pos[h])
     if not recent_first or k <= 0:
         return []
-    text = _text_similarities(rec, item.item_id, recent_first)
-    behaviour = _behaviour_similarities(rec, item.item_id, recent_first)
-    co = _co_occurrence(rec, item.item_id, recent_first)
+    related = rec.index.relatedness(item.item_id, recent_first)
+    text, behaviour, co = related["text"], related["behaviour"], related["co_occurrence"]
     signals = {"text": text, "behaviour": behaviour, "co_occurrence": co}
     rankings: dict[str, list[str]] = {}
     for name, values in signals.items():
@@ -264,8 +211,7 @@ def item_scores(
     """The item's retrieval scores among the user's candidates, and the ranker's when given."""
     item = rec.item(item_id)
     pool = pool or max(rec.settings.retrieval.pool_size, rec.settings.n_candidates)
-    position = rec.index.position.get(item.item_id)
-    popularity = int(rec.index.popularity[position]) if position is not None else 0
+    popularity = rec.index.item_popularity(item.item_id)
     found = rec.candidates(user_id, pool)
     scores: dict[str, Any] = {"item_id": item.item_id, "in_candidates": False, "pool": pool, "popularity": popularity}
     for cand in found.candidates:

@@ -76,6 +76,7 @@ _SPECIAL_MARKERS = re.compile(
     r"|<(?:bos|eos|pad|unk|mask)>",
     re.IGNORECASE,
 )
+CHAT_MARKERS = _SPECIAL_MARKERS  # the one chat-marker pattern (the explain answers are cleaned with it too)
 _WHITESPACE = re.compile(r"\s+")
 _ELLIPSIS = "…"
 

@@ -9,7 +9,6 @@ lock on ``<index_dir>/.build.lock``, so two concurrent builds of one index run o
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 import zipfile
@@ -351,3 +350,17 @@ class RetrievalIndex:
             pop,
             encoder,
         )
+
+    # ------------------------------------------------------------------ item-to-item signals
+
+    def relatedness(self, item_id: str, others: Sequence[str]) -> dict[str, np.ndarray]:
+        """How related ``item_id`` is to each of ``others`` by text, behaviour and co-occurrence
+        (`promptrec.retrieval.relatedness`)."""
+        from promptrec.retrieval.relatedness import relatedness
+
+        return relatedness(self, item_id, others)
+
+    def item_popularity(self, item_id: str) -> int:
+        """Interactions with the item in the indexed log (0 for an item outside it)."""
+        position = self.position.get(item_id)
+        return int(self.popularity[position]) if position is not None else 0

@@ -27,6 +27,25 @@ def popularity(histories: Mapping[str, Sequence[int]], n_items: int) -> np.ndarr
     return np.asarray(user_item_matrix(histories, n_items).sum(axis=0)).ravel().astype(np.int64)
 
 
+def fit_als(
+    matrix: sp.csr_matrix, *, factors: int, regularization: float, alpha: float, iterations: int, seed: int,
+    num_threads: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The one ALS fit (`implicit`'s AlternatingLeastSquares on a users x items matrix), for the
+    behaviour vectors and the eval baseline alike: (user factors, item factors)."""
+    import threadpoolctl
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    # implicit runs its own threads; a multi-threaded BLAS underneath only slows it down.
+    with threadpoolctl.threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(
+            factors=factors, regularization=regularization, alpha=alpha, iterations=iterations,
+            random_state=seed, num_threads=num_threads,
+        )
+        model.fit(matrix, show_progress=False)
+    return np.asarray(model.user_factors), np.asarray(model.item_factors)
+
+
 class BehaviourModel:
     """Implicit-feedback ALS (the `implicit` package). Its item factors are the behaviour
     vectors stored in Chroma; a user's vector is solved from their history in closed form,
@@ -42,20 +61,12 @@ class BehaviourModel:
     def fit(
         cls, histories: Mapping[str, Sequence[int]], n_items: int, settings: RetrievalSettings
     ) -> BehaviourModel:
-        import threadpoolctl
-        from implicit.cpu.als import AlternatingLeastSquares
-
-        # implicit runs its own threads; a multi-threaded BLAS underneath only slows it down.
-        with threadpoolctl.threadpool_limits(1, "blas"):
-            model = AlternatingLeastSquares(
-                factors=settings.als_factors,
-                regularization=settings.als_regularization,
-                alpha=settings.als_alpha,
-                iterations=settings.als_iterations,
-                random_state=settings.seed,
-            )
-            model.fit(user_item_matrix(histories, n_items), show_progress=False)
-        return cls(model.item_factors, settings.als_regularization, settings.als_alpha)
+        _, item_factors = fit_als(
+            user_item_matrix(histories, n_items), factors=settings.als_factors,
+            regularization=settings.als_regularization, alpha=settings.als_alpha,
+            iterations=settings.als_iterations, seed=settings.seed,
+        )
+        return cls(item_factors, settings.als_regularization, settings.als_alpha)
 
     def user_vector(self, history: Sequence[int]) -> np.ndarray:
         """argmin_u sum_i c_ui (p_ui - u.y_i)^2 + reg |u|^2 with c = alpha on the history."""

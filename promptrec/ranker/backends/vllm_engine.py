@@ -42,7 +42,6 @@ from __future__ import annotations
 import itertools
 import math
 import os
-import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,8 +49,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from promptrec.errors import PromptrecError
 from promptrec.hardware import HardwareInfo, hardware_info, resolve_dtype_name
+from promptrec.ranker.backends.vllm_common import (  # noqa: F401 - re-exported for callers
+    CPU_BLOCK_SIZE,
+    DEFAULT_ENGINE_OPTIONS,
+    VLLMBackendError,
+    has_gpu,
+)
 from promptrec.ranker.backends.base import TokenizerOps, common_prefix_length, record_usage
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -61,21 +65,6 @@ if TYPE_CHECKING:  # pragma: no cover
 MAX_LOGPROB_TOKEN_IDS = 128
 
 #: Engine defaults (overridable per backend, or from ``settings.ranker.vllm``).
-DEFAULT_ENGINE_OPTIONS: dict[str, Any] = {
-    "dtype": "auto",  # promptrec.hardware: bf16 on GPUs and bf16-capable CPUs, else float16/float32
-    "max_model_len": 4096,
-    "kv_cache_gib": 1,
-    "enforce_eager": None,  # None: on without a GPU (start-up halves), off with one (CUDA graphs)
-    "block_size": None,  # None: 32 without a GPU (vLLM's CPU default of 128 caches less of a shared prefix), else vLLM's
-    "max_num_seqs": 64,
-    "seed": 0,
-}
-
-
-class VLLMBackendError(PromptrecError):
-    """vLLM failed or returned something unusable (missing or non-finite log-probs)."""
-
-
 def vllm_available() -> bool:
     """Whether ``import vllm`` works in this interpreter (without importing it twice)."""
     try:
@@ -102,21 +91,6 @@ def check_logprob(value: Any, what: str) -> float:
 
 
 # ----------------------------------------------------------------------------- engine
-
-
-#: KV block size on CPUs. Prefix caching reuses whole blocks only: with vLLM's CPU default of
-#: 128 a 270-token yes/no prompt reuses 128 tokens of its 240 shared ones, with 32 it reuses
-#: 224. Measured with benchmarks/vllm_backends.py (two 2-user runs, one per block size): yesno
-#: 2.0 -> 1.0 s and likelihood 3.0 -> 2.1 s per user, letters unchanged. The CPU attention
-#: backend wants multiples of 32.
-CPU_BLOCK_SIZE = 32
-
-
-def has_gpu() -> bool:
-    """A CUDA device is visible (cheap check: no torch import)."""
-    if os.environ.get("CUDA_VISIBLE_DEVICES", None) in ("", "-1"):
-        return False
-    return shutil.which("nvidia-smi") is not None or Path("/dev/nvidia0").exists()
 
 
 def engine_kwargs(options: dict[str, Any], enable_prefix_caching: bool) -> dict[str, Any]:

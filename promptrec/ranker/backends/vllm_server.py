@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from promptrec.ranker.backends.base import TokenizerOps, record_usage
+from promptrec.ranker.backends.vllm_common import ServerUnavailable, root_url, vllm_default, wait_until_ready
 from promptrec.ranker.backends.vllm_engine import (
     MAX_LOGPROB_TOKEN_IDS,
     VLLMBackendError,
@@ -63,18 +64,12 @@ RETRY_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 TOKENIZER_PROBE = "Hello <|im_start|>user\nToy Story (1995) A B C Yes No\n"
 
 
-class ServerUnavailable(VLLMBackendError):
-    """The server did not answer (refused, reset, 5xx) after the retries."""
+class _Retry(Exception):
+    """A failure worth another try (connection refused or reset, HTTP 429/5xx); never escapes."""
 
 
 class ServerResponseError(VLLMBackendError):
     """The server answered, but with an error or with something unusable."""
-
-
-def root_url(url: str) -> str:
-    """``http://host:port`` from a base URL that may end in ``/v1``."""
-    url = url.rstrip("/")
-    return url[: -len("/v1")] if url.endswith("/v1") else url
 
 
 def _logprob(value: Any, what: str) -> float:
@@ -105,8 +100,8 @@ class VLLMServerBackend(TokenizerOps):
         model_id: str | None = None,
         timeout_s: float = 120.0,
         connect_timeout_s: float = 5.0,
-        max_retries: int = 3,
-        backoff_s: float = 0.5,
+        max_retries: int = vllm_default("max_retries"),
+        backoff_s: float = vllm_default("backoff_s"),
         cooldown_s: float = 10.0,
         api_key: str | None = None,
         reuse_prefix: bool = True,
@@ -170,44 +165,58 @@ class VLLMServerBackend(TokenizerOps):
 
     # ------------------------------------------------------------------ HTTP
 
-    def _request(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
-        """One JSON call with retries and back-off; returns the decoded body."""
-        import httpx
+    def _retrying(self):
+        """The one retry policy (tenacity): ``max_retries`` more tries after the first, waits
+        doubling from ``backoff_s`` (at most 10 s), only on `_Retry` (refused, reset, 429/5xx)."""
+        import tenacity
 
+        return tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(self.max_retries + 1),
+            wait=tenacity.wait_exponential(multiplier=self.backoff_s, max=10.0),
+            retry=tenacity.retry_if_exception_type(_Retry),
+            reraise=True,
+        )
+
+    def _check_cooldown(self) -> None:
         now = time.monotonic()
         if now < self._down_until:
             raise ServerUnavailable(
                 f"{self.base_url} did not answer a moment ago; not retrying for another "
                 f"{self._down_until - now:.0f} s (is `promptrec llm serve` running?)"
             )
-        last: str = ""
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                time.sleep(min(self.backoff_s * 2 ** (attempt - 1), 10.0))
+
+    def _request(self, method: str, path: str, payload: dict[str, Any] | None = None) -> Any:
+        """One JSON call with retries and back-off; returns the decoded body."""
+        import httpx
+
+        self._check_cooldown()
+
+        def once() -> Any:
             try:
                 response = self.client.request(method, path, json=payload)
             except httpx.TimeoutException as exc:
                 if isinstance(exc, httpx.ConnectTimeout):
-                    last = f"connect time-out ({exc})"
-                    continue
+                    raise _Retry(f"connect time-out ({exc})") from exc
                 raise ServerUnavailable(f"{self.base_url}{path}: no answer within {self.timeout_s:g} s") from exc
             except httpx.TransportError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-                continue
+                raise _Retry(f"{type(exc).__name__}: {exc}") from exc
             if response.status_code in RETRY_STATUS:
-                last = f"HTTP {response.status_code}: {response.text[:200]}"
-                continue
+                raise _Retry(f"HTTP {response.status_code}: {response.text[:200]}")
             if response.status_code >= 400:
                 raise ServerResponseError(f"{self.base_url}{path}: HTTP {response.status_code}: {_error_text(response)}")
             try:
                 return response.json()
             except ValueError as exc:
                 raise ServerResponseError(f"{self.base_url}{path}: the answer is not JSON: {response.text[:200]!r}") from exc
-        self._down_until = time.monotonic() + self.cooldown_s
-        raise ServerUnavailable(
-            f"{self.base_url}{path}: no answer after {self.max_retries + 1} tries ({last}); "
-            "start it with `promptrec llm serve`"
-        )
+
+        try:
+            return self._retrying()(once)
+        except _Retry as exc:
+            self._down_until = time.monotonic() + self.cooldown_s
+            raise ServerUnavailable(
+                f"{self.base_url}{path}: no answer after {self.max_retries + 1} tries ({exc}); "
+                "start it with `promptrec llm serve`"
+            ) from None
 
     def _served_model(self) -> str:
         if self.model is None:
@@ -242,7 +251,6 @@ class VLLMServerBackend(TokenizerOps):
 
     def wait_ready(self, timeout_s: float = 300.0, poll_s: float = 1.0) -> None:
         """Block until the server answers ``/health`` and lists a model (or raise ServerUnavailable)."""
-        from promptrec.llm_server import wait_until_ready
 
         wait_until_ready(self.base_url, timeout_s=timeout_s, poll_s=poll_s)
 
@@ -424,49 +432,52 @@ class VLLMServerBackend(TokenizerOps):
 
         payload = {**self._chat_payload(messages, max_new_tokens, temperature), "stream": True}
 
-        def pieces() -> Iterator[str]:
-            last = ""
-            yielded = False
-            for attempt in range(self.max_retries + 1):
-                if attempt:
-                    time.sleep(min(self.backoff_s * 2 ** (attempt - 1), 10.0))
+        def events(response: Any) -> Iterator[str]:
+            first = True
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[len("data:") :].strip()
+                if data == "[DONE]":
+                    return
                 try:
-                    with self.client.stream("POST", "/v1/chat/completions", json=payload) as response:
-                        if response.status_code in RETRY_STATUS:
-                            last = f"HTTP {response.status_code}"
-                            continue
-                        if response.status_code >= 400:
-                            response.read()
-                            raise ServerResponseError(
-                                f"/v1/chat/completions: HTTP {response.status_code}: {_error_text(response)}"
-                            )
-                        first = True
-                        for line in response.iter_lines():
-                            if not line.startswith("data:"):
-                                continue
-                            data = line[len("data:") :].strip()
-                            if data == "[DONE]":
-                                return
-                            try:
-                                delta = json.loads(data)["choices"][0].get("delta", {}).get("content")
-                            except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-                                raise ServerResponseError(f"/v1/chat/completions: malformed event {data[:200]!r}") from exc
-                            if delta:
-                                if first:
-                                    delta = delta.lstrip()
-                                if delta:
-                                    first = False
+                    delta = json.loads(data)["choices"][0].get("delta", {}).get("content")
+                except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+                    raise ServerResponseError(f"/v1/chat/completions: malformed event {data[:200]!r}") from exc
+                if delta and first:
+                    delta = delta.lstrip()
+                if delta:
+                    first = False
+                    yield delta
+
+        def pieces() -> Iterator[str]:
+            yielded = False
+            try:
+                for attempt in self._retrying():
+                    with attempt:
+                        try:
+                            with self.client.stream("POST", "/v1/chat/completions", json=payload) as response:
+                                if response.status_code in RETRY_STATUS:
+                                    raise _Retry(f"HTTP {response.status_code}")
+                                if response.status_code >= 400:
+                                    response.read()
+                                    raise ServerResponseError(
+                                        f"/v1/chat/completions: HTTP {response.status_code}: {_error_text(response)}"
+                                    )
+                                for delta in events(response):
                                     yielded = True
                                     yield delta
-                        return
-                except httpx.TimeoutException as exc:
-                    raise ServerUnavailable(f"/v1/chat/completions: no answer within {self.timeout_s:g} s") from exc
-                except httpx.TransportError as exc:
-                    if yielded:  # a retry would repeat what the caller already has
-                        raise ServerUnavailable(f"/v1/chat/completions: the stream broke ({exc})") from exc
-                    last = f"{type(exc).__name__}: {exc}"
-                    continue
-            raise ServerUnavailable(f"{self.base_url}/v1/chat/completions: no answer after retries ({last})")
+                                return
+                        except httpx.TimeoutException as exc:
+                            raise ServerUnavailable(
+                                f"/v1/chat/completions: no answer within {self.timeout_s:g} s") from exc
+                        except httpx.TransportError as exc:
+                            if yielded:  # a retry would repeat what the caller already has
+                                raise ServerUnavailable(f"/v1/chat/completions: the stream broke ({exc})") from exc
+                            raise _Retry(f"{type(exc).__name__}: {exc}") from exc
+            except _Retry as exc:
+                raise ServerUnavailable(
+                    f"{self.base_url}/v1/chat/completions: no answer after retries ({exc})") from None
 
         return pieces()
 
