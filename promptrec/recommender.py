@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from promptrec.config import Settings
+from promptrec.config import Settings, SplitSettings
 from promptrec.data.schema import Interaction, Item, interactions_frame
 from promptrec.errors import UnknownItemError, UnknownUserError
 from promptrec.retrieval.index import ProgressFn, RetrievalIndex
@@ -28,11 +28,13 @@ if TYPE_CHECKING:
     from promptrec.ranker.reranker import LLMReranker, RerankResult
 
 
-def histories_from_frame(frame: pd.DataFrame) -> dict[str, list[str]]:
-    """user id → item ids, oldest first, in the project's one order (see `sort_histories`)."""
+def histories_from_frame(frame: pd.DataFrame, split: SplitSettings | None = None) -> dict[str, list[str]]:
+    """user id → item ids, oldest first, in the project's one order (see `sort_histories`),
+    same-timestamp ties by `split`'s tie rule (default: settings' default, "id")."""
     from promptrec.data.preprocess import sort_histories
 
-    ordered = sort_histories(frame)
+    split = split or SplitSettings()
+    ordered = sort_histories(frame, split.tie_rule, split.tie_seed)
     return {
         str(user): group.tolist()
         for user, group in ordered.groupby("user_id", sort=False)["item_id"]
@@ -79,7 +81,7 @@ class Recommender:
         if settings.index_dir is None:
             slug = re.sub(r"[^A-Za-z0-9._-]+", "-", namespace)
             settings = settings.model_copy(update={"index_dir": settings.cache_dir / "index" / slug})
-        histories = histories_from_frame(interactions_frame(interactions))
+        histories = histories_from_frame(interactions_frame(interactions), settings.split)
         index = RetrievalIndex.build(items, histories, settings, namespace, progress=progress, rebuild=rebuild)
         return cls(items, histories, index, settings)
 
@@ -92,7 +94,7 @@ class Recommender:
         namespace: str,
     ) -> Recommender:
         """Open the index built earlier for exactly this data; a stale index is an error."""
-        histories = histories_from_frame(interactions_frame(interactions))
+        histories = histories_from_frame(interactions_frame(interactions), settings.split)
         index = RetrievalIndex.open(settings, namespace, items, histories)
         return cls(items, histories, index, settings)
 
