@@ -114,7 +114,7 @@ def paired_permutation_p(a: Sequence[float], b: Sequence[float], n_resamples: in
     if va.shape != vb.shape:
         raise ValueError(f"paired values differ in length: {len(va)} vs {len(vb)}")
     differs = va != vb
-    if not differs.any():
+    if differs.sum() < 2:  # none or one differing user: every sign flip is as extreme as the data
         return 1.0
     result = permutation_test(
         (va[differs], vb[differs]), _mean_difference, permutation_type="samples", vectorized=True,
