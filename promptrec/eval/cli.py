@@ -53,14 +53,16 @@ def run(
     suite: Path = typer.Argument(..., help="The suite file (eval/*.toml).", exists=True, dir_okay=False),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<suite name>)."),
     fresh: bool = typer.Option(False, "--fresh", help="Start the run folder over instead of continuing it."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N users of each ranker (a quick look)."),
+    limit: Optional[int] = typer.Option(
+        None, "--limit", min=1, help="Only N users of each ranker, the first of its seeded order (a seeded sample)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     only: Optional[list[str]] = typer.Option(
         None, "--only", help='Run only this ranker now (repeatable; "baselines" or "llm" for a group); the rest later.'),
-    tie_rule: Optional[str] = typer.Option(None, "--tie-rule", help='Override [data] tie_rule: "id" or "hash".'),
-    tie_seed: Optional[int] = typer.Option(None, "--tie-seed", help="Override [data] tie_seed (the hash rule's seed)."),
-    users: Optional[str] = typer.Option(None, "--users", help='Override [data] users: "all" or a sample size.'),
-    llm_users: Optional[str] = typer.Option(None, "--llm-users", help='Override [grid] users: "all" or a sample size.'),
+    tie_rule: Optional[str] = typer.Option(None, "--tie-rule", help='Override data.tie_rule: "id" or "hash".'),
+    tie_seed: Optional[int] = typer.Option(None, "--tie-seed", help="Override data.tie_seed (the hash rule's seed)."),
+    users: Optional[str] = typer.Option(None, "--users", help='Override data.users: "all" or a sample size.'),
+    llm_users: Optional[str] = typer.Option(
+        None, "--llm-users", help='Override grid.users (the LLM rankers\' users): "all" or a sample size.'),
 ) -> None:
     """Run (or continue) a suite; writes per-user JSONL, summary.{json,md} and PNGs into the run folder.
 

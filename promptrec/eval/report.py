@@ -242,11 +242,11 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def _sample_words(count: Any, of: Any, what: str) -> str:
+def _sample_words(count: Any, of: Any) -> str:
+    """"943 of 943 (all)", "1000 of 6040 (a seeded sample)"."""
     if count is None:
         return "–"
-    kind = "all" if count == of else "a seeded sample"
-    return f"{count} {what} ({kind})" if of is None else f"{count} of {of} {what} ({kind})"
+    return f"{count} of {of} ({'all' if count == of else 'a seeded sample'})"
 
 
 def _protocol_lines(s: dict[str, Any]) -> list[str]:
@@ -263,8 +263,8 @@ def _protocol_lines(s: dict[str, Any]) -> list[str]:
         lines += [
             f"- split: {p['split']}; tie rule: **{tie}**",
             f"- candidates: {p['n_candidates']} retrieved per user (what the LLM rankers rerank); cut-offs {ks}",
-            f"- sample: {_sample_words(data.get('evaluated_users'), data.get('test_users'), 'test users')}; "
-            f"LLM rankers: {_sample_words(data.get('llm_users'), data.get('evaluated_users'), 'of them')}; "
+            f"- sample: test users {_sample_words(data.get('evaluated_users'), data.get('test_users'))}; "
+            f"LLM rankers on {_sample_words(data.get('llm_users'), data.get('evaluated_users'))} of those; "
             f"calibration: {data.get('calibration_users')} validation users (seed {p['seed']})",
             f"- protocol: {p['text']}",
         ]
