@@ -195,7 +195,8 @@ def test_paired_difference():
     assert same.diff == 0 and same.low == 0 and same.high == 0 and same.p_value == 1.0
     shifted = paired_difference(a, a + 0.1, 500, seed=0)
     assert shifted.diff == pytest.approx(0.1) and shifted.low == pytest.approx(0.1)
-    assert shifted.p_value == 0.0
+    # permutation p: no sign flip of 500 reaches the shift; the smallest two-sided p is 2 / 501
+    assert shifted.p_value == pytest.approx(2 / 501)
     noisy = paired_difference(a, a + rng.normal(0.0, 0.5, 300), 1000, seed=0)
     assert noisy.low < noisy.diff < noisy.high and noisy.p_value > 0.01
     with pytest.raises(ValueError):
