@@ -254,7 +254,8 @@ def _protocol_lines(s: dict[str, Any]) -> list[str]:
     conf = int(round(s["confidence"] * 100))
     data = s.get("data", {})
     p = s.get("protocol")
-    lines = [f"- status: {'complete' if s['complete'] else 'partial (run it again to continue)'}",
+    status = "complete" if s["complete"] else "partial (run it again to continue; the users column says how far each ranker got)"
+    lines = [f"- status: {status}",
              f"- data: {data.get('dataset')}: {data.get('interactions')} interactions, "
              f"{data.get('users_in_log')} users, {data.get('items')} items"]
     if isinstance(p, dict):
