@@ -40,7 +40,7 @@ def main() -> None:
 
     base = Settings(dataset=args.dataset)
     dataset = load_named_dataset(args.dataset, base)
-    split = temporal_split(dataset.interactions)
+    split = temporal_split(dataset.interactions, base.split.tie_rule, base.split.tie_seed)  # PROMPTREC_SPLIT__TIE_RULE=hash
     history = split.history_for_test() if args.split == "test" else split.history_for_validation()
     targets = split.test_items() if args.split == "test" else split.validation_items()
     users = sorted(targets, key=lambda u: (len(u), u))

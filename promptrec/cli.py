@@ -225,7 +225,8 @@ def calibrate(
     settings = Settings()
     try:
         main = _recommender(build=False)
-        split = temporal_split(load_named_dataset(settings.dataset, settings).interactions)
+        split = temporal_split(load_named_dataset(settings.dataset, settings).interactions,
+                               settings.split.tie_rule, settings.split.tie_seed)
         with progress_bars() as report:
             validation = Recommender.from_interactions(
                 main.items, split.history_for_validation(),

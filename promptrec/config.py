@@ -105,6 +105,18 @@ class RankerSettings(_Section):
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
 
 
+TieRule = Literal["id", "hash"]
+
+
+class SplitSettings(_Section):
+    """How each user's interactions are ordered (`promptrec.data.preprocess`): same-timestamp
+    ties by item id ("id", LlamaRec's order) or by a hash of (timestamp, user, item) seeded by
+    `tie_seed` ("hash"). Histories, the retrieval index and the evaluation split all use it."""
+
+    tie_rule: TieRule = "id"
+    tie_seed: int = 0
+
+
 class ChromaSettings(_Section):
     """Where the vector store lives: an embedded persistent client, or a `chroma run` server."""
 
@@ -131,6 +143,7 @@ class Settings(BaseSettings):
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     ranker: RankerSettings = Field(default_factory=RankerSettings)
     chroma: ChromaSettings = Field(default_factory=ChromaSettings)
+    split: SplitSettings = Field(default_factory=SplitSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from promptrec.config import Settings
+from promptrec.config import Settings, SplitSettings
 from promptrec.data.schema import Interaction, Item, interactions_frame
 from promptrec.errors import InputError, PromptrecError, UnknownItemError, UnknownUserError
 from promptrec.paths import slug
@@ -27,11 +27,13 @@ if TYPE_CHECKING:
     from promptrec.ranker.reranker import LLMReranker, RerankResult
 
 
-def histories_from_frame(frame: pd.DataFrame) -> dict[str, list[str]]:
-    """user id → item ids, oldest first, in the project's one order (see `sort_histories`)."""
+def histories_from_frame(frame: pd.DataFrame, split: SplitSettings | None = None) -> dict[str, list[str]]:
+    """user id → item ids, oldest first, in the project's one order (see `sort_histories`),
+    same-timestamp ties by `split`'s tie rule (default: settings' default, "id")."""
     from promptrec.data.preprocess import sort_histories
 
-    ordered = sort_histories(frame)
+    split = split or SplitSettings()
+    ordered = sort_histories(frame, split.tie_rule, split.tie_seed)
     return {
         str(user): group.tolist()
         for user, group in ordered.groupby("user_id", sort=False)["item_id"]
@@ -44,7 +46,8 @@ def prepared_histories(interactions: Sequence[Interaction] | pd.DataFrame, setti
     repeated (user, item) rows removed, the configured rating threshold), as named data sets get."""
     from promptrec.data.preprocess import prepare_interactions
 
-    return histories_from_frame(prepare_interactions(interactions_frame(interactions), settings.min_rating, name))
+    frame = prepare_interactions(interactions_frame(interactions), settings.min_rating, name)
+    return histories_from_frame(frame, settings.split)
 
 
 class Recommender:

@@ -119,6 +119,15 @@ def test_smoke_run_end_to_end(smoke_run):
         assert sum(calibration[side]["reliability"]["count"]) == calibration["pairs"]
     assert llm["cost"]["prompt_tokens_per_user"] > 0 and llm["cost"]["latency_p95_s"] >= llm["cost"]["latency_p50_s"]
     assert summary["common_users"]["users"] == 5  # the LLM ran on 5 of the 30 users
+    # the rerank view: the LLM's lists against the retrieval order of the same candidates
+    rerank = llm["rerank"]
+    assert rerank["users"] == 5 and rerank["candidate_recall"] == pytest.approx(llm["candidate_recall"])
+    ndcg = rerank["metrics"][0]
+    assert ndcg["metric"] == "ndcg@10" and ndcg["overall_reranked"] == pytest.approx(llm["metrics"]["ndcg@10"]["mean"])
+    retrieval = [r for (name, u), r in rows.items() if name == "retrieval" and (LLM, u) in rows]
+    from promptrec.eval.metrics import ndcg_at_k
+    assert ndcg["overall_base"] == pytest.approx(np.mean([ndcg_at_k(r["ranked"], r["target"], 10) for r in retrieval]))
+    assert by_name[LLM + " (LLM order)"]["rerank"]["metrics"][0]["metric"] == "ndcg@10"
 
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["rankers"][LLM]["template_hash"] and manifest["rankers"][LLM]["model_id"]
@@ -130,6 +139,9 @@ def test_smoke_run_end_to_end(smoke_run):
         assert (run_dir / name).stat().st_size > 0
     md = (run_dir / "summary.md").read_text()
     assert "| retrieval |" in md and "## Calibration" in md and "![reliability diagram](reliability.png)" in md
+    assert "## Rerank view" in md and "tie rule: **id**" in md and "candidates: 10 retrieved" in md
+    assert md.index("tie rule") < md.index("## Ranking")  # the protocol comes first
+    assert manifest["protocol"]["tie_rule"] == "id" and manifest["protocol"]["n_candidates"] == 10
     # no machine paths in what a run folder reports
     for name in ("manifest.json", "summary.json", "summary.md"):
         text = (run_dir / name).read_text()

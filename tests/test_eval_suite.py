@@ -30,9 +30,11 @@ def test_shipped_suites_validate(path):
 
 
 def test_ml100k_is_all_users_and_ml1m_a_sample():
-    assert load_suite(ROOT / "eval/ml100k.toml").data.users == "all"
+    ml100k = load_suite(ROOT / "eval/ml100k.toml")
+    assert ml100k.data.users == "all" and ml100k.grid.users == "all"  # the LLM rows too
     ml1m = load_suite(ROOT / "eval/ml1m.toml")
-    assert ml1m.data.dataset == "movielens-1m" and isinstance(ml1m.data.users, int)
+    assert ml1m.data.dataset == "movielens-1m" and isinstance(ml1m.data.users, int) and ml1m.data.users >= 1000
+    assert ml1m.grid.users == "all"  # every ranker on the same stated sample
 
 
 def test_defaults_and_digest():
@@ -54,6 +56,8 @@ def test_defaults_and_digest():
         ("[baselines]\nrankers = []\n", "runs nothing"),
         ("[grid]\nstrategies = ['pairwise']\n", "pairwise"),
         ("not toml ===", "not valid TOML"),
+        ("[data]\ntie_rule = 'random'\n", "tie_rule"),
+        ("[settings]\nsplit = { tie_rule = 'hash' }\n", "may not set split"),
     ],
 )
 def test_invalid_suites_are_errors(text, message):
@@ -67,3 +71,21 @@ def test_strategy_filter_and_unknown_template():
     assert [r.strategy for r in llm] == ["yesno"]
     with pytest.raises(Exception, match="no-such-template"):
         build_rankers(parse_suite("[grid]\ntemplates = ['no-such-template']\n", "s"))
+
+
+def test_tie_rule_overrides_and_settings():
+    from promptrec.eval.runner import run_protocol, suite_settings
+
+    suite = load_suite(ROOT / "eval/ml100k.toml")
+    assert suite.data.tie_rule == "id" and suite.with_overrides(tie_rule="id").digest == suite.digest
+    hashed = suite.with_overrides(tie_rule="hash", tie_seed=2, llm_users=150)
+    assert hashed.digest != suite.digest and hashed.source == suite.source
+    assert (hashed.data.tie_rule, hashed.data.tie_seed, hashed.grid.users) == ("hash", 2, 150)
+    assert suite_settings(hashed).split.model_dump() == {"tie_rule": "hash", "tie_seed": 2}
+    assert suite_settings(suite).split.tie_rule == "id"
+    protocol = run_protocol(hashed)
+    assert (protocol["tie_rule"], protocol["tie_seed"], protocol["n_candidates"]) == ("hash", 2, 20)
+    assert "hash of (timestamp, user, item) with seed 2" in protocol["text"]
+    assert run_protocol(suite)["tie_seed"] is None and "by item id" in run_protocol(suite)["text"]
+    with pytest.raises(SuiteError, match="invalid override"):
+        suite.with_overrides(users=0)

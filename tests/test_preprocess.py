@@ -18,6 +18,7 @@ from promptrec.data import (
     k_core,
     sort_histories,
     temporal_split,
+    tie_hash,
 )
 
 
@@ -199,6 +200,57 @@ def test_temporal_split_is_vectorised():
     )
     split = temporal_split(f)  # vectorised: about a second (see benchmarks for timings)
     assert len(split.test) == 6000
+
+
+# ------------------------------------------------------------------ the tie rule
+
+
+def _tied_log(n_users: int = 60, n_items: int = 8) -> pd.DataFrame:
+    """Every user rated ``n_items`` items in one second, then one more later."""
+    rows = []
+    for u in range(n_users):
+        rows += [(f"u{u}", str(i), 4, 100.0) for i in range(n_items)]
+        rows.append((f"u{u}", "99", 4, 200.0))
+    return frame(rows)
+
+
+def test_hash_tie_rule_orders_same_timestamp_rows_deterministically():
+    f = _tied_log()
+    by_id = sort_histories(f)
+    a, again = sort_histories(f, "hash", seed=0), sort_histories(f, "hash", seed=0)
+    other = sort_histories(f, "hash", seed=1)
+    pd.testing.assert_frame_equal(a, again)  # same seed, same order
+    first = lambda out: out.groupby("user_id", sort=False)["item_id"].apply(list).to_dict()  # noqa: E731
+    assert first(by_id)["u0"] == [str(i) for i in range(8)] + ["99"]
+    assert first(a) != first(by_id) and first(other) != first(a)  # the seed changes the order
+    for out in (a, other):  # only same-timestamp rows move: times stay sorted, "99" stays last
+        assert all(h[-1] == "99" and sorted(h[:-1], key=int) == [str(i) for i in range(8)] for h in first(out).values())
+        assert list(out["user_id"]) == list(by_id["user_id"])
+    # the input order does not matter, only (timestamp, user, item) and the seed
+    shuffled = f.sample(frac=1.0, random_state=3).reset_index(drop=True)
+    pd.testing.assert_frame_equal(sort_histories(shuffled, "hash", seed=0), a)
+
+
+def test_tie_hash_is_a_stable_blake2b_of_timestamp_user_item_and_seed():
+    import hashlib
+
+    f = frame([("u1", "7", 4, 100.0), ("u1", "7", 2, 100.0), ("u2", "7", 4, 100.0)])
+    h = tie_hash(f, seed=5)
+    expected = int.from_bytes(hashlib.blake2b(b"100.0\x1fu1\x1f7", digest_size=8, key=b"5").digest(), "little")
+    assert h.dtype == np.uint64 and int(h[0]) == expected  # the same key in any process
+    assert h[0] == h[1] and h[0] != h[2] and (tie_hash(f, seed=6) != h).all()
+
+
+def test_temporal_split_applies_and_records_the_tie_rule():
+    f = _tied_log(n_users=40)
+    by_id, hashed = temporal_split(f), temporal_split(f, "hash", seed=0)
+    assert (by_id.tie_rule, hashed.tie_rule, hashed.tie_seed) == ("id", "hash", 0)
+    assert set(by_id.test_items().values()) == set(hashed.test_items().values()) == {"99"}
+    assert set(by_id.validation_items().values()) == {"7"}  # the largest id of the tied second
+    assert len(set(hashed.validation_items().values())) > 1  # the hash picks among the tied items
+    assert temporal_split(f, "hash", seed=0).validation_items() == hashed.validation_items()
+    with pytest.raises(ValueError, match="tie_rule must be one of"):
+        temporal_split(f, "random")
 
 
 # ------------------------------------------------------------------ filters

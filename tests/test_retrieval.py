@@ -89,3 +89,23 @@ def test_settings_from_env_and_toml(tmp_path, monkeypatch):
     settings = Settings()
     assert settings.dataset == "movielens-1m" and settings.chroma.port == 9001
     assert settings.n_candidates == 40  # environment beats the file
+
+
+def test_the_tie_rule_orders_histories_and_is_recorded_in_the_index(ml_slice, built, tmp_path):
+    import shutil
+
+    items, frame = ml_slice
+    assert built.index.manifest.split.tie_rule == "id"
+    index_dir = tmp_path / "index"
+    shutil.copytree(built.settings.index_dir, index_dir)  # the text vectors are reused, not re-encoded
+    split = built.settings.split.model_copy(update={"tie_rule": "hash", "tie_seed": 3})
+    settings = built.settings.model_copy(update={"index_dir": index_dir, "split": split})
+    hashed = Recommender.from_interactions(items, frame, settings, namespace="slice")
+    assert hashed.index.manifest.split.model_dump() == {"tie_rule": "hash", "tie_seed": 3}
+    assert hashed.index.manifest.text_sync.unchanged == len(items)
+    moved = [u for u in built.histories if built.histories[u] != hashed.histories[u]]
+    assert moved and all(sorted(built.histories[u]) == sorted(hashed.histories[u]) for u in moved)
+    # the index of hash-ordered histories is not opened for id-ordered ones
+    with pytest.raises(IndexMismatchError, match="interactions fingerprint"):
+        Recommender.open(items, frame, settings.model_copy(update={"split": built.settings.split}), "slice")
+    assert Recommender.open(items, frame, settings, "slice").history(moved[0]) == hashed.histories[moved[0]]

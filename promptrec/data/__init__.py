@@ -19,6 +19,7 @@ from promptrec.data.preprocess import (
     k_core,
     sort_histories,
     temporal_split,
+    tie_hash,
 )
 from promptrec.data.schema import (
     INTERACTION_COLUMNS,
@@ -56,4 +57,5 @@ __all__ = [
     "sort_histories",
     "split_title_year",
     "temporal_split",
+    "tie_hash",
 ]

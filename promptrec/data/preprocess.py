@@ -1,12 +1,20 @@
 """Preprocessing: pure functions over an interaction frame (columns INTERACTION_COLUMNS).
 
 The one ordering rule, used by every function here and by everyone downstream
-(`sort_histories`): each user's interactions are sorted by timestamp, ties broken by item id,
-where an item id made only of the digits 0-9 compares numerically and comes before any other
-id, and other ids compare as strings; that is the key (0, int(id)) for digit ids and
-(1, id) otherwise, LlamaRec's order ("9" before "10" before "a"). Rows without a timestamp
-come first within their user (an unknown time counts as older than any known one). Rows
-equal under the rule keep their order in the input. Users are ordered by the same id key.
+(`sort_histories`): each user's interactions are sorted by timestamp, and interactions of the
+same user at the same timestamp are ordered by the tie rule (`promptrec.config.TieRule`):
+
+* ``"id"`` (the default; LlamaRec's order): by item id, where an item id made only of the
+  digits 0-9 compares numerically and comes before any other id, and other ids compare as
+  strings; that is the key (0, int(id)) for digit ids and (1, id) otherwise ("9" before "10"
+  before "a").
+* ``"hash"``: by a seeded hash of (timestamp, user, item) (`tie_hash`: blake2b, stable across
+  processes and machines), a fixed pseudo-random order that no id numbering can bias; the id
+  key breaks the (astronomically rare) hash collisions.
+
+Rows without a timestamp come first within their user (an unknown time counts as older than
+any known one). Rows equal under the rule keep their order in the input. Users are ordered by
+the same id key.
 
 Every function returns new frames (with a fresh index) and leaves its input untouched; all of them are vectorised
 (MovieLens-1M, a million rows, takes about a second).
@@ -14,6 +22,7 @@ Every function returns new frames (with a fresh index) and leaves its input unto
 
 from __future__ import annotations
 
+import hashlib
 from typing import Literal
 
 import logging
@@ -22,6 +31,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
+from promptrec.config import TieRule
 from promptrec.data.schema import TemporalSplit
 
 __all__ = [
@@ -35,6 +45,7 @@ __all__ = [
     "seeded_sample",
     "sort_histories",
     "temporal_split",
+    "tie_hash",
 ]
 
 
@@ -71,10 +82,37 @@ def id_rank(ids: pd.Series | np.ndarray) -> np.ndarray:
 
 
 _KEY_LIMIT = 2**63  # combined sort keys must stay below this to fit int64
+TIE_RULES = ("id", "hash")
 
 
-def _history_order(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+def tie_hash(frame: pd.DataFrame, seed: int = 0) -> np.ndarray:
+    """Per row, a seeded 64-bit hash of (timestamp, user id, item id): the "hash" tie rule's key.
+
+    blake2b (8-byte digest, the seed as its key) of ``repr(float(timestamp))``, the user id and
+    the item id joined by a unit separator, so the same row gets the same key in every process
+    and on every machine (unlike Python's salted ``hash()``). An unknown timestamp hashes as "nan".
+    Equal (timestamp, user, item) rows get equal keys. Returns uint64.
+    """
+    if len(frame) == 0:
+        return np.zeros(0, dtype=np.uint64)
+    key = str(int(seed)).encode()
+    times = pd.to_numeric(frame["timestamp"], errors="raise").to_numpy(dtype=float, na_value=np.nan)
+    out = np.empty(len(frame), dtype=np.uint64)
+    blake2b = hashlib.blake2b
+    for n, (t, user, item) in enumerate(zip(times.tolist(), frame["user_id"].tolist(), frame["item_id"].tolist())):
+        text = f"{t!r}\x1f{user}\x1f{item}".encode()
+        out[n] = int.from_bytes(blake2b(text, digest_size=8, key=key).digest(), "little")
+    return out
+
+
+def _check_rule(tie_rule: str) -> None:
+    if tie_rule not in TIE_RULES:
+        raise ValueError(f"tie_rule must be one of {list(TIE_RULES)}, not {tie_rule!r} (setting split.tie_rule)")
+
+
+def _history_order(frame: pd.DataFrame, tie_rule: TieRule = "id", seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(positions sorting `frame` by the ordering rule, each row's user rank)."""
+    _check_rule(tie_rule)
     if len(frame) == 0:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     users = id_rank(frame["user_id"])
@@ -83,6 +121,13 @@ def _history_order(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     times = np.where(np.isnan(times), -np.inf, times)  # unknown times first
     _, time_rank = np.unique(times, return_inverse=True)
     time_rank = time_rank.reshape(-1)
+    if tie_rule == "hash":
+        # only rows sharing (user, timestamp) with another row need a hash: elsewhere it orders nothing
+        tied = pd.DataFrame({"u": users, "t": time_rank}).duplicated(keep=False).to_numpy()
+        hashes = np.zeros(len(frame), dtype=np.uint64)
+        hashes[tied] = tie_hash(frame.iloc[np.flatnonzero(tied)], seed)
+        # the last key is the primary one; stable; the item key only breaks hash collisions
+        return np.lexsort((items, hashes, time_rank, users)), users
     n_times, n_items = int(time_rank.max()) + 1, int(items.max()) + 1
     if (int(users.max()) + 1) * n_times * n_items < _KEY_LIMIT:  # one int64 key: faster than lexsort
         order = np.argsort((users * n_times + time_rank) * n_items + items, kind="stable")
@@ -91,15 +136,15 @@ def _history_order(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return order, users
 
 
-def history_order(frame: pd.DataFrame) -> np.ndarray:
-    """Positions that sort `frame` by (user, timestamp, item id key); stable."""
-    return _history_order(frame)[0]
+def history_order(frame: pd.DataFrame, tie_rule: TieRule = "id", seed: int = 0) -> np.ndarray:
+    """Positions that sort `frame` by (user, timestamp, tie rule); stable."""
+    return _history_order(frame, tie_rule, seed)[0]
 
 
-def sort_histories(frame: pd.DataFrame) -> pd.DataFrame:
-    """The frame sorted by (user, timestamp, item id key) with a fresh index: every user's
+def sort_histories(frame: pd.DataFrame, tie_rule: TieRule = "id", seed: int = 0) -> pd.DataFrame:
+    """The frame sorted by (user, timestamp, tie rule) with a fresh index: every user's
     history oldest first, under the module's one ordering rule."""
-    return frame.iloc[history_order(frame)].reset_index(drop=True)
+    return frame.iloc[history_order(frame, tie_rule, seed)].reset_index(drop=True)
 
 
 def drop_duplicates(frame: pd.DataFrame, keep: Literal["last", "first"] = "last") -> DedupResult:
@@ -148,18 +193,20 @@ def k_core(frame: pd.DataFrame, user_k: int, item_k: int | None = None) -> pd.Da
     return frame[alive].reset_index(drop=True)
 
 
-def temporal_split(frame: pd.DataFrame) -> TemporalSplit:
-    """Temporal leave-one-out. Each user's interactions are sorted by (timestamp, item id),
-    the item id compared numerically when it is all digits, else as a string (key (0, int)
-    for digit ids, (1, str) otherwise; LlamaRec's order); ties that remain keep input order.
-    The last interaction is the user's test row, the second-to-last the validation row and
-    the rest train. Users with fewer than three interactions keep all of them in train.
-    Every frame comes back in history order with a fresh index."""
-    order, user_rank = _history_order(frame)
+def temporal_split(frame: pd.DataFrame, tie_rule: TieRule = "id", seed: int = 0) -> TemporalSplit:
+    """Temporal leave-one-out, the one split function. Each user's interactions are sorted by
+    timestamp, same-timestamp ties by the tie rule (module docstring: "id", the item id key,
+    LlamaRec's order; or "hash", a hash of (timestamp, user, item) seeded by ``seed``); ties
+    that remain keep input order. The last interaction is the user's test row, the
+    second-to-last the validation row and the rest train. Users with fewer than three
+    interactions keep all of them in train. Every frame comes back in history order with a
+    fresh index; the split records the rule."""
+    order, user_rank = _history_order(frame, tie_rule, seed)
     ordered = frame.iloc[order].reset_index(drop=True)
     n = len(ordered)
     if n == 0:
-        return TemporalSplit(train=ordered.copy(), validation=ordered.copy(), test=ordered.copy())
+        return TemporalSplit(train=ordered.copy(), validation=ordered.copy(), test=ordered.copy(),
+                             tie_rule=tie_rule, tie_seed=seed)
     users = user_rank[order]
     starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
     sizes = np.diff(np.r_[starts, n])
@@ -173,6 +220,8 @@ def temporal_split(frame: pd.DataFrame) -> TemporalSplit:
         train=ordered[train].reset_index(drop=True),
         validation=ordered[validation].reset_index(drop=True),
         test=ordered[test].reset_index(drop=True),
+        tie_rule=tie_rule,
+        tie_seed=seed,
     )
 
 

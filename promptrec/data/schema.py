@@ -7,6 +7,8 @@ from typing import Any
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from promptrec.config import TieRule
+
 INTERACTION_COLUMNS = ("user_id", "item_id", "rating", "timestamp", "behaviour")
 
 
@@ -160,10 +162,12 @@ class Dataset(BaseModel):
 
 
 class TemporalSplit(BaseModel):
-    """Temporal leave-one-out. Each user's interactions are sorted by (timestamp, item id),
-    LlamaRec's order (ties are common: 44% of MovieLens-100K users rated their last two films
-    in the same second); the last one is the test row, the second-to-last the validation row,
-    the rest train. Users with fewer than three interactions keep everything in train.
+    """Temporal leave-one-out. Each user's interactions are sorted by timestamp, same-timestamp
+    ties by the tie rule (`promptrec.data.preprocess`; "id": item id, LlamaRec's order; "hash":
+    a seeded hash of (timestamp, user, item)). Ties are common: 44% of MovieLens-100K users
+    rated their last two films in the same second. The last one is the test row, the
+    second-to-last the validation row, the rest train. Users with fewer than three
+    interactions keep everything in train.
     """
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
@@ -171,6 +175,8 @@ class TemporalSplit(BaseModel):
     train: pd.DataFrame
     validation: pd.DataFrame  # one row per evaluated user
     test: pd.DataFrame  # one row per evaluated user
+    tie_rule: TieRule = "id"  # the tie rule the split was made with
+    tie_seed: int = 0  # the "hash" rule's seed
 
     def history_for_validation(self) -> pd.DataFrame:
         """What is known before each user's validation item: train."""

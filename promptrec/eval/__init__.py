@@ -6,9 +6,10 @@ and paired comparisons.
     result.summary["rankers"][0]["metrics"]["ndcg@10"]   # {"mean", "low", "high"}
 """
 
-from promptrec.eval.compare import Comparison, compare_runs, render_comparison
+from promptrec.eval.compare import Comparison, compare_runs, plot_comparison, render_comparison, write_comparison
 from promptrec.eval.rankers import EvalData, EvalRanker, LLMRanker, RankOutput, RetrievalRanker, prepare_data
 from promptrec.eval.report import summarize, write_report
+from promptrec.eval.rerank_view import RerankView, rerank_view
 from promptrec.eval.runner import RunMismatchError, RunResult, build_rankers, run_suite
 from promptrec.eval.suite import Suite, SuiteError, load_suite, parse_suite
 
@@ -18,6 +19,7 @@ __all__ = [
     "EvalRanker",
     "LLMRanker",
     "RankOutput",
+    "RerankView",
     "RetrievalRanker",
     "RunMismatchError",
     "RunResult",
@@ -27,9 +29,12 @@ __all__ = [
     "compare_runs",
     "load_suite",
     "parse_suite",
+    "plot_comparison",
     "prepare_data",
     "render_comparison",
+    "rerank_view",
     "run_suite",
     "summarize",
+    "write_comparison",
     "write_report",
 ]

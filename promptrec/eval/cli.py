@@ -4,7 +4,9 @@ Mount it with ``app.add_typer(eval_app, name="eval")``. Then
 
     promptrec eval eval/ml100k.toml            # = promptrec eval run eval/ml100k.toml
     promptrec eval run eval/ml100k.toml --out runs/ml100k --limit 50
-    promptrec eval compare runs/a runs/b [--a RANKER] [--b RANKER] [--metric ndcg@10] [--json]
+    promptrec eval run eval/ml100k.toml --only baselines            # the LLM rows in a later session
+    promptrec eval run eval/ml100k.toml --tie-rule hash --out runs/ml100k-hash
+    promptrec eval compare runs/a runs/b [--a RANKER] [--b RANKER] [--metric ndcg@10] [--json] [--out DIR]
     promptrec eval report runs/ml100k          # recompute summary.{json,md} and the PNGs
 """
 
@@ -51,15 +53,31 @@ def run(
     suite: Path = typer.Argument(..., help="The suite file (eval/*.toml).", exists=True, dir_okay=False),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<suite name>)."),
     fresh: bool = typer.Option(False, "--fresh", help="Start the run folder over instead of continuing it."),
-    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Only the first N users of each ranker (a quick look)."),
+    limit: Optional[int] = typer.Option(
+        None, "--limit", min=1, help="Only N users of each ranker, the first of its seeded order (a seeded sample)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    only: Optional[list[str]] = typer.Option(
+        None, "--only", help='Run only this ranker now (repeatable; "baselines" or "llm" for a group); the rest later.'),
+    tie_rule: Optional[str] = typer.Option(None, "--tie-rule", help='Override data.tie_rule: "id" or "hash".'),
+    tie_seed: Optional[int] = typer.Option(None, "--tie-seed", help="Override data.tie_seed (the hash rule's seed)."),
+    users: Optional[str] = typer.Option(None, "--users", help='Override data.users: "all" or a sample size.'),
+    llm_users: Optional[str] = typer.Option(
+        None, "--llm-users", help='Override grid.users (the LLM rankers\' users): "all" or a sample size.'),
 ) -> None:
-    """Run (or continue) a suite; writes per-user JSONL, summary.{json,md} and PNGs into the run folder."""
+    """Run (or continue) a suite; writes per-user JSONL, summary.{json,md} and PNGs into the run folder.
+
+    The overrides make another suite (another digest): give it its own --out folder."""
     from promptrec.eval.runner import run_suite
+    from promptrec.eval.suite import load_suite
+
+    def count(value: Optional[str]):
+        return value if value in (None, "all") else int(value) if value.isdigit() else value
 
     logging.getLogger("promptrec").setLevel(logging.WARNING)
     try:
-        result = run_suite(suite, out, fresh=fresh, limit=limit, progress=not quiet)
+        loaded = load_suite(suite).with_overrides(tie_rule=tie_rule, tie_seed=tie_seed, users=count(users),
+                                                  llm_users=count(llm_users))
+        result = run_suite(loaded, out, fresh=fresh, limit=limit, progress=not quiet, only=only)
     except PromptrecError as exc:
         _fail(exc)
     typer.echo((result.run_dir / "summary.md").read_text(encoding="utf-8"))
@@ -77,14 +95,18 @@ def compare(
     resamples: Optional[int] = typer.Option(None, "--resamples", min=10, help="Bootstrap resamples (default: the suite's)."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Bootstrap seed (default: the suite's)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of Markdown."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Also write comparison.{md,json,png} (table and chart) here."),
 ) -> None:
-    """Paired differences B − A over the shared users, with bootstrap confidence intervals."""
-    from promptrec.eval.compare import compare_runs, render_comparison
+    """Paired differences B − A over the shared users: bootstrap intervals, permutation p-values."""
+    from promptrec.eval.compare import compare_runs, render_comparison, write_comparison
 
     try:
         result = compare_runs(run_a, run_b, a, b, metric or None, resamples, seed=seed)
     except PromptrecError as exc:
         _fail(exc)
+    if out is not None:
+        paths = write_comparison(result, out)
+        typer.echo(f"wrote {paths['markdown']} and {paths['chart']}", err=True)
     if as_json:
         print(json.dumps(result.model_dump(mode="json"), indent=1))
     else:

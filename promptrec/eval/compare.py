@@ -7,7 +7,13 @@ Pairs are formed over the users both sides have, and each user must have the sam
 both sides (same data and split), otherwise the comparison is refused. For every ranking metric
 of run A's suite (and, where both sides have calibrated probabilities, the per-user log loss and
 Brier score of the calibrated probabilities) the result gives the means, the mean per-user
-difference B - A, its paired bootstrap interval and a two-sided bootstrap p-value.
+difference B - A, its paired bootstrap interval, the interval's half-width (the smallest effect
+the comparison could detect) and the two-sided p-value of a paired permutation test
+(`promptrec.eval.stats.paired_permutation_p`, scipy's `permutation_test`).
+
+`render_comparison` gives the result as Markdown tables (with both runs' protocols on top),
+`plot_comparison` as a chart (PNG: B - A with its interval per metric, one panel per pair) and
+`write_comparison` writes comparison.{md,json,png} into a folder.
 """
 
 from __future__ import annotations
@@ -24,11 +30,12 @@ from promptrec.eval import metrics as M
 from promptrec.eval.report import load_run, metric_names, per_user_metrics
 from promptrec.eval.stats import PairedDifference, paired_difference
 
-__all__ = ["Comparison", "PairComparison", "compare_runs", "render_comparison"]
+__all__ = ["Comparison", "PairComparison", "compare_runs", "plot_comparison", "render_comparison", "write_comparison"]
 
 
 class MetricDifference(PairedDifference):
     metric: str
+    detectable: float = float("nan")  # the interval's half-width
 
 
 class PairComparison(BaseModel):
@@ -43,6 +50,8 @@ class PairComparison(BaseModel):
 class Comparison(BaseModel):
     run_a: str
     run_b: str
+    protocol_a: dict[str, Any] | str | None = None  # each run's manifest protocol (split, tie rule, ...)
+    protocol_b: dict[str, Any] | str | None = None
     confidence: float
     resamples: int
     seed: int
@@ -73,8 +82,8 @@ def compare_runs(
 ) -> Comparison:
     """Paired differences B - A. Without ranker names, every ranker name both runs have is
     paired with itself; with one name, that ranker on both sides; with two, A's against B's."""
-    suite_a, _, rows_a = load_run(run_a)
-    _, _, rows_b = load_run(run_b)
+    suite_a, manifest_a, rows_a = load_run(run_a)
+    _, manifest_b, rows_b = load_run(run_b)
     resamples = resamples or suite_a.protocol.bootstrap
     confidence = confidence or suite_a.protocol.confidence
     seed = suite_a.seed if seed is None else seed
@@ -122,14 +131,15 @@ def compare_runs(
         if pa is not None and pb is not None:
             va.update(pa)
             vb.update(pb)
-        diffs = [
-            MetricDifference(metric=m, **paired_difference(va[m], vb[m], resamples, confidence, seed).model_dump())
-            for m in va
-        ]
+        diffs = []
+        for m in va:
+            d = paired_difference(va[m], vb[m], resamples, confidence, seed)
+            diffs.append(MetricDifference(metric=m, detectable=d.half_width, **d.model_dump()))
         out.append(PairComparison(ranker_a=name_a, ranker_b=name_b, users=len(shared),
                                   only_a=len(users_a) - len(shared), only_b=len(users_b) - len(shared),
                                   differences=diffs))
-    return Comparison(run_a=str(run_a), run_b=str(run_b), confidence=confidence, resamples=resamples,
+    return Comparison(run_a=str(run_a), run_b=str(run_b), protocol_a=manifest_a.get("protocol"),
+                      protocol_b=manifest_b.get("protocol"), confidence=confidence, resamples=resamples,
                       seed=seed, pairs=out)
 
 
@@ -137,18 +147,79 @@ def _f(x: float) -> str:
     return "–" if not math.isfinite(x) else f"{x:.4f}"
 
 
+def _protocol(p: dict[str, Any] | str | None) -> str:
+    if isinstance(p, dict):
+        tie = p["tie_rule"] + (f" (seed {p['tie_seed']})" if p.get("tie_seed") is not None else "")
+        return f"{p['split']}, tie rule {tie}, {p['n_candidates']} candidates, users {p['users']}, LLM users {p['llm_users']}"
+    return "–" if p is None else "as in its manifest"
+
+
 def render_comparison(comparison: Comparison) -> str:
     conf = int(round(comparison.confidence * 100))
     lines = [f"# {comparison.run_b} vs {comparison.run_a}", "",
-             f"Paired over users; difference = B − A; {conf}% percentile bootstrap, "
-             f"{comparison.resamples} resamples, seed {comparison.seed}.", ""]
+             f"- A: {comparison.run_a}: {_protocol(comparison.protocol_a)}",
+             f"- B: {comparison.run_b}: {_protocol(comparison.protocol_b)}",
+             f"- paired over users; difference = B − A; {conf}% percentile bootstrap, "
+             f"{comparison.resamples} resamples, seed {comparison.seed}; p: paired permutation test; "
+             "±: the interval's half-width (the smallest difference this comparison could detect)", ""]
     for pair in comparison.pairs:
         title = pair.ranker_a if pair.ranker_a == pair.ranker_b else f"B {pair.ranker_b} vs A {pair.ranker_a}"
         extra = f"; left out: {pair.only_a} users only in A, {pair.only_b} only in B" if pair.only_a or pair.only_b else ""
         lines += [f"## {title} ({pair.users} users{extra})", "",
-                  "| metric | A | B | B − A | CI | p |", "|---|---|---|---|---|---|"]
+                  "| metric | A | B | B − A | CI | ± | p |", "|---|---|---|---|---|---|---|"]
         for d in pair.differences:
             lines.append(f"| {d.metric} | {_f(d.mean_a)} | {_f(d.mean_b)} | {d.diff:+.4f} | "
-                         f"[{_f(d.low)}, {_f(d.high)}] | {d.p_value:.3f} |")
+                         f"[{_f(d.low)}, {_f(d.high)}] | {_f(d.detectable)} | {d.p_value:.3f} |")
         lines.append("")
     return "\n".join(lines).rstrip() + "\n"
+
+
+def plot_comparison(comparison: Comparison, path: str | Path) -> Path:
+    """A chart of the comparison: per pair one panel, per metric B − A with its interval
+    (filled where the interval excludes 0), a line at 0."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    pairs = comparison.pairs
+    height = max(len(p.differences) for p in pairs) * 0.32 + 1.4
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.6 * len(pairs), height), squeeze=False)
+    conf = int(round(comparison.confidence * 100))
+    for ax, pair in zip(axes[0], pairs):
+        y = np.arange(len(pair.differences))
+        diffs = np.array([d.diff for d in pair.differences])
+        low = np.array([d.low for d in pair.differences])
+        high = np.array([d.high for d in pair.differences])
+        clear = (low > 0) | (high < 0)
+        ax.axvline(0, color="gray", linewidth=1)
+        ax.errorbar(diffs, y, xerr=[diffs - low, high - diffs], fmt="none", ecolor="black", capsize=3)
+        ax.scatter(diffs, y, c=["tab:blue" if c else "white" for c in clear], edgecolors="tab:blue", zorder=3)
+        ax.set_yticks(y, [d.metric for d in pair.differences], fontsize=8)
+        ax.invert_yaxis()
+        title = pair.ranker_a if pair.ranker_a == pair.ranker_b else f"{pair.ranker_b} − {pair.ranker_a}"
+        ax.set_title(f"{title} ({pair.users} users)", fontsize=8)
+        ax.set_xlabel(f"B − A ({conf}% paired CI)", fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(f"{Path(comparison.run_b).name} vs {Path(comparison.run_a).name}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_comparison(comparison: Comparison, out_dir: str | Path) -> dict[str, Path]:
+    """comparison.md (with the chart linked), comparison.json and comparison.png in ``out_dir``."""
+    import json
+
+    from promptrec.eval.report import json_safe
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"chart": plot_comparison(comparison, out_dir / "comparison.png"),
+             "json": out_dir / "comparison.json", "markdown": out_dir / "comparison.md"}
+    paths["json"].write_text(json.dumps(json_safe(comparison.model_dump(mode="json")), indent=1) + "\n",
+                             encoding="utf-8")
+    paths["markdown"].write_text(render_comparison(comparison) + "\n![comparison](comparison.png)\n", encoding="utf-8")
+    return paths

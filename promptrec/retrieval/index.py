@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel
 
-from promptrec.config import Settings
+from promptrec.config import Settings, SplitSettings
 from promptrec.data.schema import Item
 from promptrec.errors import IndexMismatchError
 from promptrec.paths import atomic_write, atomic_write_text, ensure_dir, file_lock
@@ -73,6 +73,7 @@ class IndexManifest(BaseModel):
     build_seconds: float
     text_sync: SyncReport
     behaviour_sync: SyncReport
+    split: SplitSettings = SplitSettings()  # the tie rule the histories were ordered by
 
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -260,6 +261,7 @@ class RetrievalIndex:
             build_seconds=round(time.perf_counter() - started, 3),
             text_sync=text_sync,
             behaviour_sync=behaviour_sync,
+            split=settings.split,
         )
         atomic_write_text(index_dir / MANIFEST, manifest.model_dump_json(indent=1))
         return cls._load(manifest, settings, encoder)
