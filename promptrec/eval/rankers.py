@@ -321,6 +321,7 @@ class LLMRanker:
         self.timeout_s = self.timeout_s or s.timeout_s
         self._data = data
         self._encoder = data.settings.encoder
+        self.template = self.template.with_domain(data.settings.resolved_domain())
         backend = self._backend_factory(self.model, self.backend_name)
         self._reranker = LLMReranker(
             backend, self.template, strategy_options=self._options(),

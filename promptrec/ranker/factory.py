@@ -34,7 +34,7 @@ def make_reranker(settings: Settings, backend: LLMBackend, template: str | None 
     options = {"permutations": settings.ranker.permutations}
     from promptrec.ranker.prompts import load_template
 
-    loaded = load_template(template or settings.ranker.template)
+    loaded = load_template(template or settings.ranker.template).with_domain(settings.resolved_domain())
     return LLMReranker(
         backend,
         loaded,

@@ -58,6 +58,9 @@ class IndexManifest(BaseModel):
     build_seconds: float
     text_sync: SyncReport
     behaviour_sync: SyncReport
+    # "time": histories are time-ordered; "none": order-free data (no timestamps), whose
+    # transitions source is not used (its histories are only in item id order).
+    history_order: str = "time"
 
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -115,6 +118,7 @@ class RetrievalIndex:
         namespace: str,
         progress: ProgressFn | None = None,
         rebuild: bool = False,
+        history_order: str = "time",
     ) -> RetrievalIndex:
         """Create or update the index. Text vectors are upserted only for items whose text
         changed; behaviour vectors are refitted only when the interaction log changed."""
@@ -210,6 +214,7 @@ class RetrievalIndex:
             build_seconds=round(time.perf_counter() - started, 3),
             text_sync=text_sync,
             behaviour_sync=behaviour_sync,
+            history_order=history_order,
         )
         _write_atomic(index_dir / MANIFEST, lambda tmp: tmp.write_text(manifest.model_dump_json(indent=1)))
         return cls._load(manifest, settings, encoder)
