@@ -243,6 +243,7 @@ def render_markdown(summary: dict[str, Any], images: dict[str, str] | None = Non
         f"- data: {data.get('dataset')}: {data.get('interactions')} interactions, {data.get('users_in_log')} users, "
         f"{data.get('items')} items; {data.get('evaluated_users')} evaluated users of {data.get('test_users')} "
         f"(LLM rankers: {data.get('llm_users')}; calibration fitted on {data.get('calibration_users')} validation users)",
+        f"- split: {data.get('split', 'temporal')} (domain words: {data.get('domain', 'movies')})",
         f"- protocol: {s.get('protocol')}",
         f"- intervals: {conf}% percentile bootstrap over users, {s['bootstrap']} resamples, seed {s['seed']}",
         "",
