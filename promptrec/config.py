@@ -140,7 +140,7 @@ class Domain(BaseModel):
 
     def consumption_verbs(self) -> list[str]:
         """Every verb that says a user consumed an item, longest first."""
-        verbs = {self.verb_past, *self.extra_verbs, "liked", "loved", "enjoyed", "rated", "chose", "picked"}
+        verbs = {self.verb_past, *self.extra_verbs, "liked", "loved", "enjoyed", "rated"}
         return sorted({v for v in verbs if v}, key=lambda v: (-len(v), v))
 
     def template_vars(self) -> dict:

@@ -269,3 +269,39 @@ def test_book_crossing_from_its_wheel(asset_settings):
     assert settings.resolved_domain().name == "books" and settings.resolved_domain().verb_past == "read"
     split = temporal_split(frame)
     assert split.rule == "random-holdout seed=0" and len(split.test) == frame["user_id"].nunique()
+
+
+# ---------------------------------------------------------------------------- settings
+
+
+def test_the_movie_preset_keeps_the_movie_prompts_word_for_word():
+    movies = Settings().resolved_domain()  # MovieLens-100K, the default data set: the movie preset
+    assert movies.name == "movies" and movies.has_year
+    history = [{"title": "Toy Story (1995)", "text": "Toy Story (1995) — Comedy"}]
+    cand = {"title": "Heat (1995)", "text": "Heat (1995) — Action", "label": "A", "index": 1}
+    letters = load_template("letters").with_domain(movies).render(history=history, candidates=[cand], n_candidates=1)
+    assert letters.system == "You are a movie recommender. You answer with a single letter."
+    assert letters.user.startswith("A user watched these movies, oldest first:\n- Toy Story (1995) — Comedy")
+    assert "Candidate movies:\nA. Heat (1995) — Action" in letters.user
+    assert letters.user.endswith("Which candidate will the user watch next? Answer with the letter only.")
+    likelihood = load_template("likelihood").with_domain(movies).render(history=[], candidate=cand)
+    assert (likelihood.user, likelihood.assistant_prefix) == ("Name one movie.", "Movie:")
+    yesno = load_template("yesno").with_domain(movies).render(history=history, candidate=cand)
+    assert 'Will this user enjoy the movie "Heat (1995) — Action"?' in yesno.user
+    # The domain words are part of a template's identity (calibration is keyed by it).
+    assert load_template("letters").with_domain(movies).hash != load_template("letters").with_domain(
+        DOMAIN_PRESETS["books"]).hash
+
+
+def test_domain_and_data_settings_are_checked():
+    from pydantic import ValidationError
+
+    assert Settings(domain={"preset": "books", "verb_past": "borrowed"}).resolved_domain().verb_past == "borrowed"
+    assert Settings(dataset="book-crossing").resolved_domain().name == "books"
+    with pytest.raises(ValueError, match="domain.preset 'comics' is unknown; known presets: generic, movies"):
+        Settings(domain={"preset": "comics"}).resolved_domain()
+    with pytest.raises(ValidationError, match="give both catalog and interactions"):
+        Settings(data={"catalog": {"path": "catalog.jsonl"}})
+    custom = Settings(data={"catalog": {"path": "c.jsonl"}, "interactions": {"path": "logs/events.csv"}})
+    assert custom.dataset_name() == "events" and custom.resolved_domain().name == "generic"
+    assert custom.resolved_index_dir().name == "events"
