@@ -82,6 +82,8 @@ def row_of(conv, explanation, user: str) -> dict:
 
     system = conv.template.render("system", **evidence_variables(explanation.evidence, conv.domain))
     facts = system + "\n" + explanation.question
+    if explanation.grounding == "fallback":  # built from the evidence: its numbers are the evidence's
+        facts += "\n" + explanation.evidence.model_dump_json()
     final = conv.titles.check(explanation.text, conv.allowed, history=history, facts=facts)
     return {
         "user": user,

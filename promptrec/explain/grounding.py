@@ -510,7 +510,7 @@ def _capitalised_runs(text: str, toks: list[tuple[str, int, int]]) -> list[tuple
         if _SENTENCE_END.search(text[: toks[n][1]]):
             # "Because ...": a capital that opens a sentence says nothing unless the next word has one too
             nxt = text[toks[n + 1][1] : toks[n + 1][2]] if n + 1 < len(toks) else ""
-            if not (nxt[:1].isupper() or nxt[:1].isdigit()) or toks[n + 1][0] in JOINERS:
+            if not (nxt[:1].isupper() or nxt[:1].isdigit()) or toks[n + 1][0] in JOINERS | {"i"}:
                 n += 1
                 continue
         last, m = n, n + 1
@@ -519,6 +519,8 @@ def _capitalised_runs(text: str, toks: list[tuple[str, int, int]]) -> list[tuple
             if gap.strip(" :'’-–&") or "\n" in gap:
                 break
             nxt = text[toks[m][1] : toks[m][2]]
+            if toks[m][0] == "i":
+                break  # the pronoun "I" ends a run: "So I recommend"
             if nxt[:1].isupper() or nxt[:1].isdigit():
                 last = m
             elif toks[m][0] not in JOINERS:
