@@ -142,6 +142,9 @@ def test_invented_product_names_are_caught_with_no_year(shop_titles):
     names = shop_titles.check("You bought Northwind Trail Running Shoes; Pacer makes Running gear too.",
                               allowed, history=history)
     assert names.ok, names
+    branded = shop_titles.check("You bought Northwind Trail Running Shoes; try the Northwind Kettle Pro.", allowed,
+                                history=history)
+    assert branded.invented == ["Northwind Kettle Pro"]  # a real brand does not make a real product
 
 
 def test_misattribution_follows_the_domain_verbs(shop_titles):

@@ -197,9 +197,11 @@ class TitleIndex:
         # Names that are not titles: attribute values (authors, brands), genres, the domain's nouns.
         self.names = {normalize_title(v) for item in self.items.values() for v in item.attributes.values()}
         self.names |= self.genres
-        self.name_words = {w for name in self.names for w in name.split()} | {
+        # Words a list of genres or a noun phrase is made of ("Sci-Fi Action", "Running products").
+        self.name_words = {w for g in self.genres for w in g.split()} | {
             w for word in (self.domain.item, self.domain.items, self.domain.audience) for w in normalize_title(word).split()
         }
+        self._names_text = "\n".join(sorted(self.names))
         self._by_word: dict[str, list[str]] | None = None  # word -> title forms, built on first fuzzy lookup
 
     @staticmethod
@@ -271,11 +273,16 @@ class TitleIndex:
         return list(self._entries[best].item_ids)
 
     def is_name(self, phrase: str) -> bool:
-        """Whether ``phrase`` is a known non-title name: an attribute value, a genre, or made
-        only of their words and the domain's nouns ("Stephen King", "Sci-Fi Action")."""
+        """Whether ``phrase`` is a known non-title name: an attribute value or a genre, whole or
+        its run of words ("Stephen King", "King"), or made only of genre words and the domain's
+        nouns ("Sci-Fi Action", "Running products")."""
         norm = normalize_title(_YEAR.sub("", phrase))
         words = [w for w in norm.split() if w not in JOINERS]
-        return norm in self.names or (bool(words) and all(w in self.name_words for w in words))
+        if not words:
+            return False
+        if norm in self.names or all(w in self.name_words for w in words):
+            return True
+        return re.search(rf"(?:^| ){re.escape(norm)}(?: |$)", self._names_text, flags=re.MULTILINE) is not None
 
     # ------------------------------------------------------------------ scanning
 
