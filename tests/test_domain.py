@@ -308,3 +308,14 @@ def test_domain_and_data_settings_are_checked():
     custom = Settings(data={"catalog": {"path": "c.jsonl"}, "interactions": {"path": "logs/events.csv"}})
     assert custom.dataset_name() == "events" and custom.resolved_domain().name == "generic"
     assert custom.resolved_index_dir().name == "events"
+
+
+def test_titles_shared_by_editions_match_as_either_edition_writes_them():
+    from promptrec.data.schema import Item
+
+    editions = [Item(item_id="1", title="The Fair That Changed America (Illinois)"),
+                Item(item_id="2", title="The Fair that Changed America"), Item(item_id="3", title="Fair")]
+    titles = TitleIndex(editions, DOMAIN_PRESETS["books"])
+    check = titles.check('You read "The Fair that Changed America".', {"2"}, history={"2"})
+    assert check.ok and check.cited_item_ids(among={"2"}) == ["2"] and [m.text for m in check.mentions] == [
+        "The Fair that Changed America"]

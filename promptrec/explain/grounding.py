@@ -190,6 +190,8 @@ class TitleIndex:
                 ids, caps = entries.setdefault(variant, ([], capitals))
                 if item.item_id not in ids:
                     ids.append(item.item_id)
+                if caps != capitals:  # items sharing a form: a word must be capitalised only where all do
+                    entries[variant] = (ids, tuple(a and b for a, b in zip(caps, capitals)))
         self._entries = {v: _Entry(tuple(ids), caps) for v, (ids, caps) in entries.items()}
         # Genre names ("War", "Crime") are also titles in MovieLens; alone they read as genres.
         self.genres = {normalize_title(g) for item in self.items.values() for g in item.genres}
