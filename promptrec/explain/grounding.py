@@ -357,7 +357,6 @@ class TitleIndex:
         seen: set[str] = set()  # normalised, year dropped: '"X" (2001)' is one title, not two
 
         def consider(phrase: str) -> None:
-            raw = phrase
             phrase = phrase.strip().strip(" ,.;:!?-—")
             if not phrase:
                 return
