@@ -1,23 +1,28 @@
-"""How grounded are "why this item?" explanations? For a seeded sample of MovieLens-100K users,
+"""How grounded are "why this item?" explanations? For a seeded sample of users of a data set
+(``--dataset``: MovieLens-100K by default, or Book-Crossing, or any named data set),
 each model explains the user's top retrieval candidate (the full catalog and log; the same
 users and items for every model), and the script prints, per model, side by side:
 
 * cites history: the share of final explanations that name at least one real history item
   from the evidence — over all answers, and over the model-written ones (fallback excluded);
 * invented title: the share of the model's first answers naming a title that is in no
-  catalog; beside it, the shares naming a real catalog title outside the evidence, and
-  claiming the user watched an item they did not; and the same for the final answers
-  (what the user sees; the check exists to make these zero);
+  catalog; beside it, the shares naming a real catalog title outside the evidence,
+  claiming the user consumed an item they did not, and stating a year or number the facts do
+  not hold; and the same for the final answers (what the user sees; the check exists to make
+  these zero);
 * regenerated / fallback: how often the first answer failed and was regenerated, and how
   often the regenerated one failed too and the plain evidence explanation was shown;
 * latency per explanation (evidence + generation + checks; p50 / p90 / mean) and model calls.
 
-    python benchmarks/explain.py [--users 30] [--models smollm2-135m-instruct,qwen2.5-coder-0.5b-instruct]
+    python benchmarks/explain.py [--dataset movielens-100k|book-crossing] [--users 30]
+                                 [--models smollm2-135m-instruct,qwen2.5-coder-0.5b-instruct]
                                  [--follow-up] [--threads 1] [--out runs/explain-bench.json]
+
+The index is built under ``--index-dir`` (default: the settings' index folder).
 
 Greedy decoding, max_new_tokens 120, the shipped template (prompts/explain/grounded.j2).
 ``--follow-up`` asks one more question per user ("What else do these movies have in
-common?") and reports it as a second row per model. ``--out`` writes every answer (JSON) for
+common?", in the data set's domain words) and reports it as a second row per model. ``--out`` writes every answer (JSON) for
 reading examples. Torch threads default to 1: on a shared 2-core machine two threads measured
 ~15x slower under contention. Timings swing with load: compare models within one run.
 """
@@ -31,7 +36,7 @@ import statistics
 import time
 from pathlib import Path
 
-FOLLOW_UP = "What else do these movies have in common?"
+FOLLOW_UP = "What else do these {items} have in common?"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -57,8 +62,10 @@ def summarise(rows: list[dict]) -> dict[str, float]:
         "first_invented": share("first_invented"),
         "first_unsupported": share("first_unsupported"),
         "first_misattributed": share("first_misattributed"),
+        "first_claims": share("first_claims"),
         "final_invented": share("final_invented"),
         "final_unsupported": share("final_unsupported"),
+        "final_claims": share("final_claims"),
         "regenerated": sum(r["grounding"] == "regenerated" for r in rows) / n if n else float("nan"),
         "fallback": sum(r["grounding"] == "fallback" for r in rows) / n if n else float("nan"),
         "latency_p50": percentile(latencies, 0.5),
@@ -71,7 +78,13 @@ def summarise(rows: list[dict]) -> dict[str, float]:
 def row_of(conv, explanation, user: str) -> dict:
     history = conv.rec.history(user)
     first = explanation.checks[0]
-    final = conv.titles.check(explanation.text, conv.allowed, history=history)
+    from promptrec.explain.prompts import evidence_variables
+
+    system = conv.template.render("system", **evidence_variables(explanation.evidence, conv.domain))
+    facts = system + "\n" + explanation.question
+    if explanation.grounding == "fallback":  # built from the evidence: its numbers are the evidence's
+        facts += "\n" + explanation.evidence.model_dump_json()
+    final = conv.titles.check(explanation.text, conv.allowed, history=history, facts=facts)
     return {
         "user": user,
         "item": explanation.item_id,
@@ -85,8 +98,10 @@ def row_of(conv, explanation, user: str) -> dict:
         "first_invented": bool(first.invented),
         "first_unsupported": bool(first.unsupported),
         "first_misattributed": bool(first.misattributed),
+        "first_claims": bool(first.unsupported_claims),
         "final_invented": bool(final.invented),
         "final_unsupported": bool(final.unsupported),
+        "final_claims": bool(final.unsupported_claims),
         "attempts": explanation.attempts,
         "latency_s": explanation.latency_s,
         "evidence": [r.item_id for r in explanation.evidence.related],
@@ -95,6 +110,8 @@ def row_of(conv, explanation, user: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default=None, help="a named data set (default: the settings', movielens-100k)")
+    parser.add_argument("--index-dir", type=Path, default=None, help="where to build the index")
     parser.add_argument("--users", type=int, default=30, help="seeded sample of users (default 30)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", default="smollm2-135m-instruct,qwen2.5-coder-0.5b-instruct")
@@ -113,13 +130,24 @@ def main() -> None:
     from promptrec.ranker.backends.transformers_backend import TransformersBackend
     from promptrec.recommender import Recommender
 
+    from promptrec.data.preprocess import id_rank
+
     torch.set_num_threads(args.threads)
     settings = Settings()
+    updates = {k: v for k, v in (("dataset", args.dataset), ("index_dir", args.index_dir)) if v is not None}
+    settings = settings.model_copy(update=updates)
     started = time.perf_counter()
     rec = Recommender.from_settings(settings)
     print(f"index ready in {time.perf_counter() - started:.1f} s ({len(rec.catalog)} items, {len(rec.histories)} users)")
-    titles = TitleIndex(rec.catalog)
-    users = sorted(random.Random(args.seed).sample(sorted(rec.histories, key=int), args.users), key=int)
+    titles = TitleIndex(rec.catalog, rec.domain)
+    follow_up = FOLLOW_UP.format(items=rec.domain.items)
+
+    def by_id(ids):
+        ids = list(ids)
+        ranks = id_rank(ids)
+        return [ids[n] for n in sorted(range(len(ids)), key=lambda n: ranks[n])]
+
+    users = by_id(random.Random(args.seed).sample(by_id(rec.histories), args.users))
     items = {u: rec.candidates(u, 1).candidates[0].item_id for u in users}
 
     results: dict[str, dict[str, list[dict]]] = {}
@@ -132,7 +160,7 @@ def main() -> None:
             why = conv.why(items[user])
             results[name]["why"].append(row_of(conv, why, user))
             if args.follow_up:
-                results[name]["follow-up"].append(row_of(conv, conv.ask(FOLLOW_UP), user))
+                results[name]["follow-up"].append(row_of(conv, conv.ask(follow_up), user))
             print(f"  {name}: {n}/{len(users)} users, last {why.grounding} in {why.latency_s:.1f} s", flush=True)
         del backend
 
@@ -146,9 +174,11 @@ def main() -> None:
         ("cites_history_model_written", "  ... among model-written (no fallback)", "{:.0%}"),
         ("first_invented", "first answer: invented title (in no catalog)", "{:.0%}"),
         ("first_unsupported", "first answer: catalog title outside the evidence", "{:.0%}"),
-        ("first_misattributed", "first answer: says the user watched an unwatched item", "{:.0%}"),
+        ("first_misattributed", "first answer: says the user consumed an item they did not", "{:.0%}"),
+        ("first_claims", "first answer: a year or number not in the facts", "{:.0%}"),
         ("final_invented", "final answer: invented title", "{:.0%}"),
         ("final_unsupported", "final answer: title outside the evidence", "{:.0%}"),
+        ("final_claims", "final answer: a year or number not in the facts", "{:.0%}"),
         ("regenerated", "regenerated once, then passed", "{:.0%}"),
         ("fallback", "fallback to the evidence explanation", "{:.0%}"),
         ("latency_p50", "latency p50 (s)", "{:.1f}"),
@@ -159,7 +189,7 @@ def main() -> None:
     width = max(len(label) for _, label, _ in labels)
     cols = [max(len(h), 10) for h in header[1:]]
     print()
-    print(f"Explanations on MovieLens-100K: {len(users)} users (seed {args.seed}), each user's top "
+    print(f"Explanations on {settings.dataset_name()} ({rec.domain.name}): {len(users)} users (seed {args.seed}), each user's top "
           f"retrieval candidate; greedy, max_new_tokens {args.max_new_tokens}, torch threads {args.threads}")
     print(" | ".join([" " * width, *(h.rjust(c) for h, c in zip(header[1:], cols))]))
     for key, label, fmt in labels:
@@ -167,7 +197,8 @@ def main() -> None:
         print(" | ".join([label.ljust(width), *cells]))
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps({"users": users, "items": items, "summaries": summaries,
+        args.out.write_text(json.dumps({"dataset": settings.dataset_name(), "users": users, "items": items,
+                                        "summaries": summaries,
                                         "results": results}, indent=1))
         print(f"\nanswers written to {args.out}")
 

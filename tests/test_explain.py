@@ -208,12 +208,14 @@ def test_claiming_the_user_watched_the_recommended_item_is_caught(rec):
 
 def test_follow_up_questions_keep_earlier_turns_and_trim_oldest_first(rec):
     item_id = top_item(rec, CLEAN_USER)
-    conv, backend = conversation(rec, CLEAN_USER, lambda m: "They share a genre.", max_history_tokens=40)
+    related = safe_title(build_evidence(rec, CLEAN_USER, item_id).related[0].title)
+    answer = f'You watched "{related}".'  # a "why" answer must name a history item to be kept
+    conv, backend = conversation(rec, CLEAN_USER, lambda m: answer, max_history_tokens=60)
     conv.why(item_id)
     conv.ask("What do they have in common?")
     assert backend.calls[-1][1:3] == [
         {"role": "user", "content": conv.explanations[0].question},
-        {"role": "assistant", "content": "They share a genre."},
+        {"role": "assistant", "content": answer},
     ]
     for n in range(6):
         conv.ask(f"Question number {n}?")
@@ -221,7 +223,7 @@ def test_follow_up_questions_keep_earlier_turns_and_trim_oldest_first(rec):
     assert last[0]["role"] == "system" and last[0]["content"] == backend.calls[0][0]["content"]  # evidence kept
     assert last[-1] == {"role": "user", "content": "Question number 5?"}
     kept = [m["content"] for m in last[1:-1]]
-    assert sum(len(c.split()) for c in kept) <= 40
+    assert sum(len(c.split()) for c in kept) <= 60
     assert conv.explanations[0].question not in kept and "Question number 4?" in kept  # oldest went first
     assert conv.trimmed_turns > 0 and conv.explanation.trimmed_turns == conv.trimmed_turns
 
@@ -358,7 +360,7 @@ def test_why_command_json(rec):
     import json
 
     out = io.StringIO()
-    why_command(rec, CLEAN_USER, top_item(rec, CLEAN_USER), backend=ScriptedBackend(["Fine."]),
+    why_command(rec, CLEAN_USER, top_item(rec, CLEAN_USER), backend=ScriptedBackend(cite_first_fact),
                 console=Console(file=out, width=200), as_json=True, use_ranker=False)
     data = json.loads(out.getvalue())
     assert data["grounding"] == "ok" and data["evidence"]["related"]
@@ -367,14 +369,19 @@ def test_why_command_json(rec):
 def test_chat_command_session(rec):
     lines = iter(["recommend more", "why #1", "What do they share?", "why no-such-item", "help", "quit"])
     out = io.StringIO()
-    backend = ScriptedBackend(lambda m: "They share a genre.")
+    backend = ScriptedBackend(lambda m: "They share a genre with " + cite_first_fact(m)[len("You watched "):])
     conv = chat_command(rec, CLEAN_USER, backend=backend, console=Console(file=out, width=200),
                         input_fn=lambda prompt: next(lines), k=2, use_ranker=False)
     text = out.getvalue()
     assert len(conv.shown) == 4 and "#3" in text and "#4" in text
     assert conv.explanations[0].item_id == conv.shown[0].item_id
-    assert conv.explanations[1].kind == "free" and text.count("They share a genre.") == 2
+    assert conv.explanations[1].kind == "free" and text.count("They share a genre with") == 2
     assert "error: no item 'no-such-item'" in text and "Commands:" in text
+
+
+def cite_first_fact(messages) -> str:
+    """A scripted answer naming the first history item the facts list: 'You watched "X".'"""
+    return re.search(r'You watched "[^"]+"', messages[0]["content"]).group(0) + "."
 
 
 def test_parse_command():

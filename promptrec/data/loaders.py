@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from promptrec.data.schema import INTERACTION_COLUMNS, Dataset, Item, LoadReport, SkippedRow
+from promptrec.data.schema import INTERACTION_COLUMNS, Dataset, Item, LoadReport, SkippedRow, interactions_frame
 from promptrec.errors import DataError
 
 try:  # faster JSON lines when available (chromadb depends on it); json otherwise
@@ -46,6 +46,7 @@ except ImportError:  # pragma: no cover
 __all__ = [
     "ML100K_GENRES",
     "load_atomic",
+    "load_bookcrossing",
     "load_catalog",
     "load_interactions",
     "load_ml100k",
@@ -913,3 +914,44 @@ def load_movielens(folder: str | Path, *, name: str | None = None, skip_bad_rows
     if name is not None:
         dataset = dataset.model_copy(update={"name": name})
     return dataset
+
+
+# --------------------------------------------------------------------------- Book-Crossing
+
+BX_BOOKS = "BX-Books.csv"
+BX_RATINGS = "BX-Book-Ratings.csv"
+
+
+def load_bookcrossing(folder: str | Path, *, name: str = "book-crossing") -> Dataset:
+    """Book-Crossing (Ziegler et al. 2005) as shipped in `BX-Books.csv` and `BX-Book-Ratings.csv`
+    (`;`-separated, quoted, latin-1, backslash escapes). Items are ISBNs titled by the book
+    title, with the author and publisher as attributes and the publication year (that of the
+    edition rated); ratings are 1-10 (explicit) or 0 (implicit: the user holds the book); there
+    are no timestamps. Ratings of ISBNs missing from the books file are left out."""
+    import html
+
+    folder = Path(folder)
+    for file in (BX_BOOKS, BX_RATINGS):
+        if not (folder / file).is_file():
+            raise DataError(f"no {file} here: not a Book-Crossing folder", path=str(folder))
+    read = dict(sep=";", encoding="latin-1", escapechar="\\", dtype=str, keep_default_na=False,
+                on_bad_lines="skip")
+    books = pd.read_csv(folder / BX_BOOKS, usecols=["ISBN", "Book-Title", "Book-Author",
+                                                    "Year-Of-Publication", "Publisher"], **read)
+    items: dict[str, Item] = {}
+    for isbn, title, author, year, publisher in books.itertuples(index=False, name=None):
+        isbn, title = isbn.strip(), html.unescape(title).strip()
+        if not isbn or not title or isbn in items:
+            continue
+        attributes = {k: html.unescape(v).strip() for k, v in (("author", author), ("publisher", publisher))
+                      if v and v.strip()}
+        number = int(year) if year.strip().isdigit() else 0
+        items[isbn] = Item(item_id=isbn, title=title, year=number if 1000 <= number <= 2030 else None,
+                           attributes=attributes)
+    ratings = pd.read_csv(folder / BX_RATINGS, **read)
+    ratings.columns = ["user_id", "item_id", "rating"]
+    ratings["user_id"] = ratings["user_id"].str.strip()
+    ratings["item_id"] = ratings["item_id"].str.strip()
+    ratings = ratings[ratings["item_id"].isin(items.keys())]
+    frame = interactions_frame(ratings.assign(rating=pd.to_numeric(ratings["rating"], errors="coerce")))
+    return Dataset(name=name, items=list(items.values()), interactions=frame)

@@ -40,6 +40,7 @@ __all__ = [
     "drop_duplicates",
     "history_order",
     "id_rank",
+    "is_order_free",
     "k_core",
     "prepare_interactions",
     "seeded_sample",
@@ -193,6 +194,47 @@ def k_core(frame: pd.DataFrame, user_k: int, item_k: int | None = None) -> pd.Da
     return frame[alive].reset_index(drop=True)
 
 
+def is_order_free(frame: pd.DataFrame) -> bool:
+    """True when the log has no time order: no timestamps at all, or every one equal."""
+    times = pd.to_numeric(frame["timestamp"], errors="raise").to_numpy(dtype=float, na_value=np.nan)
+    known = times[~np.isnan(times)]
+    return len(known) == 0 or bool((known == known[0]).all())
+
+
+def random_holdout_rule(seed: int) -> str:
+    return f"random-holdout seed={seed}"
+
+
+def _random_holdout(frame: pd.DataFrame, seed: int) -> TemporalSplit:
+    """Order-free data: per user (3+ rows), one seeded random row is the test row and another
+    the validation row; the rest train. The draw for a user depends only on the seed and the
+    user's rows (not on other users), so a sample of users splits as the whole log does."""
+    order, user_rank = _history_order(frame)
+    ordered = frame.iloc[order].reset_index(drop=True)
+    n = len(ordered)
+    rule = random_holdout_rule(seed)
+    if n == 0:
+        return TemporalSplit(train=ordered.copy(), validation=ordered.copy(), test=ordered.copy(), rule=rule)
+    users = user_rank[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    sizes = np.diff(np.r_[starts, n])
+    role = np.zeros(n, dtype=np.int8)  # 0 train, 1 validation, 2 test
+    user_ids = ordered["user_id"].to_numpy(dtype=object)
+    for start, size in zip(starts.tolist(), sizes.tolist()):
+        if size < 3:
+            continue
+        digest = hashlib.sha256(f"{seed}\x1f{user_ids[start]}".encode()).digest()
+        rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+        test, validation = rng.choice(size, size=2, replace=False)
+        role[start + test], role[start + validation] = 2, 1
+    return TemporalSplit(
+        train=ordered[role == 0].reset_index(drop=True),
+        validation=ordered[role == 1].reset_index(drop=True),
+        test=ordered[role == 2].reset_index(drop=True),
+        rule=rule,
+    )
+
+
 def temporal_split(frame: pd.DataFrame, tie_rule: TieRule = "id", seed: int = 0) -> TemporalSplit:
     """Temporal leave-one-out, the one split function. Each user's interactions are sorted by
     timestamp, same-timestamp ties by the tie rule (module docstring: "id", the item id key,
@@ -200,7 +242,13 @@ def temporal_split(frame: pd.DataFrame, tie_rule: TieRule = "id", seed: int = 0)
     that remain keep input order. The last interaction is the user's test row, the
     second-to-last the validation row and the rest train. Users with fewer than three
     interactions keep all of them in train. Every frame comes back in history order with a
-    fresh index; the split records the rule."""
+    fresh index; the split records the rule.
+
+    Order-free data (`is_order_free`: no timestamps, or all equal) has no last interaction:
+    there each user's test and validation rows are a seeded random hold-out (``seed``), and the
+    split's ``rule`` says so."""
+    if is_order_free(frame):
+        return _random_holdout(frame, seed)
     order, user_rank = _history_order(frame, tie_rule, seed)
     ordered = frame.iloc[order].reset_index(drop=True)
     n = len(ordered)

@@ -60,6 +60,13 @@ class Item(BaseModel):
         return meta
 
 
+def items_for_domain(items: "list[Item]", has_year: bool) -> "list[Item]":
+    """The items as a domain shows them: without years when the domain has none (`Domain.has_year`)."""
+    if has_year:
+        return list(items)
+    return [it.model_copy(update={"year": None}) if it.year is not None else it for it in items]
+
+
 class Interaction(BaseModel):
     """One user-item event: a rating, or a behaviour such as "click" or "purchase"."""
 
@@ -177,6 +184,14 @@ class TemporalSplit(BaseModel):
     test: pd.DataFrame  # one row per evaluated user
     tie_rule: TieRule = "id"  # the tie rule the split was made with
     tie_seed: int = 0  # the "hash" rule's seed
+    # How the held-out rows were chosen: "temporal" (the last two under the ordering rule) or
+    # "random-holdout seed=N" (order-free data: no timestamps, or all equal).
+    rule: str = "temporal"
+
+    @property
+    def ordered(self) -> bool:
+        """Whether the histories have a time order (False for a random hold-out)."""
+        return self.rule == "temporal"
 
     def history_for_validation(self) -> pd.DataFrame:
         """What is known before each user's validation item: train."""

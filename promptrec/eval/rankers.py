@@ -97,6 +97,7 @@ class EvalData:
     def __init__(self, suite: Suite, settings: Settings, items: list[Item], frame: pd.DataFrame,
                  progress: ProgressFn | None = None):
         from promptrec.data.preprocess import id_rank, temporal_split
+        from promptrec.data.schema import items_for_domain
         from promptrec.recommender import histories_from_frame
 
         self.suite = suite
@@ -107,6 +108,7 @@ class EvalData:
         self.split = temporal_split(frame, tie.tie_rule, tie.tie_seed)
         seen = set(frame["item_id"])
         self.items = [it for it in items if it.item_id in seen] if suite.data.k_core or suite.data.log_users else list(items)
+        self.items = items_for_domain(self.items, settings.resolved_domain().has_year)
         self.catalog = {it.item_id: it for it in self.items}
         ids = np.array([it.item_id for it in self.items], dtype=object)
         self.item_ids: list[str] = ids[np.argsort(id_rank(ids), kind="stable")].tolist() if len(ids) else []
@@ -139,7 +141,7 @@ class EvalData:
 
     def namespace(self, part: str) -> str:
         d = self.suite.data
-        bits = [f"eval-{d.dataset}"]
+        bits = [f"eval-{self.settings.dataset_name()}"]
         if d.log_users:
             bits.append(f"u{d.log_users}s{self.suite.seed}")
         if d.k_core:
@@ -170,11 +172,11 @@ class EvalData:
 
 def prepare_data(suite: Suite, settings: Settings, progress: ProgressFn | None = None) -> EvalData:
     """Load the suite's data set, apply its slicing and preprocessing, and split it."""
-    from promptrec.data.named import load_named_dataset
+    from promptrec.data.named import load_dataset
     from promptrec.data.preprocess import apply_threshold, id_rank, k_core
 
     d = suite.data
-    dataset = load_named_dataset(d.dataset, settings.model_copy(update={"min_rating": None}))
+    dataset = load_dataset(settings.model_copy(update={"min_rating": None}))
     frame = dataset.interactions
     if d.min_rating is not None:
         frame = apply_threshold(frame, d.min_rating)
@@ -323,6 +325,8 @@ class LLMRanker:
         self.history_items = s.history_items if self.history_items is None else self.history_items
         self.timeout_s = self.timeout_s or s.timeout_s
         self._data = data
+        self._encoder = data.settings.encoder
+        self.template = self.template.with_domain(data.settings.resolved_domain())
         backend = self._backend_factory(self.model, self.backend_name)
         self._reranker = make_reranker(
             data.settings, backend, self.template_name, n_candidates=self.n_candidates,

@@ -245,7 +245,8 @@ def _protocol_lines(s: dict[str, Any]) -> list[str]:
         tie = p["tie_rule"] + (f" (seed {p['tie_seed']})" if p.get("tie_seed") is not None else "")
         ks = ", ".join(f"@{k}" for k in p["ks"])
         lines += [
-            f"- split: {p['split']}; tie rule: **{tie}**",
+            f"- split: {p['split']}; rule that ran: {data.get('split', 'temporal')}; tie rule: **{tie}**; "
+            f"domain words: {data.get('domain', 'movies')}",
             f"- candidates: {p['n_candidates']} retrieved per user (what the LLM rankers rerank); cut-offs {ks}",
             f"- sample: test users {_sample_words(data.get('evaluated_users'), data.get('test_users'))}; "
             f"LLM rankers on {_sample_words(data.get('llm_users'), data.get('evaluated_users'))} of those; "

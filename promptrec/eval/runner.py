@@ -84,7 +84,9 @@ def run_protocol(suite: Suite) -> dict[str, Any]:
             "one is the test item, the second-to-last the validation item (calibration); users with "
             "fewer than 3 interactions are not evaluated. Every ranker ranks all catalog items "
             "(rerankers: their retrieved candidates), the user's history excluded; a target outside "
-            "the returned list scores 0."
+            "the returned list scores 0. A log without timestamps (or with all equal) has no "
+            "order: there the test and validation items are a seeded random hold-out per user "
+            "(data.split in the manifest says which rule ran) and the transitions source is off."
         ),
     }
 
@@ -235,6 +237,11 @@ def suite_settings(suite: Suite, settings: Settings | None = None) -> Settings:
     settings = settings or Settings()
     merged = _merge(settings.model_dump(), suite.settings)
     merged["dataset"] = suite.data.dataset
+    if suite.data.catalog is not None:
+        merged["data"] = {
+            **merged.get("data", {}), "name": suite.data.name,
+            "catalog": suite.data.catalog.model_dump(), "interactions": suite.data.interactions.model_dump(),
+        }
     merged["n_candidates"] = suite.protocol.n_candidates
     merged["split"] = {"tie_rule": suite.data.tie_rule, "tie_seed": suite.data.tie_seed}
     try:
@@ -381,7 +388,9 @@ def run_suite(
         with _progress(progress) as report:
             data = prepare_data(suite, settings, progress=report)
             manifest["data"] = {
-                "dataset": suite.data.dataset,
+                "dataset": settings.dataset_name(),
+                "split": data.split.rule,
+                "domain": settings.resolved_domain().name,
                 "interactions": int(len(data.frame)),
                 "users_in_log": int(data.frame["user_id"].nunique()),
                 "items": len(data.item_ids),

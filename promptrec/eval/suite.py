@@ -13,6 +13,13 @@
     min_rating = 4.0                   # optional implicit-feedback threshold
     log_users = 40                     # optional: shrink the log to a seeded sample of users (smoke runs)
     k_core = [5, 5]                    # optional: [user_k, item_k] core of the log, applied before the split
+    # Files of your own instead of a named data set (paths relative to the working directory;
+    # the options are those of `promptrec.data.load_catalog` / `load_interactions`):
+    # name = "shop"
+    # catalog = { path = "examples/shop/catalog.jsonl", text_fields = ["category", "brand"] }
+    # interactions = { path = "examples/shop/events.jsonl", timestamp_field = "time" }
+    # A log without timestamps (or with all equal) has no last item: the split is then a
+    # seeded random hold-out per user (the suite's seed), stated in the manifest and summary.
 
     [protocol]
     ks = [10]                          # cut-offs; the first is the headline
@@ -60,7 +67,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from promptrec.config import RetrievalSettings, TieRule
+from promptrec.config import CatalogFile, LogFile, RetrievalSettings, TieRule
 from promptrec.errors import PromptrecError
 from promptrec.eval.metrics import RANKING_METRICS
 
@@ -93,11 +100,20 @@ class DataSpec(_Strict):
     min_rating: float | None = None
     log_users: int | None = Field(default=None, ge=3)
     k_core: tuple[int, int] | None = None
+    name: str | None = None  # files of your own: the data's name (default: the log file's stem)
+    catalog: CatalogFile | None = None
+    interactions: LogFile | None = None
 
     @field_validator("users", mode="before")
     @classmethod
     def _users(cls, v: Any) -> Any:
         return _positive_or_all(v)
+
+    @model_validator(mode="after")
+    def _files(self) -> "DataSpec":
+        if (self.catalog is None) != (self.interactions is None):
+            raise ValueError("[data]: give both catalog and interactions files, or neither")
+        return self
 
 
 class ProtocolSpec(_Strict):

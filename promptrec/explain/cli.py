@@ -36,8 +36,8 @@ HELP = (
 )
 _GROUNDING_NOTE = {
     "ok": "grounded: the answer names only items from the evidence",
-    "regenerated": "regenerated once: the first answer named items outside the evidence",
-    "fallback": "fallback: the model's answers named items outside the evidence; this one is built from the evidence",
+    "regenerated": "regenerated once: the first answer failed the grounding check",
+    "fallback": "fallback: the model's answers failed the grounding check; this one is built from the evidence",
 }
 
 

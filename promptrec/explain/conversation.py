@@ -61,6 +61,7 @@ Grounding = Literal["ok", "regenerated", "fallback"]
 MAX_QUESTION_CHARS = 500
 MAX_NEW_TOKENS = 120
 MAX_ANSWER_CHARS = 1500
+UNCITED = "(names no item of your history)"  # why a "why" answer citing no history item is redone
 # A small model sometimes writes the next turn itself; the answer ends where one begins.
 _FAKE_TURN = re.compile(r"\n\s*(?:user|human|question|q|assistant|system)\s*[:\n]", re.IGNORECASE)
 _MARKERS = CHAT_MARKERS
@@ -189,6 +190,7 @@ class Conversation:
         titles: TitleIndex | None = None,
     ):
         self.rec = rec
+        self.domain = rec.settings.resolved_domain()
         self.user_id = str(user_id)
         rec.history(self.user_id)  # an unknown user fails here, before any model is loaded
         self._backend = backend
@@ -244,7 +246,7 @@ class Conversation:
         started = time.perf_counter()
         self.focus(item_id)
         assert self.evidence is not None
-        question = self.template.render("why_question", **evidence_variables(self.evidence))
+        question = self.template.render("why_question", **evidence_variables(self.evidence, self.domain))
         yield from self._answer(question, "why", stream=stream, started=started)
 
     def ask(self, question: str) -> Explanation:
@@ -340,7 +342,7 @@ class Conversation:
         """The context for one model call: the system message (evidence), kept turns, the question."""
         if self.evidence is None:
             raise PromptrecError("no item in focus: call why(item) first")
-        system = self.template.render("system", **evidence_variables(self.evidence))
+        system = self.template.render("system", **evidence_variables(self.evidence, self.domain))
         self._trim()
         msgs = [{"role": "system", "content": system}]
         msgs += [{"role": t.role, "content": t.content} for t in self.turns]
@@ -380,9 +382,10 @@ class Conversation:
         if self.evidence is None:
             raise PromptrecError("no item in focus: call why(item) first")
         evidence = self.evidence
-        variables = evidence_variables(evidence)
+        variables = evidence_variables(evidence, self.domain)
         ignore = self._ignore_phrases(question)
         history = self.rec.history(self.user_id)
+        history_ids = set(evidence.history_item_ids())
         checks: list[GroundingCheck] = []
         rejected: list[str] = []
         offending: list[str] = []
@@ -413,17 +416,22 @@ class Conversation:
                 cut = ends[-1] if ends else len(raw)
                 if cut > emitted:
                     yield StreamEvent("delta", raw[emitted:cut])
-            check = self.titles.check(text, self.allowed, ignore=ignore, history=history)
+            facts = "\n".join(m["content"] for m in msgs)
+            check = self.titles.check(text, self.allowed, ignore=ignore, history=history, facts=facts)
             checks.append(check)
-            if check.ok and text:
+            # A "why" answer must name at least one history item of the evidence, when there is one.
+            uncited = kind == "why" and bool(history_ids) and not check.cited_item_ids(history_ids)
+            if check.ok and text and not uncited:
                 grounding = "ok" if attempt == 1 else "regenerated"
                 break
             rejected.append(text)
-            for title in check.offending() or ["(empty answer)"]:
+            for title in check.offending() or [UNCITED if text else "(empty answer)"]:
                 if title not in offending:
                     offending.append(title)
             if stream and attempt == 1:
-                yield StreamEvent("retract", "that answer named " + ", ".join(offending) + ", not in your history")
+                named = [t for t in offending if t != UNCITED]
+                yield StreamEvent("retract", "that answer named " + ", ".join(named) + ", not in your history"
+                                  if named else "that answer named no item of your history")
             if attempt == 1:
                 user_message = self.template.render(
                     "retry", **variables, question=question, allowed_titles=self._allowed_titles(),
@@ -435,7 +443,6 @@ class Conversation:
         final_check = checks[-1] if grounding != "fallback" else self.titles.check(
             text, self.allowed, ignore=ignore, history=history
         )
-        history_ids = set(evidence.history_item_ids())
         explanation = Explanation(
             user_id=self.user_id,
             item_id=evidence.item.item_id,
@@ -481,7 +488,7 @@ def _title_index(rec: Recommender) -> TitleIndex:
     """One TitleIndex per recommender (its catalog is fixed at construction)."""
     index = _TITLE_INDEXES.get(rec)
     if index is None:
-        index = _TITLE_INDEXES[rec] = TitleIndex(rec.catalog)
+        index = _TITLE_INDEXES[rec] = TitleIndex(rec.catalog, rec.settings.resolved_domain())
     return index
 
 

@@ -9,8 +9,17 @@ scans an answer and returns a `GroundingCheck`:
   ids it may denote (a following "(year)" narrows a title shared by several items);
 * ``unsupported``: mentions of real catalog items none of which is in the allowed set (the
   evidence the model was shown): a leak or an irrelevant claim;
-* ``invented``: title-like text that is in no catalog: a quoted, capitalised phrase, or a
-  run of capitalised words followed by "(year)", that matches no catalog title.
+* ``invented``: title-like text that is in no catalog: a quoted, capitalised phrase, a
+  run of capitalised words followed by "(year)", or (any domain, no year needed) a run of two
+  or more capitalised words that is no catalog title, genre or attribute value (author,
+  brand...). Each such span is first matched against the catalog titles fuzzily (difflib,
+  over the titles sharing a word with it): a close match (`FUZZY_RATIO`) is a mention of
+  that title, not an invention;
+* ``misattributed``: allowed titles the answer says the user consumed ("you watched X",
+  "you bought X", "you listened to X": the domain's verbs, `Domain.consumption_verbs`)
+  though they are not in the user's history;
+* ``unsupported_claims``: numbers and years the answer states that the facts it was given
+  do not contain ("released in 1988" when the facts say 2004; "read by over 43 people").
 
 Prose is full of words that are also film titles ("heat", "now and then", "big"), so a
 catalog mention must be written like a title: every capitalised word of the catalog title
@@ -21,14 +30,22 @@ matched leniently, flagging strictly).
 
 from __future__ import annotations
 
+import difflib
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
 from promptrec.data.schema import Item
+
+if TYPE_CHECKING:  # pragma: no cover
+    from promptrec.config import Domain
+
+FUZZY_RATIO = 0.88  # difflib ratio above which a span is taken for a catalog title
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?![\w])")
 
 # Titles that are placeholders, not films (MovieLens-100K has an "unknown" item, spelt "unkonwn").
 PLACEHOLDER_TITLES = frozenset({"unknown", "unkonwn", "untitled", "n a"})
@@ -119,12 +136,14 @@ class GroundingCheck(BaseModel):
     mentions: list[TitleMention] = Field(default_factory=list)
     unsupported: list[TitleMention] = Field(default_factory=list)  # catalog titles outside the evidence
     invented: list[str] = Field(default_factory=list)  # title-like text in no catalog
-    # Allowed titles the answer says the user watched, though they are not in the user's history:
+    # Allowed titles the answer says the user consumed, though they are not in the user's history:
     misattributed: list[TitleMention] = Field(default_factory=list)
+    # Numbers and years the answer states that the facts do not contain:
+    unsupported_claims: list[str] = Field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.unsupported and not self.invented and not self.misattributed
+        return not self.unsupported and not self.invented and not self.misattributed and not self.unsupported_claims
 
     def cited_item_ids(self, among: Iterable[str] | None = None) -> list[str]:
         """Allowed item ids the answer names (in order of first mention), optionally only ``among``."""
@@ -141,7 +160,8 @@ class GroundingCheck(BaseModel):
     def offending(self) -> list[str]:
         """The offending titles as written, unsupported first (each once)."""
         out: list[str] = []
-        for text in [m.text for m in self.unsupported] + self.invented + [m.text for m in self.misattributed]:
+        for text in ([m.text for m in self.unsupported] + self.invented + [m.text for m in self.misattributed]
+                     + self.unsupported_claims):
             if text not in out:
                 out.append(text)
         return out
@@ -156,7 +176,11 @@ class _Entry:
 class TitleIndex:
     """Every catalog title in its normalised written forms (see the module doc)."""
 
-    def __init__(self, catalog: Mapping[str, Item] | Iterable[Item]):
+    def __init__(self, catalog: Mapping[str, Item] | Iterable[Item], domain: Domain | None = None):
+        from promptrec.config import DOMAIN_PRESETS
+
+        self.domain = domain or DOMAIN_PRESETS["generic"]
+        self._claims = _claim_pattern(self.domain.consumption_verbs())
         items = catalog.values() if isinstance(catalog, Mapping) else catalog
         self.items: dict[str, Item] = {}
         entries: dict[str, tuple[list[str], tuple[bool, ...]]] = {}
@@ -166,10 +190,21 @@ class TitleIndex:
                 ids, caps = entries.setdefault(variant, ([], capitals))
                 if item.item_id not in ids:
                     ids.append(item.item_id)
+                if caps != capitals:  # items sharing a form: a word must be capitalised only where all do
+                    entries[variant] = (ids, tuple(a and b for a, b in zip(caps, capitals)))
         self._entries = {v: _Entry(tuple(ids), caps) for v, (ids, caps) in entries.items()}
         # Genre names ("War", "Crime") are also titles in MovieLens; alone they read as genres.
         self.genres = {normalize_title(g) for item in self.items.values() for g in item.genres}
         self.max_tokens = min(MAX_TITLE_TOKENS, max((len(v.split()) for v in self._entries), default=1))
+        # Names that are not titles: attribute values (authors, brands), genres, the domain's nouns.
+        self.names = {normalize_title(v) for item in self.items.values() for v in item.attributes.values()}
+        self.names |= self.genres
+        # Words a list of genres or a noun phrase is made of ("Sci-Fi Action", "Running products").
+        self.name_words = {w for g in self.genres for w in g.split()} | {
+            w for word in (self.domain.item, self.domain.items, self.domain.audience) for w in normalize_title(word).split()
+        }
+        self._names_text = "\n".join(sorted(self.names))
+        self._by_word: dict[str, list[str]] | None = None  # word -> title forms, built on first fuzzy lookup
 
     @staticmethod
     def _forms(title: str) -> list[tuple[str, tuple[bool, ...]]]:
@@ -205,6 +240,51 @@ class TitleIndex:
             narrowed = [i for i in ids if self.items[i].year == int(year.group(1))]
             ids = narrowed or ids
         return ids
+
+    def fuzzy_lookup(self, text: str) -> list[str]:
+        """Item ids of the catalog title closest to ``text`` when it is close enough
+        (difflib ratio >= FUZZY_RATIO over the normalised forms); [] otherwise."""
+        norm = normalize_title(_YEAR.sub("", text))
+        if not norm:
+            return []
+        if norm in self._entries:
+            return list(self._entries[norm].item_ids)
+        if self._by_word is None:
+            self._by_word = {}
+            for form in self._entries:
+                for word in set(form.split()):
+                    if word not in JOINERS:
+                        self._by_word.setdefault(word, []).append(form)
+        pool: set[str] = set()
+        for word in set(norm.split()) - JOINERS:
+            forms = self._by_word.get(word, ())
+            if len(forms) <= 5000:
+                pool.update(forms)
+        best, best_ratio = None, 0.0
+        matcher = difflib.SequenceMatcher(autojunk=False)
+        matcher.set_seq2(norm)
+        for form in sorted(pool):
+            matcher.set_seq1(form)
+            if matcher.real_quick_ratio() < FUZZY_RATIO or matcher.quick_ratio() < FUZZY_RATIO:
+                continue
+            ratio = matcher.ratio()
+            if ratio > best_ratio:
+                best, best_ratio = form, ratio
+        if best is None or best_ratio < FUZZY_RATIO:
+            return []
+        return list(self._entries[best].item_ids)
+
+    def is_name(self, phrase: str) -> bool:
+        """Whether ``phrase`` is a known non-title name: an attribute value or a genre, whole or
+        its run of words ("Stephen King", "King"), or made only of genre words and the domain's
+        nouns ("Sci-Fi Action", "Running products")."""
+        norm = normalize_title(_YEAR.sub("", phrase))
+        words = [w for w in norm.split() if w not in JOINERS]
+        if not words:
+            return False
+        if norm in self.names or all(w in self.name_words for w in words):
+            return True
+        return re.search(rf"(?:^| ){re.escape(norm)}(?: |$)", self._names_text, flags=re.MULTILINE) is not None
 
     # ------------------------------------------------------------------ scanning
 
@@ -259,21 +339,28 @@ class TitleIndex:
         return TitleMention(text=answer[start:end], start=start, end=end, item_ids=ids, allowed=is_allowed)
 
     def find_invented(
-        self, answer: str, ignore: Iterable[str] = (), mentions: Iterable[TitleMention] = ()
+        self, answer: str, ignore: Iterable[str] = (), mentions: Iterable[TitleMention] = (),
+        near: list[TitleMention] | None = None, allowed: set[str] = frozenset(),
     ) -> list[str]:
         """Title-like phrases in ``answer`` that match no catalog title (see the module doc).
 
         ``mentions``: catalog mentions already found; a "(year)" right after one is not
-        another title.
+        another title. ``near``: when given, phrases close to a catalog title (`fuzzy_lookup`)
+        are appended to it as mentions (``allowed`` says which ids the evidence holds) instead
+        of being reported as invented.
         """
         skip = {normalize_title(s) for s in ignore if s}
+        mentions = list(mentions)
         mention_ends = [m.end for m in mentions]
+        spans = [(m.start, m.end) for m in mentions]
         out: list[str] = []
         seen: set[str] = set()  # normalised, year dropped: '"X" (2001)' is one title, not two
 
         def consider(phrase: str) -> None:
             phrase = phrase.strip().strip(" ,.;:!?-—")
             if not phrase:
+                return
+            if self.is_name(phrase):
                 return
             norm = normalize_title(_YEAR.sub("", phrase))
             if not norm or norm in skip:
@@ -286,6 +373,13 @@ class TitleIndex:
             if self._known_suffix(words) or norm in seen:
                 return
             seen.add(norm)
+            ids = self.fuzzy_lookup(phrase)
+            if ids:
+                if near is not None:
+                    start = answer.find(phrase)
+                    near.append(TitleMention(text=phrase, start=max(start, 0), end=max(start, 0) + len(phrase),
+                                             item_ids=ids, allowed=any(i in allowed for i in ids)))
+                return
             out.append(phrase)
 
         quotes: list[tuple[int, int]] = []
@@ -307,6 +401,11 @@ class TitleIndex:
             run = _capitalised_run_before(answer, toks, match.start())
             if run:
                 consider(f"{run} ({match.group(1)})")
+        # Unquoted, yearless title-like spans: runs of 2+ capitalised words outside quotes and mentions.
+        for start, end, run in _capitalised_runs(answer, toks):
+            if any(s < end and start < e for s, e in spans) or any(qs <= start < qe for qs, qe in quotes):
+                continue
+            consider(run)
         return out
 
     def _known_suffix(self, words: list[str]) -> bool:
@@ -322,8 +421,12 @@ class TitleIndex:
         allowed: Iterable[str],
         ignore: Iterable[str] = (),
         history: Iterable[str] | None = None,
+        facts: str | None = None,
     ) -> GroundingCheck:
         """Mentions, unsupported mentions (not in ``allowed`` ids) and invented titles of an answer.
+
+        ``facts``: the text the model was given (the evidence and the question); when given,
+        numbers and years the answer states that it does not hold are ``unsupported_claims``.
 
         ``ignore``: phrases that are not titles even when quoted (genre names, the question).
         ``history``: the user's item ids; when given, an allowed title the answer says the
@@ -331,24 +434,59 @@ class TitleIndex:
         """
         allowed_set = set(allowed)
         mentions = self.find_mentions(answer, allowed_set)
+        near: list[TitleMention] = []
+        invented = self.find_invented(answer, ignore, mentions, near=near, allowed=allowed_set)
+        mentions = sorted(mentions + near, key=lambda m: m.start)
         unsupported = [m for m in mentions if not m.allowed]
-        invented = self.find_invented(answer, ignore, mentions)
         misattributed = []
         if history is not None:
             seen = set(history)
             misattributed = [
                 m for m in mentions
-                if m.allowed and not seen.intersection(m.item_ids) and _claims_watched(answer, m.start)
+                if m.allowed and not seen.intersection(m.item_ids) and _claims_watched(answer, m.start, self._claims)
             ]
+        claims = []
+        if facts is not None:
+            spans = [(m.start, m.end) for m in mentions]
+            for phrase in invented:  # an invented title's own "(2001)" is part of that claim
+                start = answer.find(phrase)
+                if start >= 0:
+                    end = start + len(phrase)
+                    end += len(answer[end:]) - len(answer[end:].lstrip("\"”’'*_"))
+                    year = _YEAR.match(answer, end)
+                    spans.append((start, year.end() if year else end))
+            claims = unsupported_numbers(answer, facts, spans)
         return GroundingCheck(mentions=mentions, unsupported=unsupported, invented=invented,
-                              misattributed=misattributed)
+                              misattributed=misattributed, unsupported_claims=claims)
 
 
-_WATCHED = re.compile(
-    r"\b(?:you|i|the user|they|he|she)(?:'ve|\s+have|\s+had|\s+already|\s+also|\s+just|\s+recently|\s+both)*"
-    r"\s+(?:watched|saw|seen|liked|loved|enjoyed|rated|viewed)\b",
-    re.IGNORECASE,
-)
+def _claim_pattern(verbs: Iterable[str]) -> re.Pattern[str]:
+    """"you (have|already|...) <verb>" for the domain's consumption verbs ("watched", "bought", "listened to")."""
+    alternatives = "|".join(r"\s+".join(re.escape(w) for w in v.split()) for v in verbs)
+    return re.compile(
+        r"\b(?:you|i|the user|they|he|she)(?:'ve|\s+have|\s+had|\s+already|\s+also|\s+just|\s+recently|\s+both)*"
+        rf"\s+(?:{alternatives})\b",
+        re.IGNORECASE,
+    )
+
+
+def unsupported_numbers(answer: str, facts: str, spans: Iterable[tuple[int, int]] = ()) -> list[str]:
+    """Numbers (and years) in ``answer`` that ``facts`` does not contain, outside the given
+    (start, end) spans (titles); a list marker ("1." opening a line) is not a claim."""
+    known = {m.group(0).replace(",", "") for m in _NUMBER.finditer(facts)}
+    spans = list(spans)
+    out: list[str] = []
+    for match in _NUMBER.finditer(answer):
+        start, end = match.span()
+        if any(s <= start and end <= e for s, e in spans):
+            continue
+        line_start = answer.rfind("\n", 0, start) + 1
+        if not answer[line_start:start].strip() and re.match(r"[.)]\s", answer[end : end + 2]):
+            continue  # "1. ..." opening a line: a list marker
+        value = match.group(0).replace(",", "")
+        if value not in known and match.group(0) not in out:
+            out.append(match.group(0))
+    return out
 _CLAUSE_BREAK = re.compile(
     r"[.!?;\n]|\b(?:so|recommend\w*|suggest\w*|because|but|which|that|led|leads?|therefore|thus|why|might"
     r"|may|will|would)\b",
@@ -356,12 +494,54 @@ _CLAUSE_BREAK = re.compile(
 )
 
 
-def _claims_watched(text: str, start: int) -> bool:
-    """Whether the clause leading up to ``start`` says someone watched what follows."""
+def _claims_watched(text: str, start: int, pattern: re.Pattern[str]) -> bool:
+    """Whether the clause leading up to ``start`` says someone consumed what follows."""
     before = text[max(0, start - 160) : start]
     breaks = list(_CLAUSE_BREAK.finditer(before))
     clause = before[breaks[-1].end() :] if breaks else before
-    return bool(_WATCHED.search(clause))
+    return bool(pattern.search(clause))
+
+
+def _capitalised_runs(text: str, toks: list[tuple[str, int, int]]) -> list[tuple[int, int, str]]:
+    """Runs of 2+ capitalised words (joiners like "of the" inside allowed) within one clause;
+    a sentence's first word only counts when the word after it is capitalised too."""
+    out: list[tuple[int, int, str]] = []
+    n = 0
+    while n < len(toks):
+        word = text[toks[n][1] : toks[n][2]]
+        if not (word[:1].isupper() or word[:1].isdigit()) or toks[n][0] in JOINERS:
+            n += 1
+            continue
+        if toks[n][0] in ("i", "you"):
+            n += 1
+            continue
+        if _SENTENCE_END.search(text[: toks[n][1]]):
+            # "Because ...": a capital that opens a sentence says nothing unless the next word has one too
+            nxt = text[toks[n + 1][1] : toks[n + 1][2]] if n + 1 < len(toks) else ""
+            if not (nxt[:1].isupper() or nxt[:1].isdigit()) or toks[n + 1][0] in JOINERS | {"i"}:
+                n += 1
+                continue
+        last, m = n, n + 1
+        while m < len(toks) and m - n < MAX_TITLE_TOKENS:
+            gap = text[toks[m - 1][2] : toks[m][1]]
+            if gap.strip(" :'’-–&") or "\n" in gap:
+                break
+            nxt = text[toks[m][1] : toks[m][2]]
+            if toks[m][0] == "i":
+                break  # the pronoun "I" ends a run: "So I recommend"
+            if nxt[:1].isupper() or nxt[:1].isdigit():
+                last = m
+            elif toks[m][0] not in JOINERS:
+                break
+            m += 1
+        capitals = sum(
+            1 for k in range(n, last + 1)
+            if text[toks[k][1]:toks[k][2]][:1].isupper() and toks[k][0] not in JOINERS
+        )
+        if capitals >= 2:
+            out.append((toks[n][1], toks[last][2], text[toks[n][1] : toks[last][2]]))
+        n = last + 1
+    return out
 
 
 def _is_quoted(text: str, start: int, end: int) -> bool:

@@ -25,9 +25,11 @@ from typing import Any
 
 import jinja2
 
+from promptrec.config import DOMAIN_PRESETS, Domain
 from promptrec.explain.evidence import Evidence
 from promptrec.ranker.prompts import (
     PromptError,
+    domain_namespace,
     make_environment,
     resolve_template_path,
     sanitize_text,
@@ -52,8 +54,9 @@ def _english_list(values: list[str]) -> str:
     return ", ".join(values[:-1]) + " and " + values[-1]
 
 
-def evidence_variables(evidence: Evidence) -> dict[str, Any]:
-    """What a template sees of the evidence (all strings sanitised)."""
+def evidence_variables(evidence: Evidence, domain: Domain | None = None) -> dict[str, Any]:
+    """What a template sees of the evidence (all strings sanitised), and ``domain``: the
+    catalog's nouns and verbs (`promptrec.config.Domain`; the generic words when None)."""
     item = evidence.item
     related = []
     for r in evidence.related:
@@ -67,9 +70,9 @@ def evidence_variables(evidence: Evidence) -> dict[str, Any]:
                 "text_similarity": r.text_similarity,
                 "behaviour_similarity": r.behaviour_similarity,
                 "co_occurrence": r.co_occurrence,
-                # Plain-language flags a small model can use:
-                "similar_viewers": r.behaviour_similarity >= 0.3 or r.co_occurrence > 0,
-                "watched_together": r.co_occurrence > 0,
+                # Plain-language flags a small model can use (domain-neutral names):
+                "same_audience": r.behaviour_similarity >= 0.3 or r.co_occurrence > 0,
+                "often_together": r.co_occurrence > 0,
                 "similar_description": r.text_similarity >= 0.5,
             }
         )
@@ -90,7 +93,9 @@ def evidence_variables(evidence: Evidence) -> dict[str, Any]:
         "probability": None if s.probability is None else round(s.probability, 2),
         "llm_score": None if s.llm_score is None else round(s.llm_score, 3),
     }
+    words = (domain or DOMAIN_PRESETS["generic"]).template_vars()
     return {
+        "domain": domain_namespace({k: safe_title(v, 40) if isinstance(v, str) else v for k, v in words.items()}),
         "item": {
             "title": safe_title(item.title),
             "genres": [safe_title(g, 40) for g in item.genres],

@@ -20,7 +20,10 @@ Template format (``prompts/rerank/*.j2``)::
   ``{{ candidate.title }}``).
 * The backend applies the model's chat template to the system and user messages
   (`LLMBackend.render_chat`), then the assistant prefix is appended verbatim.
-* Variables: ``history`` (list of ``{title, text}``, oldest first, may be empty),
+* Variables: ``domain`` (the catalog's words: ``item``, ``items``, ``Item``, ``a_item``,
+  ``verb_past``, ``verb_present``, ``audience``, ``has_year``; `promptrec.config.Domain`,
+  bound with `RerankTemplate.with_domain`, the generic words when unbound),
+  ``history`` (list of ``{title, text}``, oldest first, may be empty),
   ``candidates`` (list of ``{label, index, title, text}``; letters), ``candidate``
   (one such entry; yesno and likelihood), ``n_candidates``. Every string is already
   sanitised (`sanitize_text`): item text is untrusted.
@@ -33,11 +36,14 @@ Template format (``prompts/rerank/*.j2``)::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import re
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Literal
 
 import jinja2
@@ -186,6 +192,14 @@ class RerankTemplate:
     hash: str
     path: Path | None = None
     _template: jinja2.Template = field(repr=False, compare=False, default=None)  # type: ignore[assignment]
+    domain: dict[str, Any] | None = field(default=None, compare=False)  # None: the generic words
+
+    def with_domain(self, domain: Any) -> "RerankTemplate":
+        """This template with the domain's words bound (a `Domain` or its `template_vars()`);
+        the hash then covers them too, since they change the prompt text."""
+        words = domain.template_vars() if hasattr(domain, "template_vars") else dict(domain)
+        digest = template_hash(self.source + "\x1e" + json.dumps(words, sort_keys=True))
+        return dataclasses.replace(self, domain=words, hash=digest)
 
     @classmethod
     def from_string(cls, source: str, name: str = "<string>", path: Path | None = None) -> "RerankTemplate":
@@ -235,6 +249,7 @@ class RerankTemplate:
 
     def render(self, **variables: Any) -> RenderedPrompt:
         """Render with the given variables (see the module doc); errors name the file."""
+        variables = {"domain": domain_namespace(self.domain or _generic_domain()), **variables}
         try:
             if "user" in self._template.blocks:
                 user = self._render_block("user", variables) or ""
@@ -259,6 +274,17 @@ class RerankTemplate:
             raise PromptError(f"{self.origin}: the user message rendered empty")
         return RenderedPrompt(user=user, system=system or None, assistant_prefix=assistant,
                               continuation=continuation)
+
+
+def domain_namespace(words: dict[str, Any]) -> SimpleNamespace:
+    """Domain words as templates read them (``domain.items``: a dict's ``items`` would be its method)."""
+    return SimpleNamespace(**words)
+
+
+def _generic_domain() -> dict[str, Any]:
+    from promptrec.config import DOMAIN_PRESETS
+
+    return DOMAIN_PRESETS["generic"].template_vars()
 
 
 def resolve_template_path(name_or_path: str | Path, prompts_dir: Path | None = None, kind: str = "rerank") -> Path:

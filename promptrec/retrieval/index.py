@@ -74,6 +74,9 @@ class IndexManifest(BaseModel):
     text_sync: SyncReport
     behaviour_sync: SyncReport
     split: SplitSettings = SplitSettings()  # the tie rule the histories were ordered by
+    # "time": histories are time-ordered; "none": order-free data (no timestamps), whose
+    # transitions source is not used (its histories are only in item id order).
+    history_order: str = "time"
 
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -148,12 +151,13 @@ class RetrievalIndex:
         namespace: str,
         progress: ProgressFn | None = None,
         rebuild: bool = False,
+        history_order: str = "time",
     ) -> RetrievalIndex:
         """Create or update the index. Text vectors are upserted only for items whose text
         changed; behaviour vectors are refitted only when the interaction log changed."""
         index_dir = ensure_dir(settings.resolved_index_dir(), "index folder")
         with file_lock(index_dir / LOCK, f"the index in {index_dir}"):
-            return cls._build(items, histories, settings, namespace, progress, rebuild)
+            return cls._build(items, histories, settings, namespace, progress, rebuild, history_order)
 
     @classmethod
     def _build(
@@ -164,6 +168,7 @@ class RetrievalIndex:
         namespace: str,
         progress: ProgressFn | None,
         rebuild: bool,
+        history_order: str = "time",
     ) -> RetrievalIndex:
         started = time.perf_counter()
         index_dir = settings.resolved_index_dir()
@@ -262,6 +267,7 @@ class RetrievalIndex:
             text_sync=text_sync,
             behaviour_sync=behaviour_sync,
             split=settings.split,
+            history_order=history_order,
         )
         atomic_write_text(index_dir / MANIFEST, manifest.model_dump_json(indent=1))
         return cls._load(manifest, settings, encoder)
