@@ -247,7 +247,7 @@ rankers = ["popularity"]
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
     assert manifest["data"]["split"] == "random-holdout seed=0" and manifest["data"]["domain"] == "generic"
     assert manifest["data"]["evaluated_users"] == 24 and result.complete
-    assert "random hold-out" in manifest["protocol"]
+    assert "random hold-out" in manifest["protocol"]["text"]
 
 
 # ---------------------------------------------------------------------------- Book-Crossing
