@@ -140,6 +140,64 @@ def _permutations(n: int, count: int, mode: str, seed: int) -> list[list[int]]:
     return orders
 
 
+# --------------------------------------------------------------------------- prompt builders
+# One way to build a strategy's prompts, called by the strategies at inference and by
+# `promptrec.ranker.tuning` at training time, so a tuned model sees exactly the served prompts.
+
+
+def build_letters_prompts(backend: LLMBackend, template: RerankTemplate, history: list[ItemView],
+                          candidates: list[ItemView], orders: list[list[int]]) -> tuple[list[str], list[int]]:
+    """One letters prompt per order (``order[pos]`` = the candidate shown under the pos-th letter)
+    and the token ids of the letters A, B, ... in the form they take after the prompt."""
+    n = len(candidates)
+    labels = [candidate_label(i) for i in range(n)]
+    prompts = []
+    for order in orders:
+        shown = [_candidate_var(candidates[c], pos, labels[pos]) for pos, c in enumerate(order)]
+        rendered = template.render(history=_history_vars(history), candidates=shown, n_candidates=n)
+        prompts.append(_prompt_text(backend, rendered))
+    # Every permutation's prompt ends with the same assistant prefix, hence the same label form.
+    label_ids = backend.label_token_ids([label_form(prompts[0], lab) for lab in labels])
+    return prompts, label_ids
+
+
+def build_yesno_prompts(backend: LLMBackend, template: RerankTemplate, history: list[ItemView],
+                        candidates: list[ItemView], yes: str = "Yes", no: str = "No") -> tuple[list[str], list[int]]:
+    """One yes/no prompt per candidate and the token ids of (Yes, No) after them."""
+    prompts = []
+    for i, view in enumerate(candidates):
+        rendered = template.render(history=_history_vars(history), candidate=_candidate_var(view, i),
+                                   candidates=[], n_candidates=len(candidates))
+        prompts.append(_prompt_text(backend, rendered))
+    forms = {label_form(p, yes) for p in prompts}
+    if len(forms) != 1:
+        raise ValueError(f"template {template.name}: candidate prompts end differently; keep the question's end fixed")
+    ids = backend.label_token_ids([label_form(prompts[0], yes), label_form(prompts[0], no)])
+    return prompts, ids
+
+
+def build_likelihood_prompts(backend: LLMBackend, template: RerankTemplate,
+                             history: list[ItemView], candidates: list[ItemView]) -> tuple[str, list[str]]:
+    """The shared prompt (prefix) and each candidate's continuation text, as scored."""
+    prefix = None
+    continuations = []
+    for i, view in enumerate(candidates):
+        rendered = template.render(history=_history_vars(history), candidate=_candidate_var(view, i),
+                                   candidates=[], n_candidates=len(candidates))
+        text = _prompt_text(backend, rendered)
+        if prefix is None:
+            prefix = text
+        elif text != prefix:
+            raise ValueError(
+                f"template {template.name}: the likelihood prompt must not depend on the candidate; "
+                "put the candidate in the 'continuation' block only"
+            )
+        cont = (rendered.continuation or view.title).strip()
+        continuations.append(label_form(text, cont))
+    assert prefix is not None
+    return prefix, continuations
+
+
 # --------------------------------------------------------------------------- strategies
 
 
@@ -164,14 +222,7 @@ class LettersStrategy:
         if n > 26:
             raise ValueError(f"the letters strategy labels 26 candidates at most, got {n}")
         orders = _permutations(n, self.permutations, self.permutation_mode, self.seed)
-        labels = [candidate_label(i) for i in range(n)]
-        prompts = []
-        for order in orders:
-            shown = [_candidate_var(candidates[c], pos, labels[pos]) for pos, c in enumerate(order)]
-            rendered = template.render(history=_history_vars(history), candidates=shown, n_candidates=n)
-            prompts.append(_prompt_text(backend, rendered))
-        # Every permutation's prompt ends with the same assistant prefix, hence the same label form.
-        label_ids = backend.label_token_ids([label_form(prompts[0], lab) for lab in labels])
+        prompts, label_ids = build_letters_prompts(backend, template, history, candidates, orders)
         logp = np.asarray(backend.next_token_logprobs(prompts, label_ids), dtype=np.float64)  # (P, n)
         mass = np.exp(logp).sum(axis=1)
         renorm = logp - np.log(np.maximum(mass, 1e-300))[:, None]
@@ -206,31 +257,15 @@ class LikelihoodStrategy:
 
     def _prefix_and_continuations(self, backend: LLMBackend, template: RerankTemplate,
                                   history: list[ItemView], candidates: list[ItemView]) -> tuple[str, list[str]]:
-        prefix = None
-        continuations = []
-        for i, view in enumerate(candidates):
-            rendered = template.render(history=_history_vars(history), candidate=_candidate_var(view, i),
-                                       candidates=[], n_candidates=len(candidates))
-            text = _prompt_text(backend, rendered)
-            if prefix is None:
-                prefix = text
-            elif text != prefix:
-                raise ValueError(
-                    f"template {template.name}: the likelihood prompt must not depend on the candidate; "
-                    "put the candidate in the 'continuation' block only"
-                )
-            cont = (rendered.continuation or view.title).strip()
-            continuations.append(label_form(text, cont))
-        assert prefix is not None
-        return prefix, continuations
+        return build_likelihood_prompts(backend, template, history, candidates)
 
     def score(self, backend: LLMBackend, template: RerankTemplate, history: list[ItemView],
               candidates: list[ItemView]) -> StrategyResult:
         _check_template(template, self.name)
         if not candidates:
             return StrategyResult(strategy=self.name, scores=[], prompt_tokens=0, n_prompts=0)
-        with_prefix, conts = self._prefix_and_continuations(backend, template, history, candidates)
-        without_prefix, conts0 = self._prefix_and_continuations(backend, template, [], candidates)
+        with_prefix, conts = build_likelihood_prompts(backend, template, history, candidates)
+        without_prefix, conts0 = build_likelihood_prompts(backend, template, [], candidates)
         lp_with = np.asarray(backend.continuation_logprobs(with_prefix, conts), dtype=np.float64)
         lp_without = np.asarray(backend.continuation_logprobs(without_prefix, conts0), dtype=np.float64)
         scores = lp_with - lp_without
@@ -261,15 +296,7 @@ class YesNoStrategy:
         _check_template(template, self.name)
         if not candidates:
             return StrategyResult(strategy=self.name, scores=[], prompt_tokens=0, n_prompts=0)
-        prompts = []
-        for i, view in enumerate(candidates):
-            rendered = template.render(history=_history_vars(history), candidate=_candidate_var(view, i),
-                                       candidates=[], n_candidates=len(candidates))
-            prompts.append(_prompt_text(backend, rendered))
-        forms = {label_form(p, self.yes) for p in prompts}
-        if len(forms) != 1:
-            raise ValueError(f"template {template.name}: candidate prompts end differently; keep the question's end fixed")
-        ids = backend.label_token_ids([label_form(prompts[0], self.yes), label_form(prompts[0], self.no)])
+        prompts, ids = build_yesno_prompts(backend, template, history, candidates, self.yes, self.no)
         logp = np.asarray(backend.next_token_logprobs(prompts, ids), dtype=np.float64)  # (n, 2)
         mass = np.exp(logp).sum(axis=1)
         health = OutputHealth(label_mass=float(mass.mean()), min_label_mass=float(mass.min()))
