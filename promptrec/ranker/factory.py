@@ -10,21 +10,31 @@ def make_backend(settings: Settings) -> LLMBackend:
     """The generator named in settings, on the configured backend."""
     from promptrec.assets import resolve_model
 
+    from promptrec.ranker.tuning import resolve_tuned
+
     kind = settings.ranker.backend
+    tuned = resolve_tuned(settings)  # the LoRA adapter of `promptrec train ranker`, if any
+    # vLLM serves the merged folder (weights and tokenizer); transformers loads the adapter.
+    served = {"model_path": tuned.merged_path, "model_id": tuned.model_id} if tuned else {}
     if kind == "vllm-server":
         from promptrec.ranker.backends.vllm_server import VLLMServerBackend
 
-        return VLLMServerBackend.from_settings(settings)
-    path = resolve_model(settings.generator, settings)
-    if kind == "transformers":
+        backend = VLLMServerBackend.from_settings(settings, **served)
+    elif kind == "transformers":
         from promptrec.ranker.backends.transformers_backend import TransformersBackend
 
-        return TransformersBackend(path, model_id=settings.generator, device=settings.device)
-    if kind == "vllm-engine":
+        backend = TransformersBackend(
+            resolve_model(settings.generator, settings), model_id=tuned.model_id if tuned else settings.generator,
+            device=settings.device, adapter=tuned.adapter_path if tuned else None,
+        )
+    elif kind == "vllm-engine":
         from promptrec.ranker.backends.vllm_engine import VLLMEngineBackend
 
-        return VLLMEngineBackend.from_settings(settings)
-    raise ValueError(f"unknown ranker.backend {kind!r}")
+        backend = VLLMEngineBackend.from_settings(settings, **served)
+    else:
+        raise ValueError(f"unknown ranker.backend {kind!r}")
+    backend.adapter = tuned.manifest if tuned else None
+    return backend
 
 
 def make_reranker(settings: Settings, backend: LLMBackend, template: str | None = None):
@@ -34,7 +44,10 @@ def make_reranker(settings: Settings, backend: LLMBackend, template: str | None 
     options = {"permutations": settings.ranker.permutations}
     from promptrec.ranker.prompts import load_template
 
+    from promptrec.ranker.tuning import check_template
+
     loaded = load_template(template or settings.ranker.template)
+    check_template(backend, loaded)
     return LLMReranker(
         backend,
         loaded,

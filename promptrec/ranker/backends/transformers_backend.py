@@ -76,6 +76,7 @@ class TransformersBackend(TokenizerOps):
         max_batch: int = 16,
         reuse_prefix: bool = True,
         fp32_head: bool = True,
+        adapter: str | Path | None = None,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -91,6 +92,11 @@ class TransformersBackend(TokenizerOps):
         self.model.to(self.device)
         self.model.eval()
         self.fp32_head = fp32_head and self.dtype != torch.float32 and self._float32_head()
+        if adapter is not None:  # a LoRA adapter (`promptrec train ranker`), applied unmerged
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(self.model, str(adapter))
+            self.model.eval()
         self._pad_id = self._find_pad_id()
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"

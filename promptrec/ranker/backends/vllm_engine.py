@@ -176,14 +176,15 @@ class VLLMEngineBackend(TokenizerOps):
         from ``settings.ranker.vllm``."""
         from promptrec.assets import resolve_model
 
-        path = resolve_model(settings.generator, settings)
+        path = kwargs.pop("model_path", None) or resolve_model(settings.generator, settings)
+        model_id = kwargs.pop("model_id", None) or settings.generator
         options: dict[str, Any] = {}
         data = settings.ranker.vllm.model_dump()
         for key in (*DEFAULT_ENGINE_OPTIONS, "enable_prefix_caching"):
             if key in data:
                 options[key] = data[key]
         options.update(kwargs)
-        return cls(path, model_id=settings.generator, **options)
+        return cls(path, model_id=model_id, **options)
 
     def close(self) -> None:
         """Stop the engine's worker processes (the backend is unusable afterwards)."""
