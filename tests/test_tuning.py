@@ -136,3 +136,28 @@ def test_resume_continues_from_the_checkpoint(setup):
     with pytest.raises(Exception, match="--fresh"):
         train_ranker(setup["train"], setup["split"].validation_items(), settings,
                      CONFIG.model_copy(update={"lr": 1e-3}), adapter_dir(settings), key=setup["key"])
+
+
+@pytest.mark.vllm
+def test_vllm_engine_serves_the_tuned_model_from_settings(setup):
+    """`ranker.backend = "vllm-engine"` with the adapter beside the index: the factory starts the
+    engine on the merged folder, under the tuned model id, with the tuned model's scores."""
+    from test_backend_contract import SCORE_TOL, require_vllm
+
+    require_vllm()
+    from promptrec.ranker.backends.transformers_backend import TransformersBackend
+    from promptrec.ranker.factory import make_backend, make_reranker
+    from ranker_support import model_dir
+
+    settings, tuned = setup["settings"], resolve_tuned(setup["settings"])
+    ranker = settings.ranker.model_copy(update={
+        "backend": "vllm-engine", "vllm": settings.ranker.vllm.model_copy(update={"dtype": "float32"})})
+    engine = make_backend(settings.model_copy(update={"ranker": ranker}))
+    try:
+        assert engine.model_id == tuned.model_id and engine.model_path == tuned.merged_path
+        exact = TransformersBackend(model_dir(), device="cpu", dtype="float32", adapter=tuned.adapter_path)
+        got = make_reranker(settings, engine).score(setup["history"], setup["probe"]).scores
+        want = make_reranker(settings, exact).score(setup["history"], setup["probe"]).scores
+        assert np.abs(np.subtract(got, want)).max() < SCORE_TOL
+    finally:
+        engine.close()
