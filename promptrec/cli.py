@@ -264,7 +264,7 @@ def train_ranker_command(
     from promptrec.data.named import load_named_dataset
     from promptrec.data.preprocess import temporal_split
     from promptrec.ranker.prompts import load_template
-    from promptrec.ranker.tuning import TuningConfig, adapter_dir, expected_key, data_fingerprint, train_ranker
+    from promptrec.ranker.tuning import TuningConfig, adapter_dir, expected_key, train_ranker
     from promptrec.recommender import Recommender
 
     settings = Settings()

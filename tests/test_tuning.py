@@ -4,7 +4,6 @@ trip through the serving factory, resuming, and refusal of a mismatched adapter.
 
 from __future__ import annotations
 
-import random
 
 import numpy as np
 import pytest

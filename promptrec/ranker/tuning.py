@@ -625,9 +625,8 @@ def train_ranker(
 
     def checkpoint(loss: float | None) -> bool:
         """Evaluate, keep the best adapter, write the checkpoint; True when training should stop."""
-        report("evaluating", 0, len(eval_users))
         ndcg = trainer.evaluate(rec, eval_users, validation_targets, eval_cache)
-        report("evaluating", len(eval_users), len(eval_users))
+        report("evaluations", 1, 1 + math.ceil(total / config.eval_every))
         stats.evals.append(EvalPoint(examples=stats.examples_seen, ndcg=ndcg, loss=loss))
         if stats.zero_shot_ndcg is None:
             stats.zero_shot_ndcg = ndcg

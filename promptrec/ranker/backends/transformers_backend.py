@@ -92,14 +92,15 @@ class TransformersBackend(TokenizerOps):
         self.model.to(self.device)
         self.model.eval()
         self.fp32_head = fp32_head and self.dtype != torch.float32 and self._float32_head()
-        if adapter is not None:  # a LoRA adapter (`promptrec train ranker`), applied unmerged
+        self._pad_id = self._find_pad_id()
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        if adapter is not None:  # a LoRA adapter (`promptrec train ranker`), applied unmerged (after the
+            # signature check above: peft's forward takes **kwargs)
             from peft import PeftModel
 
             self.model = PeftModel.from_pretrained(self.model, str(adapter))
             self.model.eval()
-        self._pad_id = self._find_pad_id()
-        params = inspect.signature(self.model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
 
     @classmethod
     def from_settings(cls, settings: "Settings", **kwargs: Any) -> "TransformersBackend":
