@@ -33,6 +33,8 @@ data_app = typer.Typer(help="Named data sets.", no_args_is_help=True)
 models_app = typer.Typer(help="Named models (generators and encoders).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+train_app = typer.Typer(help="Train the learned parts: the retriever and the ranker.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
 
 
 def _mount_subcommands() -> None:
@@ -254,6 +256,71 @@ def calibrate(
     )
     for name, weight in zip(calibrator.feature_names, calibrator.weights):
         console.print(f"  {name:<22} {weight:+.3f}")
+
+
+@train_app.command("ranker")
+def train_ranker_command(
+    template: Optional[str] = typer.Option(None, help="The rerank template to tune for (default: settings)."),
+    examples: int = typer.Option(256, help="Training examples (history prefix, next item) from the training split."),
+    epochs: int = typer.Option(1),
+    eval_users: int = typer.Option(32, help="Validation users scored by NDCG@10 for early stopping."),
+    eval_every: int = typer.Option(64, help="Examples between evaluations and checkpoints."),
+    patience: int = typer.Option(3, help="Evaluations without improvement before stopping (0: never stop early)."),
+    lr: float = typer.Option(5e-4, help="AdamW learning rate of the LoRA weights."),
+    history_items: Optional[int] = typer.Option(None, help="History items in a prompt (default: settings)."),
+    batch_size: Optional[int] = typer.Option(None, help="Examples per forward pass (default: 1 on CPU, 8 on CUDA)."),
+    dtype: Optional[str] = typer.Option(None, help="bfloat16 | float16 | float32 (default: by device)."),
+    seed: int = typer.Option(0),
+    fresh: bool = typer.Option(False, help="Discard a checkpoint instead of resuming from it."),
+    calibrate_users: int = typer.Option(100, help="Refit the calibration for the tuned model on this many validation users (0: skip)."),
+) -> None:
+    """LoRA-tune the generator to rerank the retriever's candidates (saved beside the index)."""
+    from promptrec.data.named import load_dataset
+    from promptrec.data.preprocess import temporal_split
+    from promptrec.ranker.tuning import TuningConfig, adapter_dir, expected_key, train_ranker, tuning_template
+    from promptrec.recommender import Recommender
+
+    settings = Settings()
+    try:
+        loaded = tuning_template(settings, template)
+        main = _recommender(build=False)
+        split = temporal_split(load_dataset(settings).interactions, settings.split.tie_rule, settings.split.tie_seed)
+        config = TuningConfig(
+            template=loaded.name, examples=examples, epochs=epochs, eval_users=eval_users, eval_every=eval_every,
+            patience=patience or None, lr=lr, history_items=history_items or settings.ranker.history_items,
+            n_candidates=settings.n_candidates, batch_size=batch_size, dtype=dtype, seed=seed,
+            device=settings.device, permutations=1,
+        )
+        folder = adapter_dir(settings, loaded.name)
+        key = expected_key(settings, loaded, main.index.manifest)
+        with progress_bars() as report:
+            train = Recommender.from_interactions(
+                main.items, split.history_for_validation(),
+                settings.model_copy(update={"index_dir": settings.resolved_index_dir() / "validation"}),
+                namespace=f"{settings.dataset_name()}-validation", progress=report,
+            )
+            result = train_ranker(train, split.validation_items(), settings, config, folder, key=key,
+                                  fresh=fresh, progress=report)
+    except PromptrecError as exc:
+        fail(exc)
+    st = result.manifest.stats
+    console.print(
+        f"tuned {settings.generator} for template {loaded.name} on {st.examples_seen} examples "
+        f"({st.optimizer_steps} steps, {st.inserted_rate:.0%} with the true item inserted: retrieval missed it; "
+        f"{st.mean_prompt_tokens:.0f} tokens an example) in {st.seconds:.0f} s, peak memory {st.peak_memory_mb:.0f} MB, "
+        f"{st.device} {st.dtype}{' (resumed at ' + str(result.resumed_from) + ')' if result.resumed_from else ''}"
+    )
+    for e in st.evals:
+        console.print(f"  after {e.examples:>5} examples: validation NDCG@10 {e.ndcg:.4f}")
+    console.print(
+        f"best {st.best_ndcg:.4f} after {st.best_examples} examples (zero-shot {st.zero_shot_ndcg:.4f}) "
+        f"→ {result.folder} (model id {result.manifest.model_id})"
+    )
+    if settings.ranker.adapter in (None, "none", "") and calibrate_users:
+        console.print("[yellow]ranker.adapter is none: the calibration is not refit for the tuned model[/]")
+    elif calibrate_users:
+        console.print(f"refitting the calibration for {result.manifest.model_id} on {calibrate_users} validation users")
+        calibrate(users=calibrate_users, template=loaded.name, seed=seed)
 
 
 @app.command()

@@ -102,6 +102,9 @@ class RankerSettings(_Section):
     history_items: int = Field(10, ge=0)  # the most recent history items shown in a prompt
     timeout_s: float | None = Field(120.0, gt=0)  # past this the result falls back to the retrieval order; None: wait
     calibrate: bool = True  # use the fitted calibration when one matches; else raw LLM order
+    # The LoRA adapter of `promptrec train ranker`: "auto" (the one beside the index for this
+    # template and generator, when trained), a folder, or "none" (the base model).
+    adapter: str | None = "auto"
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
 
 

@@ -91,7 +91,12 @@ class ServerOptions:
             values["served_model_name"] = data["served_model_name"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "model_path" not in values:
-            values["model_path"] = Path(resolve_model(settings.generator, settings))
+            from promptrec.ranker.tuning import resolve_tuned
+
+            tuned = resolve_tuned(settings)  # `promptrec train ranker`: serve the merged folder
+            values["model_path"] = tuned.merged_path if tuned else Path(resolve_model(settings.generator, settings))
+            if tuned:
+                values.setdefault("served_model_name", tuned.model_id)
         values.setdefault("served_model_name", settings.generator)
         return cls(**values)
 

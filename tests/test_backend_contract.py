@@ -9,6 +9,10 @@ and continuation log-probs within ``LOGPROB_TOL`` nats, the same strategy scores
 ``SCORE_TOL`` and the same ranking, the same tokens, and the same greedy text. (In bfloat16 the
 backends differ by rounding: see test_vllm_engine.py.)
 
+The ``-tuned`` cases run the same contract on a LoRA-tuned model (`promptrec.ranker.tuning`):
+transformers loads the adapter on the base folder; vLLM (engine and server) serves the merged
+folder the trainer writes; their reference is the tuned transformers backend in float32.
+
 The vLLM cases are marked ``vllm``: they run in the vLLM environment (scripts/setup_vllm.sh),
 ``.venv-vllm/bin/python -m pytest -m vllm``. Without vLLM they are skipped, except under CI=true,
 where a missing vLLM fails them.
@@ -39,7 +43,11 @@ BACKENDS = [
     pytest.param("transformers", id="transformers"),
     pytest.param("vllm-engine", id="vllm-engine", marks=pytest.mark.vllm),
     pytest.param("vllm-server", id="vllm-server", marks=pytest.mark.vllm),
+    pytest.param("transformers-tuned", id="transformers-tuned"),
+    pytest.param("vllm-engine-tuned", id="vllm-engine-tuned", marks=pytest.mark.vllm),
+    pytest.param("vllm-server-tuned", id="vllm-server-tuned", marks=pytest.mark.vllm),
 ]
+TUNED_ID = MODEL_NAME + "+lora-contract"
 
 
 def require_vllm() -> None:
@@ -102,7 +110,7 @@ class NaiveReference(TokenizerOps):
 
 
 @pytest.fixture(scope="module")
-def reference():
+def base_reference():
     return NaiveReference(model_dir())
 
 
@@ -114,33 +122,96 @@ def transformers_backend():
 
 
 @pytest.fixture(scope="module")
-def engine_backend():
+def tuned_folder(tmp_path_factory):
+    """A LoRA adapter (r=8, q/v) with seeded random B weights, saved and merged by the trainer."""
+    import torch
+
+    from promptrec.ranker.tuning import RankerTrainer, TuningConfig
+
+    folder = tmp_path_factory.mktemp("tuned")
+    trainer = RankerTrainer(model_dir(), MODEL_NAME, TuningConfig(dtype=DTYPE, device="cpu"))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in trainer.model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.02)
+    trainer.save_adapter(folder / "adapter")
+    trainer.save_merged(folder / "adapter", folder / "merged", "float32")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tuned_reference(tuned_folder):
+    """The merged tuned folder, one full pass per prompt: what every tuned backend must match."""
+    reference = NaiveReference(tuned_folder / "merged")
+    reference.model_id = TUNED_ID
+    return reference
+
+
+@pytest.fixture(scope="module")
+def tuned_transformers_backend(tuned_folder):
+    from promptrec.ranker.backends.transformers_backend import TransformersBackend
+
+    return TransformersBackend(model_dir(), model_id=TUNED_ID, device="cpu", dtype=DTYPE,
+                               adapter=tuned_folder / "adapter")
+
+
+@pytest.fixture
+def reference(request):
+    """The naive float32 reference of the model the case tests (base or tuned)."""
+    name = request.node.callspec.params.get("backend", "") if hasattr(request.node, "callspec") else ""
+    return request.getfixturevalue("tuned_reference" if name.endswith("-tuned") else "base_reference")
+
+
+def _engine(folder: Path, model_id: str):
     require_vllm()
     from promptrec.ranker.backends.vllm_engine import VLLMEngineBackend
 
-    backend = VLLMEngineBackend(model_dir(), model_id=MODEL_NAME, dtype=DTYPE)
+    backend = VLLMEngineBackend(folder, model_id=model_id, dtype=DTYPE)
     yield backend
     backend.close()
 
 
-@pytest.fixture(scope="module")
-def server_backend(tmp_path_factory):
+def _server(folder: Path, model_id: str, tmp_path_factory):
     require_vllm()
     from promptrec.llm_server import ServerOptions, start_server
     from promptrec.ranker.backends.vllm_server import VLLMServerBackend
 
-    options = ServerOptions(model_dir(), served_model_name=MODEL_NAME, port=free_port(), dtype=DTYPE)
+    options = ServerOptions(folder, served_model_name=model_id, port=free_port(), dtype=DTYPE)
     log = tmp_path_factory.mktemp("vllm-server") / "server.log"
     with start_server(options, log_path=log, ready_timeout_s=600) as server:
-        backend = VLLMServerBackend(server.url, model_dir(), model_id=MODEL_NAME)
+        backend = VLLMServerBackend(server.url, folder, model_id=model_id)
         yield backend
         backend.close()
 
 
+@pytest.fixture(scope="module")
+def engine_backend():
+    yield from _engine(model_dir(), MODEL_NAME)
+
+
+@pytest.fixture(scope="module")
+def server_backend(tmp_path_factory):
+    yield from _server(model_dir(), MODEL_NAME, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def tuned_engine_backend(tuned_folder):
+    yield from _engine(tuned_folder / "merged", TUNED_ID)
+
+
+@pytest.fixture(scope="module")
+def tuned_server_backend(tuned_folder, tmp_path_factory):
+    yield from _server(tuned_folder / "merged", TUNED_ID, tmp_path_factory)
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request):
-    fixture = {"transformers": "transformers_backend", "vllm-engine": "engine_backend",
-               "vllm-server": "server_backend"}[request.param]
+    fixture = {
+        "transformers": "transformers_backend", "vllm-engine": "engine_backend", "vllm-server": "server_backend",
+        "transformers-tuned": "tuned_transformers_backend", "vllm-engine-tuned": "tuned_engine_backend",
+        "vllm-server-tuned": "tuned_server_backend",
+    }[request.param]
     return request.getfixturevalue(fixture)
 
 
@@ -195,7 +266,8 @@ MESSAGES = [
 _reference_cache: dict[str, object] = {}
 
 
-def cached(key: str, compute):
+def cached(key: str, compute, model_id: str = MODEL_NAME):
+    key = f"{model_id}:{key}"
     if key not in _reference_cache:
         _reference_cache[key] = compute()
     return _reference_cache[key]
@@ -216,9 +288,16 @@ def prompt_pair(backend: LLMBackend) -> list[str]:
 # ----------------------------------------------------------------------------- tokens
 
 
-def test_implements_protocol(backend):
+def test_implements_protocol(backend, reference):
     assert isinstance(backend, LLMBackend)
-    assert backend.model_id == MODEL_NAME
+    assert backend.model_id == reference.model_id
+
+
+def test_tuned_model_is_not_the_base_model(base_reference, tuned_reference):
+    prompts = prompt_pair(base_reference)
+    ids = base_reference.label_token_ids([" A", " B", " C"])
+    gap = np.abs(tuned_reference.next_token_logprobs(prompts, ids) - base_reference.next_token_logprobs(prompts, ids))
+    assert gap.max() > 10 * LOGPROB_TOL
 
 
 def test_tokens_and_chat_rendering_match_reference(backend, reference):
@@ -241,7 +320,7 @@ def test_next_token_logprobs_match_reference(backend, reference):
     prompts = prompt_pair(reference)
     labels = [" " + chr(ord("A") + i) for i in range(20)] + [" Yes", " No"]
     ids = reference.label_token_ids(labels) + [0, 12345]  # two ids far outside any top-k
-    ref = cached("next", lambda: reference.next_token_logprobs(prompts, ids, reuse_prefix=False))
+    ref = cached("next", lambda: reference.next_token_logprobs(prompts, ids, reuse_prefix=False), reference.model_id)
     got = backend.next_token_logprobs(prompts, ids)
     assert got.shape == (2, len(ids))
     assert np.all(np.isfinite(got)) and np.all(got <= 0)
@@ -263,7 +342,7 @@ def test_next_token_logprobs_do_not_depend_on_prefix_reuse(backend):
 def test_continuation_logprobs_match_reference(backend, reference):
     prefix = prompt_pair(reference)[0][: -len("Answer:")] + "Movie:"
     conts = [" Fargo (1996)", " Heat", " Star Trek: First Contact (1996)", "Casino"]  # the last merges at the boundary
-    ref = cached("cont", lambda: reference.continuation_logprobs(prefix, conts, reuse_prefix=False))
+    ref = cached("cont", lambda: reference.continuation_logprobs(prefix, conts, reuse_prefix=False), reference.model_id)
     got = backend.continuation_logprobs(prefix, conts)
     assert len(got) == len(conts)
     assert all(np.isfinite(g) and g < 0 for g in got)
@@ -282,20 +361,21 @@ def test_empty_inputs(backend):
 @pytest.mark.parametrize("template", ["letters", "likelihood", "yesno"])
 def test_strategy_scores_and_ranking_match_reference(backend, reference, template):
     cands = candidate_list()
-    ref_result = cached(f"strategy-{template}", lambda: LLMReranker(reference, template, timeout_s=None).run(HISTORY, cands))
+    ref_result = cached(f"strategy-{template}", lambda: LLMReranker(reference, template, timeout_s=None).run(HISTORY, cands),
+                        reference.model_id)
     result = LLMReranker(backend, template, timeout_s=None).run(HISTORY, cands)
     assert not result.degraded, result.degraded_reason
     got, ref = np.asarray(result.scores_in_input_order()), np.asarray(ref_result.scores_in_input_order())
     assert np.abs(got - ref).max() < SCORE_TOL
     assert result.ranked_item_ids() == ref_result.ranked_item_ids()
-    assert result.prompt_tokens == ref_result.prompt_tokens and result.model_id == MODEL_NAME
+    assert result.prompt_tokens == ref_result.prompt_tokens and result.model_id == reference.model_id
 
 
 # ----------------------------------------------------------------------------- generation
 
 
 def test_greedy_chat_matches_reference(backend, reference):
-    ref = cached("chat", lambda: reference.chat(MESSAGES, max_new_tokens=16))
+    ref = cached("chat", lambda: reference.chat(MESSAGES, max_new_tokens=16), reference.model_id)
     got = backend.chat(MESSAGES, max_new_tokens=16)
     assert isinstance(got, str) and got
     assert got == ref

@@ -89,7 +89,7 @@ def test_letters_reuses_the_history_prefix_and_counts_what_it_computed():
     history = [ItemView(f"Film {i} (199{i})", f"Film {i} (199{i}) — Drama") for i in range(8)]
     cands = [ItemView(f"Pick {c} (2001)", f"Pick {c} (2001) — Comedy") for c in "PQRSTU"]
     strategy = LettersStrategy(permutations=3)
-    orders, prompts = strategy.build_prompts(fp32, template, history, cands)
+    orders, prompts, _ = strategy.build_prompts(fp32, template, history, cands)
     encoded = [fp32.encode(p) for p in prompts]
     from promptrec.ranker.backends.base import common_prefix_length
 

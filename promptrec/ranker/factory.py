@@ -14,26 +14,37 @@ if TYPE_CHECKING:
 
 
 def make_backend(settings: Settings) -> LLMBackend:
-    """The generator named in settings, on the configured backend."""
+    """The generator named in settings, on the configured backend, with the LoRA adapter of
+    `promptrec train ranker` when one is found (``ranker.adapter``): transformers loads the
+    adapter, vLLM serves the merged folder (weights and tokenizer)."""
     from promptrec.assets import resolve_model
+    from promptrec.ranker.tuning import resolve_tuned
 
     kind = settings.ranker.backend
+    tuned = resolve_tuned(settings)
+    served = {"model_path": tuned.merged_path, "model_id": tuned.model_id} if tuned else {}
     if kind == "vllm-server":
         from promptrec.ranker.backends.vllm_server import VLLMServerBackend
 
-        return VLLMServerBackend.from_settings(settings)
-    path = resolve_model(settings.generator, settings)
-    if kind == "transformers":
-        from promptrec.ranker.backends.transformers_backend import TransformersBackend
+        backend = VLLMServerBackend.from_settings(settings, **served)
+    elif kind == "transformers":
         from promptrec.model_files import check_model_dir
+        from promptrec.ranker.backends.transformers_backend import TransformersBackend
 
+        path = resolve_model(settings.generator, settings)
         check_model_dir(path, settings.generator)
-        return TransformersBackend(path, model_id=settings.generator, device=settings.device, dtype=settings.ranker.dtype)
-    if kind == "vllm-engine":
+        backend = TransformersBackend(
+            path, model_id=tuned.model_id if tuned else settings.generator, device=settings.device,
+            dtype=settings.ranker.dtype, adapter=tuned.adapter_path if tuned else None,
+        )
+    elif kind == "vllm-engine":
         from promptrec.ranker.backends.vllm_engine import VLLMEngineBackend
 
-        return VLLMEngineBackend.from_settings(settings)
-    raise ValueError(f"unknown ranker.backend {kind!r}")
+        backend = VLLMEngineBackend.from_settings(settings, **served)
+    else:
+        raise ValueError(f"unknown ranker.backend {kind!r}")
+    backend.adapter = tuned.manifest if tuned else None
+    return backend
 
 
 def make_reranker(
@@ -60,6 +71,9 @@ def make_reranker(
             f"n_candidates = {n}, but the letters template {loaded.origin} labels {LETTER_LABELS} candidates "
             "at most: lower n_candidates or use a likelihood/yesno template"
         )
+    from promptrec.ranker.tuning import check_template
+
+    check_template(backend, loaded)
     options = {"permutations": permutations or r.permutations, "seed": seed} if loaded.strategy == "letters" else None
     return LLMReranker(
         backend,

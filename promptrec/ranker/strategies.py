@@ -144,6 +144,64 @@ def _permutations(n: int, count: int, mode: str, seed: int) -> list[list[int]]:
     return orders
 
 
+# --------------------------------------------------------------------------- prompt builders
+# One way to build a strategy's prompts, called by the strategies at inference and by
+# `promptrec.ranker.tuning` at training time, so a tuned model sees exactly the served prompts.
+
+
+def build_letters_prompts(backend: LLMBackend, template: RerankTemplate, history: list[ItemView],
+                          candidates: list[ItemView], orders: list[list[int]]) -> tuple[list[str], list[int]]:
+    """One letters prompt per order (``order[pos]`` = the candidate shown under the pos-th letter)
+    and the token ids of the letters A, B, ... in the form they take after the prompt."""
+    n = len(candidates)
+    labels = [candidate_label(i) for i in range(n)]
+    prompts = []
+    for order in orders:
+        shown = [_candidate_var(candidates[c], pos, labels[pos]) for pos, c in enumerate(order)]
+        rendered = template.render(history=_history_vars(history), candidates=shown, n_candidates=n)
+        prompts.append(_prompt_text(backend, rendered))
+    # Every permutation's prompt ends with the same assistant prefix, hence the same label form.
+    label_ids = backend.label_token_ids([label_form(prompts[0], lab) for lab in labels])
+    return prompts, label_ids
+
+
+def build_yesno_prompts(backend: LLMBackend, template: RerankTemplate, history: list[ItemView],
+                        candidates: list[ItemView], yes: str = "Yes", no: str = "No") -> tuple[list[str], list[int]]:
+    """One yes/no prompt per candidate and the token ids of (Yes, No) after them."""
+    prompts = []
+    for i, view in enumerate(candidates):
+        rendered = template.render(history=_history_vars(history), candidate=_candidate_var(view, i),
+                                   candidates=[], n_candidates=len(candidates))
+        prompts.append(_prompt_text(backend, rendered))
+    forms = {label_form(p, yes) for p in prompts}
+    if len(forms) != 1:
+        raise ValueError(f"template {template.name}: candidate prompts end differently; keep the question's end fixed")
+    ids = backend.label_token_ids([label_form(prompts[0], yes), label_form(prompts[0], no)])
+    return prompts, ids
+
+
+def build_likelihood_prompts(backend: LLMBackend, template: RerankTemplate,
+                             history: list[ItemView], candidates: list[ItemView]) -> tuple[str, list[str]]:
+    """The shared prompt (prefix) and each candidate's continuation text, as scored."""
+    prefix = None
+    continuations = []
+    for i, view in enumerate(candidates):
+        rendered = template.render(history=_history_vars(history), candidate=_candidate_var(view, i),
+                                   candidates=[], n_candidates=len(candidates))
+        text = _prompt_text(backend, rendered)
+        if prefix is None:
+            prefix = text
+        elif text != prefix:
+            raise ValueError(
+                f"template {template.name}: the likelihood prompt must not depend on the candidate; "
+                "put the candidate in the 'continuation' block only"
+            )
+        cont = (rendered.continuation or view.title).strip()
+        continuations.append(label_form(text, cont))
+    assert prefix is not None
+    return prefix, continuations
+
+
 # --------------------------------------------------------------------------- strategies
 
 
@@ -161,24 +219,16 @@ class LettersStrategy:
         self.seed = seed
 
     def build_prompts(self, backend: LLMBackend, template: RerankTemplate, history: list[ItemView],
-                      candidates: list[ItemView]) -> tuple[list[list[int]], list[str]]:
-        """The candidate orders and one prompt text per order (the history first, so they share it)."""
+                      candidates: list[ItemView]) -> tuple[list[list[int]], list[str], list[int]]:
+        """The candidate orders, one prompt per order (the history first, so they share it) and the
+        label token ids (`build_letters_prompts`, which training uses too)."""
         _check_template(template, self.name)
         n = len(candidates)
         if n > self.max_candidates:
             raise ValueError(f"the letters strategy labels {self.max_candidates} candidates at most, got {n}")
         orders = _permutations(n, self.permutations, self.permutation_mode, self.seed)
-        labels = [candidate_label(i) for i in range(n)]
-        prompts = []
-        for order in orders:
-            shown = [_candidate_var(candidates[c], pos, labels[pos]) for pos, c in enumerate(order)]
-            rendered = template.render(history=_history_vars(history), candidates=shown, n_candidates=n)
-            prompts.append(_prompt_text(backend, rendered))
-        return orders, prompts
-
-    def label_ids(self, backend: LLMBackend, prompt: str, n: int) -> list[int]:
-        """Token ids of the n labels as they follow ``prompt`` (every order ends the same way)."""
-        return backend.label_token_ids([label_form(prompt, candidate_label(i)) for i in range(n)])
+        prompts, label_ids = build_letters_prompts(backend, template, history, candidates, orders)
+        return orders, prompts, label_ids
 
     def score(self, backend: LLMBackend, template: RerankTemplate, history: list[ItemView],
               candidates: list[ItemView]) -> StrategyResult:
@@ -187,15 +237,14 @@ class LettersStrategy:
     def score_many(self, backend: LLMBackend, template: RerankTemplate,
                    requests: list[tuple[list[ItemView], list[ItemView]]]) -> list[StrategyResult]:
         """Score several users in one grouped backend call (each user's prompts share a prefix)."""
-        built = [self.build_prompts(backend, template, h, c) if c else ([], []) for h, c in requests]
-        sizes = {len(c) for _, c in requests if c}
+        built = [self.build_prompts(backend, template, h, c) if c else None for h, c in requests]
         results: list[StrategyResult | None] = [None] * len(requests)
-        for n in sizes:  # one label set per candidate count
+        for n in {len(c) for _, c in requests if c}:  # one label set per candidate count
             which = [i for i, (_, c) in enumerate(requests) if len(c) == n]
-            ids = self.label_ids(backend, built[which[0]][1][0], n)
+            ids = built[which[0]][2]
             logps = next_token_logprobs_grouped(backend, [built[i][1] for i in which], ids)
             for i, logp in zip(which, logps):
-                orders, prompts = built[i]
+                orders, prompts, _ = built[i]
                 results[i] = self._finish(backend, orders, prompts, np.asarray(logp, dtype=np.float64))
         return [r or StrategyResult(strategy=self.name, scores=[], prompt_tokens=0, n_prompts=0) for r in results]
 
@@ -235,31 +284,15 @@ class LikelihoodStrategy:
 
     def _prefix_and_continuations(self, backend: LLMBackend, template: RerankTemplate,
                                   history: list[ItemView], candidates: list[ItemView]) -> tuple[str, list[str]]:
-        prefix = None
-        continuations = []
-        for i, view in enumerate(candidates):
-            rendered = template.render(history=_history_vars(history), candidate=_candidate_var(view, i),
-                                       candidates=[], n_candidates=len(candidates))
-            text = _prompt_text(backend, rendered)
-            if prefix is None:
-                prefix = text
-            elif text != prefix:
-                raise ValueError(
-                    f"template {template.name}: the likelihood prompt must not depend on the candidate; "
-                    "put the candidate in the 'continuation' block only"
-                )
-            cont = (rendered.continuation or view.title).strip()
-            continuations.append(label_form(text, cont))
-        assert prefix is not None
-        return prefix, continuations
+        return build_likelihood_prompts(backend, template, history, candidates)
 
     def score(self, backend: LLMBackend, template: RerankTemplate, history: list[ItemView],
               candidates: list[ItemView]) -> StrategyResult:
         _check_template(template, self.name)
         if not candidates:
             return StrategyResult(strategy=self.name, scores=[], prompt_tokens=0, n_prompts=0)
-        with_prefix, conts = self._prefix_and_continuations(backend, template, history, candidates)
-        without_prefix, conts0 = self._prefix_and_continuations(backend, template, [], candidates)
+        with_prefix, conts = build_likelihood_prompts(backend, template, history, candidates)
+        without_prefix, conts0 = build_likelihood_prompts(backend, template, [], candidates)
         lp_with = np.asarray(backend.continuation_logprobs(with_prefix, conts), dtype=np.float64)
         lp_without = np.asarray(backend.continuation_logprobs(without_prefix, conts0), dtype=np.float64)
         scores = lp_with - lp_without
@@ -291,18 +324,10 @@ class YesNoStrategy:
         self.yes, self.no = yes, no
 
     def build_prompts(self, backend: LLMBackend, template: RerankTemplate, history: list[ItemView],
-                      candidates: list[ItemView]) -> list[str]:
-        """One prompt per candidate; they share the history prefix and end the same way."""
+                      candidates: list[ItemView]) -> tuple[list[str], list[int]]:
+        """One prompt per candidate (sharing the history prefix) and the (Yes, No) token ids."""
         _check_template(template, self.name)
-        prompts = []
-        for i, view in enumerate(candidates):
-            rendered = template.render(history=_history_vars(history), candidate=_candidate_var(view, i),
-                                       candidates=[], n_candidates=len(candidates))
-            prompts.append(_prompt_text(backend, rendered))
-        forms = {label_form(p, self.yes) for p in prompts}
-        if len(forms) > 1:
-            raise ValueError(f"template {template.name}: candidate prompts end differently; keep the question's end fixed")
-        return prompts
+        return build_yesno_prompts(backend, template, history, candidates, self.yes, self.no)
 
     def score(self, backend: LLMBackend, template: RerankTemplate, history: list[ItemView],
               candidates: list[ItemView]) -> StrategyResult:
@@ -311,14 +336,13 @@ class YesNoStrategy:
     def score_many(self, backend: LLMBackend, template: RerankTemplate,
                    requests: list[tuple[list[ItemView], list[ItemView]]]) -> list[StrategyResult]:
         """Score several users in one grouped backend call (each user's prompts share a prefix)."""
-        built = [self.build_prompts(backend, template, h, c) for h, c in requests]
-        which = [i for i, prompts in enumerate(built) if prompts]
+        built = [self.build_prompts(backend, template, h, c) if c else None for h, c in requests]
+        which = [i for i, b in enumerate(built) if b is not None]
         results = [StrategyResult(strategy=self.name, scores=[], prompt_tokens=0, n_prompts=0) for _ in requests]
         if not which:
             return results
-        first = built[which[0]][0]
-        ids = backend.label_token_ids([label_form(first, self.yes), label_form(first, self.no)])
-        for i, logp in zip(which, next_token_logprobs_grouped(backend, [built[i] for i in which], ids)):
+        ids = built[which[0]][1]
+        for i, logp in zip(which, next_token_logprobs_grouped(backend, [built[i][0] for i in which], ids)):
             logp = np.asarray(logp, dtype=np.float64)  # (n, 2)
             mass = np.exp(logp).sum(axis=1)
             health = OutputHealth(label_mass=float(mass.mean()), min_label_mass=float(mass.min()))
@@ -327,8 +351,8 @@ class YesNoStrategy:
             results[i] = StrategyResult(
                 strategy=self.name,
                 scores=[float(s) for s in logp[:, 0] - logp[:, 1]],
-                prompt_tokens=sum(backend.count_tokens(p) for p in built[i]),
-                n_prompts=len(built[i]),
+                prompt_tokens=sum(backend.count_tokens(p) for p in built[i][0]),
+                n_prompts=len(built[i][0]),
                 health=health,
                 details={"p_yes": np.exp(logp[:, 0]).tolist()},
             )

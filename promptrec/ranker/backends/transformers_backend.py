@@ -59,6 +59,7 @@ class TransformersBackend(TokenizerOps):
         max_batch: int = 16,
         reuse_prefix: bool = True,
         fp32_head: bool = True,
+        adapter: str | Path | None = None,
     ):
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -77,6 +78,12 @@ class TransformersBackend(TokenizerOps):
         self._pad_id = self._find_pad_id()
         params = inspect.signature(self.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        if adapter is not None:  # a LoRA adapter (`promptrec train ranker`), applied unmerged (after the
+            # signature check above: peft's forward takes **kwargs)
+            from peft import PeftModel
+
+            self.model = PeftModel.from_pretrained(self.model, str(adapter))
+            self.model.eval()
 
     @classmethod
     def from_settings(cls, settings: "Settings", **kwargs: Any) -> "TransformersBackend":

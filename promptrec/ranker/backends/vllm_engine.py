@@ -156,7 +156,8 @@ class VLLMEngineBackend(TokenizerOps):
         from ``settings.ranker.vllm``."""
         from promptrec.assets import resolve_model
 
-        path = resolve_model(settings.generator, settings)
+        path = kwargs.pop("model_path", None) or resolve_model(settings.generator, settings)
+        model_id = kwargs.pop("model_id", None) or settings.generator
         options: dict[str, Any] = {}
         data = settings.ranker.vllm.model_dump()
         for key in (*DEFAULT_ENGINE_OPTIONS, "enable_prefix_caching"):
@@ -164,7 +165,7 @@ class VLLMEngineBackend(TokenizerOps):
                 options[key] = data[key]
         options["dtype"] = settings.ranker.dtype
         options.update(kwargs)
-        return cls(path, model_id=settings.generator, **options)
+        return cls(path, model_id=model_id, **options)
 
     @property
     def hardware(self) -> HardwareInfo:

@@ -139,8 +139,11 @@ class VLLMServerBackend(TokenizerOps):
         client options from ``settings.ranker.vllm``."""
         from promptrec.assets import resolve_model
 
-        path = resolve_model(settings.generator, settings)
+        path = kwargs.pop("model_path", None) or resolve_model(settings.generator, settings)
+        model_id = kwargs.pop("model_id", None) or settings.generator
         options: dict[str, Any] = {"timeout_s": settings.ranker.timeout_s}
+        if model_id != settings.generator:  # a tuned model is served under its own name
+            options["model"] = model_id
         data = settings.ranker.vllm.model_dump()
         for ours, theirs in (
             ("timeout_s", "request_timeout_s"),
@@ -152,7 +155,7 @@ class VLLMServerBackend(TokenizerOps):
             if data.get(theirs) is not None:
                 options[ours] = data[theirs]
         options.update(kwargs)
-        return cls(settings.ranker.server_url, path, model_id=settings.generator, **options)
+        return cls(settings.ranker.server_url, path, model_id=model_id, **options)
 
     def close(self) -> None:
         self.client.close()
