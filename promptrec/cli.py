@@ -21,6 +21,8 @@ data_app = typer.Typer(help="Named data sets.", no_args_is_help=True)
 models_app = typer.Typer(help="Named models (generators and encoders).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
+train_app = typer.Typer(help="Train the models behind retrieval and ranking.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
 
 
 def _mount_subcommands() -> None:
@@ -38,17 +40,19 @@ err = Console(stderr=True)
 
 @contextlib.contextmanager
 def progress_bars() -> Iterator:
-    """A `ProgressFn` (stage, advance, total) drawing one rich bar per stage."""
+    """A `ProgressFn` (stage, advance, total) drawing one rich bar per stage; a stage's status
+    after " | " (e.g. "sequential model | epoch 3, loss 6.1") is shown beside its bar."""
     with Progress(
         TextColumn("{task.description:<16}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=err, transient=False,
+        TextColumn("{task.fields[status]}"), console=err, transient=False,
     ) as progress:
         tasks: dict[str, int] = {}
 
         def report(stage: str, advance: int, total: int) -> None:
+            stage, _, status = stage.partition(" | ")
             if stage not in tasks:
-                tasks[stage] = progress.add_task(stage, total=total)
-            progress.update(tasks[stage], advance=advance, total=total)
+                tasks[stage] = progress.add_task(stage, total=total, status="")
+            progress.update(tasks[stage], advance=advance, total=total, **({"status": status} if status else {}))
 
         yield report
 
@@ -124,6 +128,34 @@ def index(rebuild: bool = typer.Option(False, help="Drop the stored vectors and 
         f"index for {m.namespace}: {len(m.item_ids)} items, {m.n_users} users, "
         f"text vectors {m.text_sync.model_dump()}, behaviour vectors {m.behaviour_sync.model_dump()}, "
         f"{m.build_seconds:.1f} s → {rec.settings.resolved_index_dir()}"
+    )
+    if m.sequential_skipped:
+        console.print(f"[yellow]sequential retriever skipped: {m.sequential_skipped}[/]")
+    elif m.sequential_trained:
+        console.print("sequential retriever trained (no checkpoint existed); retrain: `promptrec train retriever`")
+
+
+@train_app.command("retriever")
+def train_retriever() -> None:
+    """Train the sequential retriever on the configured data set (early stopping on each user's
+    held-out last item) and store its item vectors in the index."""
+    from promptrec.recommender import Recommender
+
+    settings = Settings()
+    try:
+        with progress_bars() as report:
+            rec = Recommender.from_settings(settings, build=True, progress=report, retrain=True)
+    except PromptrecError as exc:
+        fail(exc)
+    m, model = rec.index.manifest, rec.index.sequential_model
+    if model is None or model.stats is None:
+        console.print(f"[yellow]no sequential model: {m.sequential_skipped}[/]")
+        return
+    st = model.stats
+    console.print(
+        f"sequential retriever for {m.namespace}: {st.epochs_run} epochs in {st.seconds:.1f} s on {st.device} "
+        f"({st.threads} threads), best validation NDCG@10 {st.best_val_ndcg10:.4f} at epoch {st.best_epoch} "
+        f"({st.val_users} users); vectors {m.sequential_sync.model_dump()} → {rec.settings.resolved_index_dir()}"
     )
 
 

@@ -69,18 +69,26 @@ class Recommender:
         namespace: str = "custom",
         progress: ProgressFn | None = None,
         rebuild: bool = False,
+        retrain: bool = False,
     ) -> Recommender:
         """Build (or update) an index from in-memory records and return a Recommender over it.
 
         The index lives in `settings.index_dir`, or `<cache_dir>/index/<namespace>`; building
-        again with the same data re-encodes nothing.
+        again with the same data re-encodes nothing. The sequential model is trained when the
+        index has no checkpoint, or with `retrain`; one for other data is refused.
         """
         settings = settings or Settings()
         if settings.index_dir is None:
             slug = re.sub(r"[^A-Za-z0-9._-]+", "-", namespace)
             settings = settings.model_copy(update={"index_dir": settings.cache_dir / "index" / slug})
-        histories = histories_from_frame(interactions_frame(interactions))
-        index = RetrievalIndex.build(items, histories, settings, namespace, progress=progress, rebuild=rebuild)
+        from promptrec.data.preprocess import has_time_order
+
+        frame = interactions_frame(interactions)
+        histories = histories_from_frame(frame)
+        index = RetrievalIndex.build(
+            items, histories, settings, namespace, progress=progress, rebuild=rebuild,
+            time_ordered=has_time_order(frame), retrain=retrain,
+        )
         return cls(items, histories, index, settings)
 
     @classmethod
@@ -99,7 +107,7 @@ class Recommender:
     @classmethod
     def from_settings(
         cls, settings: Settings | None = None, build: bool = True, progress: ProgressFn | None = None,
-        rebuild: bool = False,
+        rebuild: bool = False, retrain: bool = False,
     ) -> Recommender:
         """The recommender over the configured named data set (fetched on first use)."""
         from promptrec.data.named import load_named_dataset
@@ -109,7 +117,7 @@ class Recommender:
         if build:
             return cls.from_interactions(
                 dataset.items, dataset.interactions, settings, namespace=settings.dataset,
-                progress=progress, rebuild=rebuild,
+                progress=progress, rebuild=rebuild, retrain=retrain,
             )
         if settings.index_dir is None:
             settings = settings.model_copy(update={"index_dir": settings.resolved_index_dir()})

@@ -26,6 +26,7 @@ __all__ = [
     "DedupResult",
     "apply_threshold",
     "drop_duplicates",
+    "has_time_order",
     "history_order",
     "id_rank",
     "k_core",
@@ -85,6 +86,14 @@ def _history_order(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     else:
         order = np.lexsort((items, time_rank, users))  # the last key is the primary one; stable
     return order, users
+
+
+def has_time_order(frame: pd.DataFrame) -> bool:
+    """True when some user has two interactions with different known timestamps: only then
+    is a history a sequence (without timestamps the ordering rule falls back to item ids)."""
+    times = pd.to_numeric(frame["timestamp"], errors="raise")
+    known = frame.loc[times.notna(), ["user_id"]].assign(t=times[times.notna()])
+    return bool(len(known)) and bool((known.groupby("user_id")["t"].nunique() > 1).any())
 
 
 def history_order(frame: pd.DataFrame) -> np.ndarray:
