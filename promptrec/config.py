@@ -23,9 +23,9 @@ def default_cache_dir() -> Path:
 
 
 class SequentialSettings(BaseModel):
-    """The trained sequential retriever (promptrec.retrieval.sasrec); any change means retraining."""
+    """The trained sequential retriever (promptrec.retrieval.sasrec); any change means retraining.
+    It is trained only when `retrieval.weights` gives the "sequential" source a weight above 0."""
 
-    enabled: bool = True  # False: no model is trained and the "sequential" source is absent
     max_len: int = 50  # the last L items a history is encoded from
     hidden: int = 64
     layers: int = 2
@@ -34,9 +34,10 @@ class SequentialSettings(BaseModel):
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 128
-    max_epochs: int = 40
+    max_epochs: int = 60
     eval_every: int = 2  # epochs between validation NDCG@10 evaluations
     patience: int = 3  # evaluations without improvement before stopping
+    precision: Literal["auto", "float32", "bfloat16"] = "float32"  # auto: bf16 where the hardware has it
 
 
 class RetrievalSettings(BaseModel):

@@ -116,6 +116,14 @@ def test_index_trains_once_refuses_mismatch_and_skips_untimed_data(asset_setting
     assert found.candidates[0].item_id == C and "sequential" in found.candidates[0].source_ranks
     # The item nobody rated is not in the model but still reachable through its text vector.
     assert rec.index.sequential.count() == 30 and rec.index.text.count() == 31
+    # On held-out planted items (history ends A, B; C follows) the grid picks the sequential source.
+    from promptrec.retrieval.tuning import all_source_rankings, grid_search
+
+    histories = {f"s{n}": [FILLER[n], FILLER[n + 1], A, B] for n in range(6)}
+    rankings = all_source_rankings(rec.retriever, histories, list(histories))
+    best = grid_search(rec.retriever, rankings, histories, dict.fromkeys(histories, C),
+                       {"sequential": [0.0, 1.0], "text": [0.0, 1.0]})[0]
+    assert best.weights == {"sequential": 1.0, "text": 0.0} and best.recall10 == 1.0
     again = Recommender.from_interactions(items, frame, settings, namespace="planted")
     assert not again.index.manifest.sequential_trained
     assert again.index.manifest.sequential_sync.unchanged == 30

@@ -271,8 +271,8 @@ class RetrievalIndex:
     ) -> dict:
         """Train or load the sequential model and sync its item vectors; the manifest fields."""
         seq = settings.retrieval.sequential
-        if not seq.enabled:
-            return {"sequential_skipped": "retrieval.sequential.enabled is false"}
+        if settings.retrieval.weights.get("sequential", 0.0) <= 0:
+            return {"sequential_skipped": "retrieval.weights gives the sequential source no weight"}
         if not time_ordered:
             reason = ("the interactions carry no time order (timestamps missing or all equal); a history "
                       "in item-id order is no sequence, so the sequential model is skipped")
