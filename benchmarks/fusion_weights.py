@@ -12,15 +12,21 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+import torch
 
 from promptrec.config import Settings
 from promptrec.data.named import load_named_dataset
 from promptrec.data.preprocess import temporal_split
 from promptrec.recommender import Recommender
 from promptrec.retrieval.tuning import all_source_rankings, grid_search
+
+sys.path.insert(0, str(Path(__file__).parent))
+from retrieval import print_epochs  # noqa: E402  (benchmarks/retrieval.py)
 
 GRID = {
     "sequential": [0.0, 0.5, 1.0, 2.0, 3.0],
@@ -35,7 +41,10 @@ def main() -> None:
     parser.add_argument("--dataset", default="movielens-100k")
     parser.add_argument("--users", type=int, default=0, help="a seeded sample of N validation users (0: all)")
     parser.add_argument("--top", type=int, default=10, help="print the best N settings")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     base = Settings(dataset=args.dataset)
     dataset = load_named_dataset(args.dataset, base)
@@ -49,7 +58,8 @@ def main() -> None:
         settings = base.model_copy(update={"index_dir": workdir / "index"})
         started = time.perf_counter()
         rec = Recommender.from_interactions(
-            dataset.items, split.history_for_validation(), settings, namespace=f"fusion-{args.dataset}"
+            dataset.items, split.history_for_validation(), settings, namespace=f"fusion-{args.dataset}",
+            progress=print_epochs,
         )
         build_s = time.perf_counter() - started
         histories = {u: rec.history(u) for u in users}

@@ -44,9 +44,10 @@ class RetrievalSettings(BaseModel):
     """How candidates are retrieved and fused."""
 
     # Fusion weights per source (reciprocal-rank fusion); a source with weight 0 is skipped.
+    # Chosen on MovieLens-100K's validation split by benchmarks/fusion_weights.py (README).
     weights: dict[str, float] = Field(
         default_factory=lambda: {
-            "sequential": 1.0, "transitions": 1.0, "behaviour": 0.5, "text": 0.1, "popularity": 0.0,
+            "sequential": 0.5, "transitions": 0.5, "behaviour": 0.25, "text": 0.2, "popularity": 0.0,
         }
     )
     rrf_k: float = 60.0
