@@ -132,6 +132,12 @@ def test_index_trains_once_refuses_mismatch_and_skips_untimed_data(asset_setting
         Recommender.from_interactions(items, frame, settings.model_copy(update={"retrieval": changed}), namespace="planted")
     with pytest.raises(CheckpointMismatchError, match="promptrec train retriever"):
         Recommender.open(items, frame, settings.model_copy(update={"retrieval": changed}), "planted")
+    # Retraining with the changed settings (here another hidden size) replaces model and vectors.
+    wider = rs.model_copy(update={"sequential": TINY.model_copy(update={"hidden": 16})})
+    retrained = Recommender.from_interactions(
+        items, frame, settings.model_copy(update={"retrieval": wider}), namespace="planted", retrain=True
+    )
+    assert retrained.index.manifest.sequential_trained and retrained.index.sequential_model.item_vectors().shape == (30, 16)
     # Data without timestamps: no sequence, no model, and the manifest says why.
     untimed = settings.model_copy(update={"index_dir": tmp_path / "untimed"})
     flat = Recommender.from_interactions(items, planted_frame(timestamps=False), untimed, namespace="untimed")

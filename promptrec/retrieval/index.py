@@ -298,6 +298,10 @@ class RetrievalIndex:
         else:
             model = SequentialModel.load(path, key, settings.device)
         coll = cls._sequential_collection(settings, namespace, seq.hidden)
+        if trained and coll.count() and coll.metadata().get("dimension") != seq.hidden:
+            # a retrain with another hidden size: the old vectors cannot be upserted over
+            chroma_client(settings.chroma, settings.resolved_index_dir()).delete_collection(coll.name)
+            coll = cls._sequential_collection(settings, namespace, seq.hidden)
         coll.check_identity()
         vectors = model.item_vectors()
         # The content hash of a vector is its bytes: only vectors that changed are upserted.
