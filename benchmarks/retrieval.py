@@ -1,28 +1,41 @@
-"""Retrieval quality on a temporal leave-one-out split: the share of users whose test item
-is in the top 20 / top 50 (all items ranked, history excluded), per source and fused; plus
-index build time and size, and query latency. Run: python benchmarks/retrieval.py [--dataset movielens-100k]
+"""Retrieval quality on a temporal leave-one-out split (sorted by timestamp, then item id; all
+items ranked, history excluded): NDCG@10 and Recall@10/20/50 per source and fused; index
+build time (including the sequential model's training), its peak memory and size, and query
+latency. Each source ranks once per user; every row fuses those rankings with its weights,
+exactly as `Retriever.candidates` does.
+
+Run: python benchmarks/retrieval.py [--dataset movielens-1m] [--users N] [--split validation]
 """
 
 from __future__ import annotations
 
 import argparse
+import pickle
+import resource
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from promptrec.config import RetrievalSettings, Settings
+import torch
+
+from promptrec.config import Settings
 from promptrec.data.named import load_named_dataset
 from promptrec.data.preprocess import temporal_split
 from promptrec.recommender import Recommender
 from promptrec.retrieval.retriever import Retriever
+from promptrec.retrieval.tuning import all_source_rankings, score_weights
 
+PREVIOUS_DEFAULT = {"transitions": 1.0, "behaviour": 0.5, "text": 0.1}
 ROWS = [
     ("text embeddings (recency-weighted mean)", {"text": 1.0}),
     ("popularity", {"popularity": 1.0}),
     ("behaviour vectors (implicit ALS, in Chroma)", {"behaviour": 1.0}),
     ("item-to-item transitions", {"transitions": 1.0}),
+    ("sequential model (SASRec, in Chroma)", {"sequential": 1.0}),
+    ("fused without the sequential model (previous default)", PREVIOUS_DEFAULT),
     ("promptrec fused (default weights)", None),
 ]
 
@@ -31,14 +44,47 @@ def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def print_epochs(stage: str, advance: int, total: int) -> None:
+    if stage.startswith("sequential model |"):
+        print(stage.partition(" | ")[2], file=sys.stderr, flush=True)
+
+
+def print_table(retriever, rankings, histories, targets, default_weights) -> None:
+    print("| retriever | NDCG@10 | Recall@10 | Recall@20 | Recall@50 |\n|---|---|---|---|---|")
+    for label, weights in ROWS:
+        s = score_weights(retriever, rankings, histories, targets, weights or default_weights)
+        print(f"| {label} | {s.ndcg10:.4f} | {s.recall10:.4f} | {s.recall20:.4f} | {s.recall50:.4f} |", flush=True)
+    print(f"\ndefault weights: {default_weights}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dataset", default="movielens-100k")
     parser.add_argument("--users", type=int, default=0, help="evaluate the first N users (0: all)")
     parser.add_argument("--split", choices=["test", "validation"], default="test")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--max-len", type=int, default=0, help="override retrieval.sequential.max_len")
+    parser.add_argument("--epochs", type=int, default=0, help="override retrieval.sequential.max_epochs")
+    parser.add_argument("--dump", type=Path, help="also write the per-source rankings to this pickle")
+    parser.add_argument("--rescore", type=Path, help="score the rankings of an earlier --dump (no build)")
     args = parser.parse_args()
+    if args.rescore:
+        with open(args.rescore, "rb") as fh:
+            saved = pickle.load(fh)
+        print_table(saved["retriever"], saved["rankings"], saved["histories"], saved["targets"], Settings().retrieval.weights)
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     base = Settings(dataset=args.dataset)
+    seq = base.retrieval.sequential.model_copy(update={
+        k: v for k, v in {"max_len": args.max_len, "max_epochs": args.epochs}.items() if v
+    })
+    base = base.model_copy(update={"retrieval": base.retrieval.model_copy(update={"sequential": seq})})
     dataset = load_named_dataset(args.dataset, base)
     split = temporal_split(dataset.interactions, base.split.tie_rule, base.split.tie_seed)  # PROMPTREC_SPLIT__TIE_RULE=hash
     history = split.history_for_test() if args.split == "test" else split.history_for_validation()
@@ -50,36 +96,48 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="promptrec-bench-"))
     try:
         settings = base.model_copy(update={"index_dir": workdir / "index"})
+        rss_before = peak_rss_mb()
         started = time.perf_counter()
-        rec = Recommender.from_interactions(dataset.items, history, settings, namespace=f"bench-{args.dataset}")
+        rec = Recommender.from_interactions(
+            dataset.items, history, settings, namespace=f"bench-{args.dataset}", progress=print_epochs
+        )
         build_s = time.perf_counter() - started
+        rss_after = peak_rss_mb()
         size_mb = dir_size(workdir / "index") / 1e6
         started = time.perf_counter()
         Recommender.from_interactions(dataset.items, history, settings, namespace=f"bench-{args.dataset}")
         rebuild_s = time.perf_counter() - started
 
+        histories = {u: rec.history(u) for u in users}
+        started = time.perf_counter()
+        rankings = all_source_rankings(rec.retriever, histories, users)
+        rank_s = time.perf_counter() - started
         print(f"# {args.dataset}, {args.split} split, {len(users)} users, temporal leave-one-out "
               "(sorted by timestamp, then item id), all items ranked, history excluded\n")
-        print("| retriever | top-20 | top-50 |\n|---|---|---|")
-        latencies: list[float] = []
-        for label, weights in ROWS:
-            rs = base.retrieval if weights is None else RetrievalSettings(
-                **{**base.retrieval.model_dump(), "weights": weights}
-            )
-            retriever = Retriever(rec.index, rec.catalog, rs)
-            hit20 = hit50 = 0
-            for user in users:
-                t0 = time.perf_counter()
-                found = [c.item_id for c in retriever.candidates(rec.history(user), 50)]
-                if weights is None:
-                    latencies.append(time.perf_counter() - t0)
-                hit20 += targets[user] in found[:20]
-                hit50 += targets[user] in found
-            print(f"| {label} | {hit20 / len(users):.3f} | {hit50 / len(users):.3f} |", flush=True)
-        print(f"\nindex build (cold, encoder load included): {build_s:.1f} s; "
+        print_table(rec.retriever, rankings, histories, targets, rec.settings.retrieval.weights)
+        if args.dump:
+            fuser = Retriever(None, {}, rec.settings.retrieval)  # fusion needs only the settings
+            with open(args.dump, "wb") as fh:
+                pickle.dump({"retriever": fuser, "rankings": rankings, "histories": histories, "targets": targets}, fh)
+        model, m = rec.index.sequential_model, rec.index.manifest
+        if model is not None and model.stats is not None:
+            st = model.stats
+            print(f"sequential model: {st.epochs_run} epochs ({st.seconds:.1f} s, {st.device}, bf16 {st.bf16}, "
+                  f"{st.threads} threads), best validation NDCG@10 {st.best_val_ndcg10:.4f} at epoch "
+                  f"{st.best_epoch}; settings {seq.model_dump()}")
+        else:
+            print(f"sequential model: skipped ({m.sequential_skipped})")
+        print(f"index build (cold: encoder load, text vectors, ALS, transitions, sequential training): {build_s:.1f} s; "
+              f"peak RSS {rss_before:.0f} MB before, {rss_after:.0f} MB after the build; "
               f"unchanged re-index: {rebuild_s:.1f} s; size on disk: {size_mb:.1f} MB "
               f"({len(dataset.items)} items, {len(history)} interactions)")
-        print(f"fused top-50 query latency per user: p50 {statistics.median(latencies) * 1e3:.1f} ms, "
+        latencies = []
+        for user in users[:300]:
+            t0 = time.perf_counter()
+            rec.retriever.candidates(histories[user], 50)
+            latencies.append(time.perf_counter() - t0)
+        print(f"all-source ranking of {len(users)} users: {rank_s:.1f} s; fused top-50 query latency per user "
+              f"(first 300): p50 {statistics.median(latencies) * 1e3:.1f} ms, "
               f"p95 {sorted(latencies)[int(0.95 * (len(latencies) - 1))] * 1e3:.1f} ms")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -135,6 +135,34 @@ def index(rebuild: bool = typer.Option(False, help="Drop the stored vectors and 
     )
     if m.history_order == "none":
         console.print("no timestamps in the log: histories are unordered, the transitions source is off")
+    if m.sequential_skipped:
+        console.print(f"[yellow]sequential retriever skipped: {m.sequential_skipped}[/]")
+    elif m.sequential_trained:
+        console.print("sequential retriever trained (no checkpoint existed); retrain: `promptrec train retriever`")
+
+
+@train_app.command("retriever")
+def train_retriever() -> None:
+    """Train the sequential retriever on the configured data set (early stopping on each user's
+    held-out last item) and store its item vectors in the index."""
+    from promptrec.recommender import Recommender
+
+    settings = Settings()
+    try:
+        with progress_bars() as report:
+            rec = Recommender.from_settings(settings, build=True, progress=report, retrain=True)
+    except PromptrecError as exc:
+        fail(exc)
+    m, model = rec.index.manifest, rec.index.sequential_model
+    if model is None or model.stats is None:
+        console.print(f"[yellow]no sequential model: {m.sequential_skipped}[/]")
+        return
+    st = model.stats
+    console.print(
+        f"sequential retriever for {m.namespace}: {st.epochs_run} epochs in {st.seconds:.1f} s on {st.device} "
+        f"({st.threads} threads), best validation NDCG@10 {st.best_val_ndcg10:.4f} at epoch {st.best_epoch} "
+        f"({st.val_users} users); vectors {m.sequential_sync.model_dump()} → {rec.settings.resolved_index_dir()}"
+    )
 
 
 @app.command()

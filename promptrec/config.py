@@ -34,12 +34,34 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+
+class SequentialSettings(_Section):
+    """The trained sequential retriever (promptrec.retrieval.sasrec); any change means retraining.
+    It is trained only when `retrieval.weights` gives the "sequential" source a weight above 0."""
+
+    max_len: int = 50  # the last L items a history is encoded from
+    hidden: int = 64
+    layers: int = 2
+    heads: int = 1
+    dropout: float = 0.2
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 128
+    max_epochs: int = 60
+    eval_every: int = 2  # epochs between validation NDCG@10 evaluations
+    patience: int = 3  # evaluations without improvement before stopping
+    precision: Literal["auto", "float32", "bfloat16"] = "float32"  # auto: bf16 where the hardware has it
+
+
 class RetrievalSettings(_Section):
     """How candidates are retrieved and fused."""
 
     # Fusion weights per source (reciprocal-rank fusion); a source with weight 0 is skipped.
+    # Chosen on MovieLens-100K's validation split by benchmarks/fusion_weights.py (README).
     weights: dict[str, float] = Field(
-        default_factory=lambda: {"transitions": 1.0, "behaviour": 0.5, "text": 0.1, "popularity": 0.0}
+        default_factory=lambda: {
+            "sequential": 0.5, "transitions": 0.5, "behaviour": 0.25, "text": 0.2, "popularity": 0.0,
+        }
     )
     rrf_k: float = 60.0
     pool_size: int = 200  # items each source contributes to the fusion
@@ -54,6 +76,7 @@ class RetrievalSettings(_Section):
     transition_popularity_damping: float = 0.2  # T[a, b] / (popularity(b) + 1) ** damping
     text_recency_half_life: float = 3.0  # in interactions: an item's weight halves every N items back
     text_history_items: int = 50
+    sequential: SequentialSettings = Field(default_factory=SequentialSettings)
 
     @field_validator("weights")
     @classmethod

@@ -97,11 +97,13 @@ class Recommender:
         namespace: str = "custom",
         progress: ProgressFn | None = None,
         rebuild: bool = False,
+        retrain: bool = False,
     ) -> Recommender:
         """Build (or update) an index from in-memory records and return a Recommender over it.
 
         The index lives in `settings.index_dir`, or `<cache_dir>/index/<namespace>`; building
-        again with the same data re-encodes nothing.
+        again with the same data re-encodes nothing. The sequential model is trained when the
+        index has no checkpoint, or with `retrain`; one for other data is refused.
         """
         settings = settings or Settings()
         if settings.index_dir is None:
@@ -111,7 +113,7 @@ class Recommender:
         items = items_for_domain(list(items), settings.resolved_domain().has_year)
         histories = histories_from_frame(frame, settings.split)
         index = RetrievalIndex.build(items, histories, settings, namespace, progress=progress, rebuild=rebuild,
-                                     history_order=order)
+                                     history_order=order, time_ordered=order == "time", retrain=retrain)
         return cls(items, histories, index, settings)
 
     @classmethod
@@ -133,7 +135,7 @@ class Recommender:
     @classmethod
     def from_settings(
         cls, settings: Settings | None = None, build: bool = True, progress: ProgressFn | None = None,
-        rebuild: bool = False,
+        rebuild: bool = False, retrain: bool = False,
     ) -> Recommender:
         """The recommender over the configured data: the `[data]` files, or the named data set
         (fetched on first use)."""
@@ -145,7 +147,7 @@ class Recommender:
         if build:
             return cls.from_interactions(
                 dataset.items, dataset.interactions, settings, namespace=namespace,
-                progress=progress, rebuild=rebuild,
+                progress=progress, rebuild=rebuild, retrain=retrain,
             )
         if settings.index_dir is None:
             settings = settings.model_copy(update={"index_dir": settings.resolved_index_dir()})

@@ -29,9 +29,9 @@ def test_candidates_are_typed_fused_and_exclude_history(built):
     assert all(a.fused_score >= b.fused_score for a, b in zip(found.candidates, found.candidates[1:]))
     first = found.candidates[0]
     assert first.title == built.item(first.item_id).display_title()
-    assert set(first.source_scores) <= {"transitions", "behaviour", "text", "popularity"}
+    assert set(first.source_scores) <= {"sequential", "transitions", "behaviour", "text", "popularity"}
     assert first.source_scores  # at least one source put it there
-    assert {s for c in found.candidates for s in c.source_scores} >= {"transitions", "behaviour", "text"}
+    assert {s for c in found.candidates for s in c.source_scores} >= {"sequential", "transitions", "behaviour", "text"}
 
 
 def test_metadata_filter_passes_through_every_source(built):

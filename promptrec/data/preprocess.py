@@ -38,6 +38,7 @@ __all__ = [
     "DedupResult",
     "apply_threshold",
     "drop_duplicates",
+    "has_time_order",
     "history_order",
     "id_rank",
     "is_order_free",
@@ -137,6 +138,14 @@ def _history_order(frame: pd.DataFrame, tie_rule: TieRule = "id", seed: int = 0)
     return order, users
 
 
+def has_time_order(frame: pd.DataFrame) -> bool:
+    """True when some user has two interactions with different known timestamps: only then
+    is a history a sequence (without timestamps the ordering rule falls back to item ids)."""
+    times = pd.to_numeric(frame["timestamp"], errors="raise")
+    known = frame.loc[times.notna(), ["user_id"]].assign(t=times[times.notna()])
+    return bool(len(known)) and bool((known.groupby("user_id")["t"].nunique() > 1).any())
+
+
 def history_order(frame: pd.DataFrame, tie_rule: TieRule = "id", seed: int = 0) -> np.ndarray:
     """Positions that sort `frame` by (user, timestamp, tie rule); stable."""
     return _history_order(frame, tie_rule, seed)[0]
@@ -195,10 +204,9 @@ def k_core(frame: pd.DataFrame, user_k: int, item_k: int | None = None) -> pd.Da
 
 
 def is_order_free(frame: pd.DataFrame) -> bool:
-    """True when the log has no time order: no timestamps at all, or every one equal."""
-    times = pd.to_numeric(frame["timestamp"], errors="raise").to_numpy(dtype=float, na_value=np.nan)
-    known = times[~np.isnan(times)]
-    return len(known) == 0 or bool((known == known[0]).all())
+    """True when the log has no time order: no user has two interactions at different known
+    timestamps (no timestamps at all, all equal, or one time per user)."""
+    return not has_time_order(frame)
 
 
 def random_holdout_rule(seed: int) -> str:

@@ -7,7 +7,7 @@ Features (``FEATURE_NAMES``), computed within one user's candidate list:
 * ``fused_z``: the retrieval fused score, z-scored within the list;
 * ``retrieval_rank_frac``: retrieval rank as a fraction, 0 = best;
 * ``log_popularity``: log(1 + interactions with the item);
-* ``transitions_rr``, ``behaviour_rr``, ``text_rr``: 1 / the item's rank in that retrieval
+* ``sequential_rr``, ``transitions_rr``, ``behaviour_rr``, ``text_rr``: 1 / the item's rank in that retrieval
   source (0 when the source did not return it), so the layer learns its own fusion;
 * ``log_transitions``: log(1 + the transitions score).
 
@@ -48,7 +48,7 @@ from promptrec.retrieval.schema import CandidateList
 
 FORMAT = "promptrec.calibration/1"
 CALIBRATION_SALT = 3  # `seeded_sample` salt of the calibration users (eval and `promptrec calibrate` alike)
-SOURCE_FEATURES: tuple[str, ...] = ("transitions", "behaviour", "text")
+SOURCE_FEATURES: tuple[str, ...] = ("sequential", "transitions", "behaviour", "text")
 FEATURE_NAMES: tuple[str, ...] = (
     "llm_z", "llm_rank_frac", "fused_z", "retrieval_rank_frac", "log_popularity",
     *(f"{source}_rr" for source in SOURCE_FEATURES), "log_transitions",

@@ -1,5 +1,6 @@
-"""The retrieval index: text and behaviour vectors in Chroma, transitions and popularity in
-a file beside them, and a manifest that ties them to one catalog, log and encoder.
+"""The retrieval index: text, behaviour and sequential-model vectors in Chroma, transitions
+and popularity in a file beside them, the sequential model's checkpoint, and a manifest that
+ties them to one catalog, log and encoder.
 
 Files are written atomically (`promptrec.paths.atomic_write`) and verified when opened: a
 damaged one is an `IndexMismatchError` naming it and `promptrec index --rebuild`, which deletes
@@ -8,6 +9,7 @@ lock on ``<index_dir>/.build.lock``, so two concurrent builds of one index run o
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import time
@@ -24,6 +26,14 @@ from promptrec.data.schema import Item
 from promptrec.errors import IndexMismatchError
 from promptrec.paths import atomic_write, atomic_write_text, ensure_dir, file_lock
 from promptrec.retrieval.encoder import TextEncoder
+from promptrec.retrieval.sasrec import (
+    CHECKPOINT,
+    RETRAIN,
+    CheckpointMismatchError,
+    EpochStats,
+    SequentialModel,
+    checkpoint_key,
+)
 from promptrec.retrieval.sources import BehaviourModel, TransitionModel, popularity
 from promptrec.retrieval.store import (
     ItemVectorCollection,
@@ -77,6 +87,11 @@ class IndexManifest(BaseModel):
     # "time": histories are time-ordered; "none": order-free data (no timestamps), whose
     # transitions source is not used (its histories are only in item id order).
     history_order: str = "time"
+    sequential_key: str | None = None  # the checkpoint behind the sequential collection
+    sequential_dimension: int | None = None
+    sequential_sync: SyncReport | None = None
+    sequential_trained: bool = False  # this build trained the model (else: loaded the checkpoint)
+    sequential_skipped: str | None = None  # why there is no sequential source
 
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
@@ -114,6 +129,8 @@ class RetrievalIndex:
         transitions: TransitionModel,
         item_popularity: np.ndarray,
         encoder: TextEncoder,
+        sequential: ItemVectorCollection | None = None,
+        sequential_model: SequentialModel | None = None,
     ):
         self.manifest = manifest
         self.text = text
@@ -122,6 +139,8 @@ class RetrievalIndex:
         self.transitions = transitions
         self.popularity = item_popularity
         self.encoder = encoder
+        self.sequential = sequential
+        self.sequential_model = sequential_model
         self.item_ids = manifest.item_ids
         self.position = {item_id: n for n, item_id in enumerate(self.item_ids)}
 
@@ -142,6 +161,15 @@ class RetrievalIndex:
         )
         return text, behaviour
 
+    @staticmethod
+    def _sequential_collection(settings: Settings, namespace: str, dimension: int) -> ItemVectorCollection:
+        return ItemVectorCollection(
+            chroma_client(settings.chroma, settings.resolved_index_dir()),
+            collection_name(namespace, "sequential"),
+            "ip",
+            {"kind": "sequential", "encoder": "sasrec", "dimension": dimension},
+        )
+
     @classmethod
     def build(
         cls,
@@ -152,12 +180,18 @@ class RetrievalIndex:
         progress: ProgressFn | None = None,
         rebuild: bool = False,
         history_order: str = "time",
+        time_ordered: bool = True,
+        retrain: bool = False,
     ) -> RetrievalIndex:
         """Create or update the index. Text vectors are upserted only for items whose text
-        changed; behaviour vectors are refitted only when the interaction log changed."""
+        changed; behaviour vectors are refitted only when the interaction log changed. The
+        sequential model is trained when no checkpoint exists (or `retrain`); a checkpoint
+        for other data or hyperparameters is refused. `time_ordered=False` (no timestamps)
+        skips it: histories in item-id order are no sequence."""
         index_dir = ensure_dir(settings.resolved_index_dir(), "index folder")
         with file_lock(index_dir / LOCK, f"the index in {index_dir}"):
-            return cls._build(items, histories, settings, namespace, progress, rebuild, history_order)
+            return cls._build(items, histories, settings, namespace, progress, rebuild, history_order,
+                              time_ordered, retrain)
 
     @classmethod
     def _build(
@@ -169,6 +203,8 @@ class RetrievalIndex:
         progress: ProgressFn | None,
         rebuild: bool,
         history_order: str = "time",
+        time_ordered: bool = True,
+        retrain: bool = False,
     ) -> RetrievalIndex:
         started = time.perf_counter()
         index_dir = settings.resolved_index_dir()
@@ -184,6 +220,8 @@ class RetrievalIndex:
             client = chroma_client(settings.chroma, index_dir)
             for coll in (text, behaviour):
                 client.delete_collection(coll.name)
+            with contextlib.suppress(Exception):  # absent when the model was never trained
+                client.delete_collection(collection_name(namespace, "sequential"))
             text, behaviour = cls._collections(settings, namespace, settings.encoder, encoder.dimension, rs.als_factors)
         text.check_identity()
         behaviour.check_identity()
@@ -254,6 +292,9 @@ class RetrievalIndex:
             _write_atomic(sequential_path, write_sequential)
             report("behaviour model", 1, 2)
 
+        sequential = cls._build_sequential(
+            settings, namespace, histories, inter_fp, metadatas, position, report, time_ordered, retrain
+        )
         manifest = IndexManifest(
             namespace=namespace,
             encoder=settings.encoder,
@@ -268,9 +309,69 @@ class RetrievalIndex:
             behaviour_sync=behaviour_sync,
             split=settings.split,
             history_order=history_order,
+            **sequential,
         )
         atomic_write_text(index_dir / MANIFEST, manifest.model_dump_json(indent=1))
         return cls._load(manifest, settings, encoder)
+
+    @classmethod
+    def _build_sequential(
+        cls,
+        settings: Settings,
+        namespace: str,
+        histories: Mapping[str, Sequence[str]],
+        inter_fp: str,
+        metadatas: Sequence[dict],
+        position: Mapping[str, int],
+        report: ProgressFn,
+        time_ordered: bool,
+        retrain: bool,
+    ) -> dict:
+        """Train or load the sequential model and sync its item vectors; the manifest fields."""
+        seq = settings.retrieval.sequential
+        if settings.retrieval.weights.get("sequential", 0.0) <= 0:
+            return {"sequential_skipped": "retrieval.weights gives the sequential source no weight"}
+        if not time_ordered:
+            reason = ("the interactions carry no time order (timestamps missing or all equal); a history "
+                      "in item-id order is no sequence, so the sequential model is skipped")
+            log.warning("sequential retriever skipped: %s", reason)
+            return {"sequential_skipped": reason}
+        vocab = sorted({i for h in histories.values() for i in h})
+        if len(vocab) < 2:
+            return {"sequential_skipped": "fewer than two interacted items"}
+        key = checkpoint_key(inter_fp, vocab, seq, settings.retrieval.seed)
+        path = settings.resolved_index_dir() / CHECKPOINT
+        trained = retrain or not path.is_file()
+        if trained:
+            stage = "sequential model"
+            report(stage, 0, seq.max_epochs)
+
+            def on_epoch(e: EpochStats) -> None:
+                ndcg = f", val NDCG@10 {e.val_ndcg10:.4f}" if e.val_ndcg10 is not None else ""
+                report(f"{stage} | epoch {e.epoch}, loss {e.loss:.3f}{ndcg}", 1, seq.max_epochs)
+
+            model = SequentialModel.fit(histories, seq, settings.retrieval.seed, inter_fp, settings.device, on_epoch)
+            report(stage, seq.max_epochs - model.stats.epochs_run, seq.max_epochs)  # early stop: fill the bar
+            model.save(path)
+        else:
+            model = SequentialModel.load(path, key, settings.device)
+        coll = cls._sequential_collection(settings, namespace, seq.hidden)
+        if trained and coll.count() and coll.metadata().get("dimension") != seq.hidden:
+            # a retrain with another hidden size: the old vectors cannot be upserted over
+            chroma_client(settings.chroma, settings.resolved_index_dir()).delete_collection(coll.name)
+            coll = cls._sequential_collection(settings, namespace, seq.hidden)
+        coll.check_identity()
+        vectors = model.item_vectors()
+        # The content hash of a vector is its bytes: only vectors that changed are upserted.
+        sync = coll.sync(
+            model.item_ids,
+            [hashlib.sha256(v.tobytes()).hexdigest()[:16] for v in vectors],
+            [metadatas[position[i]] for i in model.item_ids],
+            lambda batch: vectors[batch],
+        )
+        coll.set_metadata(sequential_key=key)
+        return {"sequential_key": key, "sequential_dimension": seq.hidden, "sequential_sync": sync,
+                "sequential_trained": trained}
 
     @staticmethod
     def _sequential_ok(path: Path, n_items: int) -> bool:
@@ -339,6 +440,24 @@ class RetrievalIndex:
                     f"Chroma collection {coll.name!r} holds vectors for {key} {stored!r}, "
                     f"the manifest says {getattr(manifest, key)!r}; run `promptrec index`"
                 )
+        sequential = sequential_model = None
+        if manifest.sequential_key is not None:
+            seq = settings.retrieval.sequential
+            path = settings.resolved_index_dir() / CHECKPOINT
+            sequential_model = SequentialModel.load(path, manifest.sequential_key, settings.device)
+            current = checkpoint_key(manifest.interactions_fingerprint, sequential_model.item_ids, seq, rs.seed)
+            if current != manifest.sequential_key:
+                raise CheckpointMismatchError(
+                    f"the sequential model in {path} was trained with other retrieval.sequential settings "
+                    f"or seed than the current ones; retrain it with {RETRAIN}"
+                )
+            sequential = cls._sequential_collection(settings, manifest.namespace, manifest.sequential_dimension or seq.hidden)
+            sequential.check_identity(allow_empty=False)
+            if sequential.metadata().get("sequential_key") != manifest.sequential_key:
+                raise IndexMismatchError(
+                    f"Chroma collection {sequential.name!r} holds vectors of another sequential model "
+                    f"than the manifest's ({manifest.sequential_key}); run `promptrec index`"
+                )
         ids, factors = behaviour.vectors()
         order = {item_id: n for n, item_id in enumerate(ids)}
         missing = [i for i in manifest.item_ids if i not in order]
@@ -357,6 +476,8 @@ class RetrievalIndex:
             TransitionModel(matrix),
             pop,
             encoder,
+            sequential,
+            sequential_model,
         )
 
     # ------------------------------------------------------------------ item-to-item signals

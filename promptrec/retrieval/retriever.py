@@ -14,12 +14,14 @@ from promptrec.retrieval.index import RetrievalIndex
 from promptrec.retrieval.schema import Candidate
 from promptrec.retrieval.sources import recency_weighted_mean
 
-SOURCES = ("transitions", "behaviour", "text", "popularity")
+SOURCES = ("sequential", "transitions", "behaviour", "text", "popularity")
 
 
 class Retriever:
-    """Fuses four sources over one index: transitions (sequential behaviour), behaviour
-    vectors (ALS, queried in Chroma), text vectors (queried in Chroma) and popularity."""
+    """Fuses five sources over one index: the trained sequential model (its encoding of the
+    history queried against its item vectors in Chroma; absent when the index has none),
+    transitions, behaviour vectors (ALS, queried in Chroma), text vectors (queried in Chroma)
+    and popularity."""
 
     def __init__(self, index: RetrievalIndex, catalog: Mapping[str, Item], settings: RetrievalSettings):
         unknown = set(settings.weights) - set(SOURCES)
@@ -56,6 +58,10 @@ class Retriever:
             out["popularity"] = self._top(index.popularity.astype(np.float64), pool, exclude, allowed)
         if not positions:
             return out
+        if weights["sequential"] > 0 and index.sequential_model is not None:
+            query = index.sequential_model.encode(history)
+            if query is not None:
+                out["sequential"] = index.sequential.query(query, pool, exclude, where)
         if weights["transitions"] > 0:
             scores = index.transitions.scores(positions, rs.transition_last_items, rs.transition_recency_decay)
             ranked = self._top(scores, pool, exclude, allowed)
@@ -72,6 +78,22 @@ class Retriever:
             out["text"] = index.text.query(query, pool, exclude, where)
         return out
 
+    def fuse(
+        self, rankings: Mapping[str, Sequence[tuple[str, float]]], has_history: bool,
+        weights: Mapping[str, float] | None = None,
+    ) -> list[tuple[str, float]]:
+        """Fused (item id, score), best first, from `source_rankings` (weights: the settings');
+        an empty history gets popularity."""
+        if not has_history:
+            return list(rankings["popularity"])
+        weights = self.settings.weights if weights is None else weights
+        active = {s: r for s, r in rankings.items() if weights.get(s, 0.0) > 0}
+        return reciprocal_rank_fusion(
+            {s: [i for i, _ in r] for s, r in active.items()},
+            {s: weights[s] for s in active},
+            k=self.settings.rrf_k,
+        )
+
     def candidates(
         self, history: Sequence[str], n: int, where: dict[str, Any] | None = None
     ) -> list[Candidate]:
@@ -80,15 +102,7 @@ class Retriever:
             raise ValueError(f"n must be positive, got {n}")
         pool = max(self.settings.pool_size, n)
         rankings = self.source_rankings(history, pool, where)
-        if not history:
-            fused = [(i, s) for i, s in rankings["popularity"]]
-        else:
-            active = {s: r for s, r in rankings.items() if self.settings.weights.get(s, 0.0) > 0}
-            fused = reciprocal_rank_fusion(
-                {s: [i for i, _ in r] for s, r in active.items()},
-                {s: self.settings.weights[s] for s in active},
-                k=self.settings.rrf_k,
-            )
+        fused = self.fuse(rankings, bool(history))
         scores = {s: dict(r) for s, r in rankings.items()}
         ranks = {s: {i: k for k, (i, _) in enumerate(r, start=1)} for s, r in rankings.items()}
         out = []

@@ -1,0 +1,145 @@
+"""The trained sequential retriever: real training runs of a few seconds on planted data, its
+vectors in a real Chroma collection, checkpoints keyed to data and hyperparameters."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from promptrec.config import SequentialSettings, Settings
+from promptrec.data.preprocess import has_time_order
+from promptrec.data.schema import Item
+from promptrec.retrieval.sasrec import CheckpointMismatchError, SequentialModel, checkpoint_key
+from promptrec.retrieval.store import ItemVectorCollection, chroma_client
+
+A, B, C = "A", "B", "C"
+FILLER = [f"f{n}" for n in range(27)]
+TINY = SequentialSettings(max_len=12, hidden=32, layers=1, heads=1, dropout=0.1, lr=5e-3,
+                          batch_size=64, max_epochs=40, eval_every=10, patience=100)
+
+
+def planted_histories(users: int = 150, seed: int = 0) -> dict[str, list[str]]:
+    """Random filler histories, each with A then B then C planted at a random place."""
+    rng = random.Random(seed)
+    out = {}
+    for u in range(users):
+        seq = rng.sample(FILLER, rng.randint(6, 10))
+        at = rng.randint(0, len(seq) - 2)
+        out[f"u{u}"] = seq[:at] + [A, B, C] + seq[at:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained() -> SequentialModel:
+    return SequentialModel.fit(planted_histories(), TINY, seed=0, interactions_fingerprint="planted", device="cpu")
+
+
+def test_learns_the_planted_sequence_and_chroma_retrieves_it(trained, tmp_path):
+    assert trained.stats.epochs_run == TINY.max_epochs
+    assert trained.stats.history[-1].loss < trained.stats.history[0].loss
+    client = chroma_client(Settings().chroma, tmp_path)
+    coll = ItemVectorCollection(client, "planted-sequential", "ip", {"kind": "sequential", "dimension": TINY.hidden})
+    vectors = trained.item_vectors()
+    coll.sync(trained.item_ids, [str(n) for n in range(len(vectors))], [{"n": n} for n in range(len(vectors))],
+              lambda batch: vectors[batch])
+    # An unseen session: filler, then A, B. The model must put C first; after A alone, B.
+    session = ["f3", "f17", "f8", A, B]
+    assert coll.query(trained.encode(session), 3, exclude=set(session))[0][0] == C
+    assert coll.query(trained.encode(["f5", "f11", A]), 3, exclude={"f5", "f11", A})[0][0] == B
+    # What comes next depends on the last item: after A it is B, not C.
+    after_a = [i for i, _ in coll.query(trained.encode(["f3", "f9", A]), 5, exclude={"f3", "f9", A})]
+    assert after_a[0] == B and after_a.index(C) > 0
+    assert trained.encode(["not-an-item"]) is None
+
+
+def test_same_seed_same_vectors_other_seed_other_vectors(trained):
+    again = SequentialModel.fit(planted_histories(), TINY, seed=0, interactions_fingerprint="planted", device="cpu")
+    assert np.array_equal(again.item_vectors(), trained.item_vectors())
+    assert np.array_equal(again.encode(["f1", A]), trained.encode(["f1", A]))
+    other = SequentialModel.fit(planted_histories(), TINY.model_copy(update={"max_epochs": 2}), seed=1,
+                                interactions_fingerprint="planted", device="cpu")
+    assert not np.allclose(other.item_vectors(), trained.item_vectors())
+
+
+def test_checkpoint_round_trip_and_mismatch_refused(trained, tmp_path):
+    path = trained.save(tmp_path / "sequential_model.pt")
+    loaded = SequentialModel.load(path, trained.key, device="cpu")
+    assert np.array_equal(loaded.item_vectors(), trained.item_vectors())
+    assert np.array_equal(loaded.encode(["f2", A, B]), trained.encode(["f2", A, B]))
+    assert loaded.stats.best_epoch == trained.stats.best_epoch
+    other_hp = checkpoint_key("planted", trained.item_ids, TINY.model_copy(update={"hidden": 16}), seed=0)
+    other_data = checkpoint_key("changed-log", trained.item_ids, TINY, seed=0)
+    for key in (other_hp, other_data):
+        with pytest.raises(CheckpointMismatchError, match="promptrec train retriever"):
+            SequentialModel.load(path, key, device="cpu")
+    with pytest.raises(CheckpointMismatchError, match="no sequential model.*promptrec train retriever"):
+        SequentialModel.load(tmp_path / "absent.pt", trained.key, device="cpu")
+
+
+def test_time_order_detection():
+    frame = pd.DataFrame({"user_id": ["1", "1", "2"], "item_id": ["a", "b", "a"], "timestamp": [5.0, 5.0, 7.0]})
+    assert not has_time_order(frame)
+    assert not has_time_order(frame.assign(timestamp=np.nan))
+    assert has_time_order(frame.assign(timestamp=[5.0, 6.0, 7.0]))
+
+
+# --------------------------------------------------------------------------- through the index
+
+
+def planted_catalog() -> list[Item]:
+    return [Item(item_id=i, title=f"Film {i}", year=2000, genres=("Drama",)) for i in [A, B, C, *FILLER]] + [
+        Item(item_id="new", title="A Film Nobody Rated", year=2024, genres=("Drama",))
+    ]
+
+
+def planted_frame(timestamps: bool = True) -> pd.DataFrame:
+    rows = [
+        {"user_id": u, "item_id": i, "timestamp": float(t) if timestamps else None}
+        for u, h in planted_histories().items() for t, i in enumerate(h)
+    ]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.integration
+def test_index_trains_once_refuses_mismatch_and_skips_untimed_data(asset_settings, tmp_path):
+    from promptrec.recommender import Recommender
+
+    rs = asset_settings.retrieval.model_copy(update={"sequential": TINY})
+    settings = asset_settings.model_copy(update={"index_dir": tmp_path / "index", "device": "cpu", "retrieval": rs})
+    items, frame = planted_catalog(), planted_frame()
+    rec = Recommender.from_interactions(items, frame, settings, namespace="planted")
+    assert rec.index.manifest.sequential_trained and rec.index.manifest.sequential_sync.added == 30
+    found = rec.candidates("someone", 5, history=["f4", A, B])
+    assert found.candidates[0].item_id == C and "sequential" in found.candidates[0].source_ranks
+    # The item nobody rated is not in the model but still reachable through its text vector.
+    assert rec.index.sequential.count() == 30 and rec.index.text.count() == 31
+    # On held-out planted items (history ends A, B; C follows) the grid picks the sequential source.
+    from promptrec.retrieval.tuning import all_source_rankings, grid_search
+
+    histories = {f"s{n}": [FILLER[n], FILLER[n + 1], A, B] for n in range(6)}
+    rankings = all_source_rankings(rec.retriever, histories, list(histories))
+    best = grid_search(rec.retriever, rankings, histories, dict.fromkeys(histories, C),
+                       {"sequential": [0.0, 1.0], "text": [0.0, 1.0]})[0]
+    assert best.weights == {"sequential": 1.0, "text": 0.0} and best.recall10 == 1.0
+    again = Recommender.from_interactions(items, frame, settings, namespace="planted")
+    assert not again.index.manifest.sequential_trained
+    assert again.index.manifest.sequential_sync.unchanged == 30
+    changed = rs.model_copy(update={"sequential": TINY.model_copy(update={"dropout": 0.3})})
+    with pytest.raises(CheckpointMismatchError, match="promptrec train retriever"):
+        Recommender.from_interactions(items, frame, settings.model_copy(update={"retrieval": changed}), namespace="planted")
+    with pytest.raises(CheckpointMismatchError, match="promptrec train retriever"):
+        Recommender.open(items, frame, settings.model_copy(update={"retrieval": changed}), "planted")
+    # Retraining with the changed settings (here another hidden size) replaces model and vectors.
+    wider = rs.model_copy(update={"sequential": TINY.model_copy(update={"hidden": 16})})
+    retrained = Recommender.from_interactions(
+        items, frame, settings.model_copy(update={"retrieval": wider}), namespace="planted", retrain=True
+    )
+    assert retrained.index.manifest.sequential_trained and retrained.index.sequential_model.item_vectors().shape == (30, 16)
+    # Data without timestamps: no sequence, no model, and the manifest says why.
+    untimed = settings.model_copy(update={"index_dir": tmp_path / "untimed"})
+    flat = Recommender.from_interactions(items, planted_frame(timestamps=False), untimed, namespace="untimed")
+    assert flat.index.sequential_model is None and "no time order" in flat.index.manifest.sequential_skipped
+    assert "sequential" not in flat.retriever.source_rankings(["f4", A, B], 10)
