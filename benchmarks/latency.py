@@ -8,8 +8,8 @@ configured retrieval, 20 candidates, calibration as configured), each configurat
 seeded users, interleaved user by user so that load swings on a shared machine hit all alike.
 
 The compute floor of one call is ``2 x P x T / F``: P the parameters multiplied per token (every
-weight matrix but the input embedding, which is a lookup; the output projection counts too,
-although it runs only at scored positions, so the floor is a slight overestimate), T the tokens
+weight matrix but the input embedding, which is a lookup, and a tied output projection, which
+runs only at the scored positions), T the tokens
 the model actually computed for that user (``computed_tokens``: a shared prefix once, padding
 excluded) and F the matrix-multiply throughput that this script measures with torch on this
 machine, in the generator's dtype, at the model's own shapes, just before each timing round.
@@ -38,7 +38,7 @@ from pathlib import Path
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
-def matmul_flops(dtype, hidden: int, intermediate: int, rows: int = 384, seconds: float = 1.0) -> float:
+def matmul_flops(dtype, hidden: int, intermediate: int, rows: int = 512, seconds: float = 1.0) -> float:
     """FLOP/s of torch matrix multiplies at the model's MLP shapes (rows x hidden @ hidden x intermediate)."""
     import torch
 
@@ -59,13 +59,11 @@ def matmul_flops(dtype, hidden: int, intermediate: int, rows: int = 384, seconds
 
 
 def matmul_params(model) -> int:
-    """Parameters multiplied per token: all but the input embedding table (a lookup)."""
+    """Parameters multiplied per token: all but the input embedding table, which is a lookup. A
+    tied output projection shares that table and runs only at the scored positions, so it is
+    left out too (an untied head is counted, a slight overestimate for the same reason)."""
     embedding = model.get_input_embeddings().weight
-    total = sum(p.numel() for p in model.parameters())
-    head = model.get_output_embeddings()
-    tied = head is not None and head.weight.data_ptr() == embedding.data_ptr()
-    # A tied head shares the table: it is multiplied (at scored positions), so keep it once.
-    return total if tied else total - embedding.numel()
+    return sum(p.numel() for p in model.parameters()) - embedding.numel()
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -101,7 +101,7 @@ def main() -> None:
     def calibrated(reranker, val_rows, test_rows):
         records = [CalibrationRecord(candidates=val_lists[u], scores=val_rows[u].scores_in_input_order(),
                                      relevant_item_id=val_targets[u]) for u in cal_users]
-        calibrator = fit_calibration(records, calibration_key(reranker, settings.encoder))
+        calibrator = fit_calibration(records, calibration_key(reranker, settings))
         values = []
         for u in test_users:
             found = test_lists[u]

@@ -17,7 +17,7 @@ from pydantic_settings import (
 from promptrec.errors import SettingsError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
-RETRIEVAL_SOURCES: tuple[str, ...] = ("transitions", "behaviour", "text", "popularity")
+RETRIEVAL_SOURCES: tuple[str, ...] = ("sequential", "transitions", "behaviour", "text", "popularity")
 # PROMPTREC_* variables that are not settings (read by scripts and tests); any other is a typo.
 OTHER_ENV_VARS: tuple[str, ...] = ("PROMPTREC_CONFIG", "PROMPTREC_SKIP_VLLM", "PROMPTREC_VLLM_PYTHON")
 OTHER_ENV_PREFIXES: tuple[str, ...] = ("PROMPTREC_TEST_", "PROMPTREC_BENCH_")

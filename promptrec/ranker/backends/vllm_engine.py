@@ -141,7 +141,8 @@ class VLLMEngineBackend(TokenizerOps):
             llm = LLM(str(self.model_path), **kwargs)
             self.dtype = kwargs["dtype"]
         else:
-            self.dtype = str(getattr(llm.llm_engine.model_config, "dtype", "auto")).replace("torch.", "")
+            config = getattr(getattr(llm, "llm_engine", None), "model_config", None)
+            self.dtype = str(getattr(config, "dtype", "auto")).replace("torch.", "")
         self.llm = llm
         self.tokenizer = llm.get_tokenizer()
         cache_config = getattr(llm.llm_engine, "cache_config", None) or llm.llm_engine.vllm_config.cache_config
