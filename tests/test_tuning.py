@@ -151,8 +151,7 @@ def test_vllm_engine_serves_the_tuned_model_from_settings(setup):
     from ranker_support import model_dir
 
     settings, tuned = setup["settings"], resolve_tuned(setup["settings"])
-    ranker = settings.ranker.model_copy(update={
-        "backend": "vllm-engine", "vllm": settings.ranker.vllm.model_copy(update={"dtype": "float32"})})
+    ranker = settings.ranker.model_copy(update={"backend": "vllm-engine", "dtype": "float32"})
     engine = make_backend(settings.model_copy(update={"ranker": ranker}))
     try:
         assert engine.model_id == tuned.model_id and engine.model_path == tuned.merged_path
