@@ -19,6 +19,7 @@ from promptrec.data import (
     Item,
     LoadReport,
     load_atomic,
+    load_bookcrossing,
     load_catalog,
     load_interactions,
     load_ml1m,
@@ -548,3 +549,25 @@ def test_real_movielens_100k(movielens_100k):
     # 44% of the users rated their last two films in the same second (the tie rule matters)
     same = (split.validation.set_index("user_id")["timestamp"] == split.test.set_index("user_id")["timestamp"]).mean()
     assert 0.43 < same < 0.45
+
+
+def test_load_bookcrossing_records_what_it_leaves_out(tmp_path):
+    """Book-Crossing's layout (`;`, quoted, latin-1, backslash escapes): a line with too many
+    fields and a rating of a book missing from the catalog are left out and recorded, not lost."""
+    header = '"ISBN";"Book-Title";"Book-Author";"Year-Of-Publication";"Publisher";"Image-URL-S"\n'
+    books = (
+        header
+        + '"0195153448";"Classical Mythology";"Mark P. O. Morford";"2002";"Oxford University Press";"u"\n'
+        + '"0002005018";"Clara Callan";"Richard Bruce Wright";"2001";"HarperFlamingo";"u";"stray"\n'
+        + '"0060973129";"Decision in Normandy";"Carlo D\'Este";"1991";"HarperPerennial";"u"\n'
+    )
+    (tmp_path / "BX-Books.csv").write_bytes(books.encode("latin-1"))
+    ratings = '"User-ID";"ISBN";"Book-Rating"\n"1";"0195153448";"5"\n"2";"0060973129";"0"\n"3";"9999999999";"7"\n'
+    (tmp_path / "BX-Book-Ratings.csv").write_text(ratings, encoding="latin-1")
+    data = load_bookcrossing(tmp_path)
+    assert [i.item_id for i in data.items] == ["0195153448", "0060973129"]
+    assert data.items[0].attributes == {"author": "Mark P. O. Morford", "publisher": "Oxford University Press"}
+    assert data.interactions["item_id"].tolist() == ["0195153448", "0060973129"]
+    skipped = {(Path(s.path).name, s.line, s.field) for s in data.report.skipped}
+    assert skipped == {("BX-Books.csv", 3, None), ("BX-Book-Ratings.csv", None, "item_id")}
+    assert "9999999999" in next(s.reason for s in data.report.skipped if s.field == "item_id")

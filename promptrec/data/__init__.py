@@ -1,15 +1,8 @@
 """The data layer: typed records, loaders (MovieLens, CSV/JSONL) and preprocessing."""
 
-from promptrec.data.loaders import (
-    ML100K_GENRES,
-    load_atomic,
-    load_catalog,
-    load_interactions,
-    load_ml1m,
-    load_ml100k,
-    load_movielens,
-    split_title_year,
-)
+from promptrec.data.bookcrossing import load_bookcrossing
+from promptrec.data.loaders import load_catalog, load_interactions
+from promptrec.data.movielens import ML100K_GENRES, load_atomic, load_ml1m, load_ml100k, load_movielens
 from promptrec.data.preprocess import (
     DedupResult,
     apply_threshold,
@@ -21,6 +14,7 @@ from promptrec.data.preprocess import (
     temporal_split,
     tie_hash,
 )
+from promptrec.data.records import split_title_year
 from promptrec.data.schema import (
     INTERACTION_COLUMNS,
     Dataset,
@@ -49,6 +43,7 @@ __all__ = [
     "interactions_frame",
     "k_core",
     "load_atomic",
+    "load_bookcrossing",
     "load_catalog",
     "load_interactions",
     "load_ml100k",

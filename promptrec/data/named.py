@@ -32,13 +32,13 @@ class NamedDataset(BaseModel):
 
 
 def _movielens(folder: Path) -> Dataset:
-    from promptrec.data.loaders import load_movielens
+    from promptrec.data.movielens import load_movielens
 
     return load_movielens(folder)
 
 
 def _bookcrossing(folder: Path) -> Dataset:
-    from promptrec.data.loaders import load_bookcrossing
+    from promptrec.data.bookcrossing import load_bookcrossing
 
     return load_bookcrossing(folder)
 
