@@ -248,16 +248,17 @@ def test_truncated_safetensors_and_missing_tokenizer_are_named(tmp_path):
 def test_a_truncated_download_is_fetched_again(tmp_path):
     """`models fetch` trusts a finished folder only when its weights are whole (the marker check)."""
     from promptrec import assets
+    from promptrec.assets import store
 
     asset = next(a for a in assets.list_assets("generator"))
     folder = tmp_path / "hf"
     folder.mkdir()
     _tiny_safetensors(folder / "model.safetensors")
-    assets._write_marker(folder, assets._marker_payload(asset, ["model.safetensors"]))
-    assert assets._marker_ok(folder, asset)
+    store.write_marker(folder, store.marker_payload(asset, ["model.safetensors"]))
+    assert store.marker_ok(folder, asset)
     data = (folder / "model.safetensors").read_bytes()
     (folder / "model.safetensors").write_bytes(data[:-8])
-    assert not assets._marker_ok(folder, asset)
+    assert not store.marker_ok(folder, asset)
 
 
 def test_model_folder_without_tokenizer_fails_at_backend_construction(tmp_path):
