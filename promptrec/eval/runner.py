@@ -49,6 +49,7 @@ from promptrec.eval.run_folder import (  # noqa: F401 - re-exported: the run fol
     read_results,
 )
 from promptrec.eval.suite import Suite, load_suite
+from promptrec.paths import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -278,9 +279,7 @@ def _init_run_dir(run_dir: Path, suite: Suite, fresh: bool) -> dict[str, Any] | 
 
 
 def _write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
-    tmp = run_dir / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=False), encoding="utf-8")
-    os.replace(tmp, run_dir / MANIFEST)
+    atomic_write_text(run_dir / MANIFEST, json.dumps(manifest, indent=1, sort_keys=False))
 
 
 def _row(ranker: EvalRanker, user: str, target: str, out, latency: float, data: EvalData,

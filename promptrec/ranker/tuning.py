@@ -36,7 +36,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import re
 import resource
@@ -51,6 +50,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from promptrec.errors import IndexMismatchError, PromptrecError
+from promptrec.paths import atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from promptrec.config import Settings
@@ -395,7 +395,8 @@ class RankerTrainer:
         import torch
         from peft import LoraConfig, get_peft_model
 
-        from promptrec.ranker.backends.transformers_backend import TransformersBackend, resolve_device
+        from promptrec.hardware import resolve_device
+        from promptrec.ranker.backends.transformers_backend import TransformersBackend
         from promptrec.ranker.prompts import load_template
         from promptrec.ranker.reranker import LLMReranker
 
@@ -564,9 +565,7 @@ class TrainResult(BaseModel):
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=str), encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True, default=str))
 
 
 def train_ranker(

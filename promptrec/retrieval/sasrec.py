@@ -32,6 +32,8 @@ from torch import nn
 
 from promptrec.config import SequentialSettings
 from promptrec.errors import IndexMismatchError
+from promptrec.hardware import auto_dtype, resolve_device
+from promptrec.paths import atomic_write
 
 FORMAT = "promptrec.sequential/1"
 CHECKPOINT = "sequential_model.pt"
@@ -149,22 +151,10 @@ def _left_pad(seqs: Sequence[Sequence[int]], length: int) -> np.ndarray:
 
 def use_bf16(precision: str, device: torch.device) -> bool:
     """bf16 autocast for training: asked for, or "auto" where the hardware has a bf16 path
-    (a CUDA GPU with bf16, a CPU with AVX512-BF16 or AMX; on AVX2-only CPUs bf16 is slower)."""
+    (`promptrec.hardware.auto_dtype`: on AVX2-only CPUs bf16 is slower, so float32)."""
     if precision != "auto":
         return precision == "bfloat16"
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return auto_dtype(device.type) == "bfloat16"
 
 
 @contextlib.contextmanager
@@ -217,7 +207,7 @@ class SequentialModel:
         windows = [s[-(length + 1) :] for s in train]
         inputs = torch.from_numpy(_left_pad([w[:-1] for w in windows], length))
         targets = torch.from_numpy(_left_pad([w[1:] for w in windows], length))
-        dev = resolve_device(device)
+        dev = torch.device(resolve_device(device))
         bf16 = use_bf16(settings.precision, dev)
         key = checkpoint_key(interactions_fingerprint, item_ids, settings, seed)
         history: list[EpochStats] = []
@@ -292,10 +282,7 @@ class SequentialModel:
             "stats": self.stats.model_dump_json() if self.stats else None,
             "state_dict": {k: v.cpu() for k, v in self.net.state_dict().items()},
         }
-        tmp = path.with_name(f".{path.name}.tmp")
-        torch.save(payload, tmp)
-        tmp.replace(path)
-        return path
+        return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
     @classmethod
     def load(cls, path: Path, expected_key: str, device: str = "auto") -> SequentialModel:
@@ -315,7 +302,7 @@ class SequentialModel:
         net = SASRecNet(len(payload["item_ids"]), settings)
         net.load_state_dict(payload["state_dict"])
         stats = TrainStats.model_validate_json(payload["stats"]) if payload["stats"] else None
-        return cls(net.to(resolve_device(device)), list(payload["item_ids"]), settings, payload["key"], stats)
+        return cls(net.to(torch.device(resolve_device(device))), list(payload["item_ids"]), settings, payload["key"], stats)
 
 
 @torch.no_grad()
