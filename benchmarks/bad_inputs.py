@@ -494,7 +494,6 @@ def server_cases(w: World, tmp: Path) -> list[Case]:
 
     def vllm_server_down():
         from promptrec.ranker.backends.vllm_server import VLLMServerBackend
-        from promptrec.ranker.prompts import default_prompts_dir  # noqa: F401
         from promptrec.assets import resolve_model
 
         model = resolve_model(w.settings.generator, w.settings)

@@ -12,7 +12,6 @@ from promptrec.ranker.strategies import (
     ItemView,
     LettersStrategy,
     LikelihoodStrategy,
-    YesNoStrategy,
     _permutations,
     label_form,
     make_strategy,

@@ -27,7 +27,6 @@ list), ``percentile`` and ``latency_summary``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Collection, Container, Sequence
 
 import numpy as np
