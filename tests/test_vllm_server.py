@@ -1,5 +1,5 @@
 """The HTTP backend and `promptrec llm`: failure handling against scripted answers (no vLLM
-needed), then a real vLLM server (bfloat16, the defaults) under `recommend()` and `promptrec eval`.
+needed), then a real vLLM server (the defaults: dtype auto, prefix caching) under `recommend()` and `promptrec eval`.
 
 Tests marked ``vllm`` start a real server (``.venv-vllm/bin/python -m pytest -m vllm``); under
 CI=true a missing vLLM fails them.
@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from promptrec import llm_server
 from promptrec.config import RankerSettings, Settings
+from promptrec.hardware import resolve_dtype_name
 from promptrec.llm_server import ServerOptions, ServerStartError, llm_app, server_command, server_env
 from promptrec.ranker.backends.vllm_server import (
     ServerResponseError,
@@ -216,7 +217,8 @@ def test_server_command_and_environment(tmp_path, monkeypatch):
     cmd = server_command(options)
     assert cmd[:3] == [sys.executable, "-m", "vllm.entrypoints.openai.api_server"]
     joined = " ".join(cmd)
-    for flag in ("--enable-prefix-caching", "--enforce-eager", "--dtype bfloat16", "--port 8124",
+    auto = resolve_dtype_name("auto", "cpu")  # bfloat16 only where this CPU has a bf16 path
+    for flag in ("--enable-prefix-caching", "--enforce-eager", f"--dtype {auto}", "--port 8124",
                  f"--served-model-name {MODEL_NAME}", f"--model {tmp_path}", "--block-size 32"):
         assert flag in joined
     assert server_env(options, base={})["VLLM_CPU_KVCACHE_SPACE"] == "1"
@@ -256,7 +258,7 @@ def test_cli_ready_and_dry_run(monkeypatch):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     require_vllm()
-    options = ServerOptions(model_dir(), served_model_name=MODEL_NAME, port=free_port())  # bf16, caching on
+    options = ServerOptions(model_dir(), served_model_name=MODEL_NAME, port=free_port())  # dtype auto, caching on
     log = tmp_path_factory.mktemp("vllm-server") / "server.log"
     with llm_server.start_server(options, log_path=log, ready_timeout_s=600) as running:
         yield running
