@@ -234,3 +234,18 @@ def test_compare_resumed_run_with_uninterrupted_run(smoke_run, resumed_run):
     llm = next(p for p in comparison.pairs if p.ranker_a == LLM)
     assert {"log_loss_after", "brier_after"} <= {d.metric for d in llm.differences}
     assert "| ndcg@10 |" in render_comparison(comparison)
+
+
+def test_batched_llm_rows_equal_one_user_at_a_time(smoke_run, eval_settings, tmp_path):
+    """`batch_users` changes how users reach the LLM (`LLMReranker.run_many`), never the rows:
+    the smoke run (8 users per call) and a run of one user per call agree, calibration included."""
+    single = run_suite(SMOKE, tmp_path / "single", settings=eval_settings, only=[LLM], batch_users=1)
+    a = {k: v for k, v in _rows_by_key(smoke_run.run_dir).items() if k[0] == LLM}
+    b = _rows_by_key(single.run_dir)
+    assert a.keys() == b.keys() and len(a) == 5
+    for key, row in a.items():
+        assert row["candidates"] == b[key]["candidates"] and row["ranked"] == b[key]["ranked"], key
+        for field in ("scores", "p_after"):
+            np.testing.assert_allclose(row[field], b[key][field], rtol=0, atol=1e-5)
+    sessions = json.loads((single.run_dir / "manifest.json").read_text())["sessions"]
+    assert [s["batch_users"] for s in sessions] == [1]

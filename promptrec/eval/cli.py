@@ -63,6 +63,8 @@ def run(
     users: Optional[str] = typer.Option(None, "--users", help='Override data.users: "all" or a sample size.'),
     llm_users: Optional[str] = typer.Option(
         None, "--llm-users", help='Override grid.users (the LLM rankers\' users): "all" or a sample size.'),
+    batch_users: int = typer.Option(
+        8, "--batch-users", min=1, help="Users per grouped LLM call (the vLLM backends batch them); speed only."),
 ) -> None:
     """Run (or continue) a suite; writes per-user JSONL, summary.{json,md} and PNGs into the run folder.
 
@@ -77,7 +79,8 @@ def run(
     try:
         loaded = load_suite(suite).with_overrides(tie_rule=tie_rule, tie_seed=tie_seed, users=count(users),
                                                   llm_users=count(llm_users))
-        result = run_suite(loaded, out, fresh=fresh, limit=limit, progress=not quiet, only=only)
+        result = run_suite(loaded, out, fresh=fresh, limit=limit, progress=not quiet, only=only,
+                           batch_users=batch_users)
     except PromptrecError as exc:
         _fail(exc)
     typer.echo((result.run_dir / "summary.md").read_text(encoding="utf-8"))

@@ -339,21 +339,26 @@ class LLMRanker:
 
         return calibration_key(self._reranker, self._data.settings, self.n_candidates)
 
-    def _score(self, part: str, user_id: str, history: Sequence[str]):
+    def _score_many(self, part: str, users: Sequence[tuple[str, Sequence[str]]]):
+        """(candidates, rerank result) per (user, history), the users in one grouped LLM call
+        (`LLMReranker.run_many`, as `Recommender.rerank_many` and the calibration fit use)."""
         rec = self._data.recommender(part)
-        found = rec.candidates(user_id, self.n_candidates, history=list(history))
-        items = [self._data.catalog[i] for i in history]
-        return found, self._reranker.run(items, found)
+        found = [rec.candidates(user_id, self.n_candidates, history=list(history)) for user_id, history in users]
+        requests = [([self._data.catalog[i] for i in history], f) for (_, history), f in zip(users, found)]
+        return list(zip(found, self._reranker.run_many(requests)))
 
-    def validation_record(self, user_id: str, history: Sequence[str], target: str) -> dict[str, Any]:
-        """One calibration record (JSON-ready) on the validation split."""
-        found, result = self._score("validation", user_id, history)
-        return {
-            "candidates": found.model_dump(mode="json", exclude={"history"}) | {"history": []},
-            "scores": result.scores_in_input_order(),
-            "relevant_item_id": target,
-            "degraded": result.degraded,
-        }
+    def validation_records(self, users: Sequence[tuple[str, Sequence[str], str]]) -> list[dict[str, Any]]:
+        """Calibration records (JSON-ready) on the validation split, one per (user, history, target)."""
+        scored = self._score_many("validation", [(u, h) for u, h, _ in users])
+        return [
+            {
+                "candidates": found.model_dump(mode="json", exclude={"history"}) | {"history": []},
+                "scores": result.scores_in_input_order(),
+                "relevant_item_id": target,
+                "degraded": result.degraded,
+            }
+            for (_, _, target), (found, result) in zip(users, scored)
+        ]
 
     def fit(self, records: list[dict[str, Any]], l2: float = 1e-4) -> None:
         """Fit the calibration on validation records; a failure is kept, not raised (the report says why)."""
@@ -374,7 +379,13 @@ class LLMRanker:
             log.warning("%s: calibration not fitted: %s", self.name, exc)
 
     def rank(self, user_id: str, history: Sequence[str], length: int) -> RankOutput:
-        found, result = self._score("test", user_id, history)
+        return self.rank_many([(user_id, history)], length)[0]
+
+    def rank_many(self, users: Sequence[tuple[str, Sequence[str]]], length: int) -> list[RankOutput]:
+        """`rank` for several (user, history) pairs through one grouped LLM call."""
+        return [self._output(found, result) for found, result in self._score_many("test", users)]
+
+    def _output(self, found, result) -> RankOutput:
         candidate_ids = [c.item_id for c in found.candidates]
         scores = result.scores_in_input_order()
         p_before = uncalibrated_probabilities(scores, self.strategy).tolist() if scores is not None else None

@@ -294,8 +294,14 @@ def _row(ranker: EvalRanker, user: str, target: str, out, latency: float, data: 
     return row
 
 
+def _batches(users: Sequence[str], size: int) -> Iterator[list[str]]:
+    step = max(1, size)
+    for start in range(0, len(users), step):
+        yield list(users[start : start + step])
+
+
 def _calibrate(ranker: LLMRanker, data: EvalData, validation: JsonlLog, run_dir: Path,
-               report, after_user: AfterUser | None) -> dict[str, Any]:
+               report, after_user: AfterUser | None, batch_users: int) -> dict[str, Any]:
     # Never limited: every test row of a ranker must come from the same calibration, however
     # many sessions (with or without --limit) the run takes.
     users = data.calibration_users
@@ -304,13 +310,16 @@ def _calibrate(ranker: LLMRanker, data: EvalData, validation: JsonlLog, run_dir:
     stage = f"calibration {ranker.name}"
     if report and todo:
         report(stage, len(users) - len(todo), len(users))
-    for user in todo:
-        record = ranker.validation_record(user, data.validation_histories[user], data.validation_targets[user])
-        validation.append({"ranker": ranker.name, "user_id": user, **record})
-        if report:
-            report(stage, 1, len(users))
-        if after_user:
-            after_user(f"{ranker.name}#validation", user)
+    for batch in _batches(todo, batch_users):
+        records = ranker.validation_records(
+            [(u, data.validation_histories[u], data.validation_targets[u]) for u in batch]
+        )
+        for user, record in zip(batch, records):
+            validation.append({"ranker": ranker.name, "user_id": user, **record})
+            if report:
+                report(stage, 1, len(users))
+            if after_user:
+                after_user(f"{ranker.name}#validation", user)
     by_user = {row["user_id"]: row for row in validation.rows_for(ranker.name)}
     ranker.fit([by_user[u] for u in users], l2=data.suite.calibration.l2)
     info: dict[str, Any] = {"users": len(users), "degraded": sum(bool(by_user[u]["degraded"]) for u in users)}
@@ -337,6 +346,7 @@ def run_suite(
     write_report: bool = True,
     backend_factory: Callable[[str, str], Any] | None = None,
     only: Sequence[str] | None = None,
+    batch_users: int = 8,
 ) -> RunResult:
     """Run (or continue) a suite; returns the run folder and its summary.
 
@@ -347,6 +357,9 @@ def run_suite(
     (model, backend) -> LLMBackend replaces the default (`make_backend`, one model loaded at a time).
     ``only``: run just these rankers in this session (names, or "baselines" / "llm" for a whole
     group); the others wait for a later session in the same folder, and the run stays partial.
+    ``batch_users``: users per grouped LLM call (`LLMReranker.run_many`: the vLLM backends batch
+    them; on CPU transformers they run in turn), for the calibration and the test rows alike;
+    it changes the speed, not the rows, so it is not part of the suite's digest.
 
     Each ranker goes through its users in one seeded order (`EvalData.run_order`), so the rows
     of a partial run, or of ``limit`` users, are a seeded random sample of its users.
@@ -374,7 +387,7 @@ def run_suite(
         "sessions": [],
     }
     manifest["sessions"].append({"started": started, "finished": None, "limit": limit,
-                                 "only": list(only) if only else None})
+                                 "only": list(only) if only else None, "batch_users": batch_users})
     manifest["complete"] = False
     manifest["packages"] = package_versions()
     manifest["settings"] = _public_settings(settings)
@@ -420,22 +433,26 @@ def run_suite(
                 manifest["rankers"][ranker.name] = ranker.describe()
                 if isinstance(ranker, LLMRanker) and suite.calibration.enabled:
                     manifest["calibration"][ranker.name] = _calibrate(
-                        ranker, data, validation, run_dir, report, after_user
+                        ranker, data, validation, run_dir, report, after_user, batch_users
                     )
                 _write_manifest(run_dir, manifest)
                 if report:
                     report(ranker.name, len(users) - len(todo), len(users))
                 length = suite.protocol.list_length
-                for user in todo:
-                    history = data.test_histories.get(user, [])
+                for batch in _batches(todo, batch_users if isinstance(ranker, LLMRanker) else 1):
+                    histories = [data.test_histories.get(user, []) for user in batch]
                     t0 = time.perf_counter()
-                    out = ranker.rank(user, history, length)
-                    latency = time.perf_counter() - t0
-                    results.append(_row(ranker, user, data.test_targets[user], out, latency, data, history))
-                    if report:
-                        report(ranker.name, 1, len(users))
-                    if after_user:
-                        after_user(ranker.name, user)
+                    if len(batch) == 1:
+                        outs = [ranker.rank(batch[0], histories[0], length)]
+                    else:
+                        outs = ranker.rank_many(list(zip(batch, histories)), length)
+                    latency = (time.perf_counter() - t0) / len(batch)  # a batch's time, shared by its users
+                    for user, history, out in zip(batch, histories, outs):
+                        results.append(_row(ranker, user, data.test_targets[user], out, latency, data, history))
+                        if report:
+                            report(ranker.name, 1, len(users))
+                        if after_user:
+                            after_user(ranker.name, user)
                 ranker.close()
     finally:
         results.close()
