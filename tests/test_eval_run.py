@@ -83,6 +83,11 @@ def test_smoke_run_end_to_end(smoke_run):
     for ranker, _ in rows:
         per_ranker[ranker] = per_ranker.get(ranker, 0) + 1
     assert per_ranker == {"popularity": 30, "retrieval": 30, "als": 30, LLM: 5}
+    from promptrec.hardware import cpu_capability, resolve_dtype_name
+
+    described = json.loads((run_dir / "manifest.json").read_text())["rankers"][LLM]
+    assert described["device"] == "cpu" and described["cpu_capability"] == cpu_capability()
+    assert described["dtype"] == resolve_dtype_name("auto", "cpu")  # what "auto" chose here
     # every ranker sees the same users and targets
     targets = {u: r["target"] for (name, u), r in rows.items() if name == "popularity"}
     assert all(targets[u] == r["target"] for (_, u), r in rows.items())

@@ -310,7 +310,16 @@ class LLMRanker:
             "permutations": self._options().get("permutations"),
             "history_items": self.history_items,
             "timeout_s": self.timeout_s,
+            **self._hardware(),
         }
+
+    def _hardware(self) -> dict[str, Any]:
+        """Where the generator runs (device, the dtype "auto" chose, the CPU capability), once
+        loaded; a server backend reports none (its process chose them)."""
+        hardware = getattr(self._reranker.backend, "hardware", None) if self._reranker else None
+        if hardware is None:
+            return {}
+        return hardware.model_dump(include={"device", "dtype", "cpu_capability", "torch_threads", "gpu"})
 
     def _options(self) -> dict[str, Any]:
         if self.strategy == "letters":
