@@ -35,6 +35,17 @@ def ensure_dir(path: Path, what: str = "folder") -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+#: The mode a plain ``open(path, "w")`` would give; mkstemp's own is 0600, which would hide an
+#: index or a run folder from the other users of a shared machine.
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     """Write through a temporary file in the same folder (``write(tmp)``), fsync it, then rename:
     readers see the old file or the new one, never a half-written one."""
@@ -43,6 +54,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
+        os.chmod(tmp, _FILE_MODE)
         write(tmp)
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())

@@ -433,3 +433,15 @@ def test_read_only_index_dir_is_named(ml_slice, tmp_path, asset_settings):
     settings = asset_settings.model_copy(update={"index_dir": folder / "index"})
     with pytest.raises(PromptrecError, match="ro"):
         Recommender.from_interactions(*ml_slice, settings, namespace="ro")
+
+
+def test_atomic_writes_get_the_mode_a_plain_write_gets(tmp_path):
+    """Index manifests, checkpoints and run manifests go through `atomic_write`; its temporary
+    file must not leave them 0600 (unreadable to the other users of a shared index)."""
+    from promptrec.paths import atomic_write_text
+
+    plain = tmp_path / "plain.json"
+    plain.write_text("{}")
+    atomic = atomic_write_text(tmp_path / "atomic.json", "{}")
+    assert atomic.read_text() == "{}"
+    assert (atomic.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777)
