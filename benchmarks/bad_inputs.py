@@ -414,7 +414,7 @@ def lookup_cases(w: World, tmp: Path) -> list[Case]:
 
 
 def llm_cases(w: World, tmp: Path) -> list[Case]:
-    from promptrec.ranker.calibration import Calibrator, calibration_key, fit_features
+    from promptrec.ranker.calibration import FEATURE_NAMES, Calibrator, calibration_key, fit_features
     from promptrec.ranker.factory import make_reranker
 
     c = "LLM timeout or failure"
@@ -430,7 +430,7 @@ def llm_cases(w: World, tmp: Path) -> list[Case]:
 
     def bad_calibration(value: float, field: str) -> Callable[[], Any]:
         def run():
-            x = np.random.default_rng(0).normal(size=(300, 9))
+            x = np.random.default_rng(0).normal(size=(300, len(FEATURE_NAMES)))
             key = calibration_key(make_reranker(w.settings, Constant()), w.settings)
             path = fit_features(x, (x[:, 0] > 0.5).astype(float), key).save(tmp / f"cal-{field}.json")
             data = json.loads(path.read_text())
@@ -441,7 +441,7 @@ def llm_cases(w: World, tmp: Path) -> list[Case]:
         return run
 
     def stale_calibration():
-        x = np.random.default_rng(0).normal(size=(300, 9))
+        x = np.random.default_rng(0).normal(size=(300, len(FEATURE_NAMES)))
         reranker = make_reranker(w.settings, Constant())
         path = fit_features(x, (x[:, 0] > 0.5).astype(float), calibration_key(reranker, w.settings, 20)).save(
             tmp / "cal-stale.json")
