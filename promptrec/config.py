@@ -44,10 +44,10 @@ class SequentialSettings(_Section):
     layers: int = 2
     heads: int = 1
     dropout: float = 0.2
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.0
     batch_size: int = 128
-    max_epochs: int = 60
+    max_epochs: int = 40
     eval_every: int = 2  # epochs between validation NDCG@10 evaluations
     patience: int = 3  # evaluations without improvement before stopping
     precision: Literal["auto", "float32", "bfloat16"] = "float32"  # auto: bf16 where the hardware has it

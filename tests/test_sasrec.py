@@ -12,7 +12,7 @@ import pytest
 from promptrec.config import SequentialSettings, Settings
 from promptrec.data.preprocess import has_time_order
 from promptrec.data.schema import Item
-from promptrec.retrieval.sasrec import CheckpointMismatchError, SequentialModel, checkpoint_key
+from promptrec.retrieval.sasrec import CheckpointMismatchError, SequentialModel, checkpoint_key, training_windows
 from promptrec.retrieval.store import ItemVectorCollection, chroma_client
 
 A, B, C = "A", "B", "C"
@@ -77,6 +77,23 @@ def test_checkpoint_round_trip_and_mismatch_refused(trained, tmp_path):
             SequentialModel.load(path, key, device="cpu")
     with pytest.raises(CheckpointMismatchError, match="no sequential model.*promptrec train retriever"):
         SequentialModel.load(tmp_path / "absent.pt", trained.key, device="cpu")
+
+    import torch
+
+    payload = torch.load(path, weights_only=True)
+    payload["format"] = "promptrec.sequential/1"  # trained on the last window only
+    torch.save(payload, tmp_path / "old.pt")
+    with pytest.raises(CheckpointMismatchError, match="not a promptrec.sequential/2 checkpoint.*promptrec train retriever"):
+        SequentialModel.load(tmp_path / "old.pt", trained.key, device="cpu")
+
+
+def test_training_windows_make_every_item_after_the_first_a_target_once():
+    seq = list(range(1, 12))  # 11 items, windows of 4 inputs + 1
+    windows = training_windows([seq, [7], [8, 9]], 4)
+    assert windows == [[7, 8, 9, 10, 11], [3, 4, 5, 6, 7], [1, 2, 3], [8, 9]]
+    targets = [t for w in windows[:3] for t in w[1:]]
+    assert sorted(targets) == seq[1:]
+    assert training_windows([list(range(1, 6))], 4) == [[1, 2, 3, 4, 5]]
 
 
 def test_time_order_detection():

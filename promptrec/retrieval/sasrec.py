@@ -2,7 +2,8 @@
 
 Causal self-attention (pre-norm blocks) over a user's last `max_len` items with learned
 positional embeddings, trained on every position of each training sequence (predict the next
-item) with a full-softmax cross-entropy over all items. The item embedding table is also the
+item; a long history is cut into windows of `max_len`) with a full-softmax cross-entropy over
+all items. The item embedding table is also the
 output layer, so an item's output embedding is the vector stored in Chroma (inner product)
 and a history's encoding (the last position's hidden state) is the query vector: any
 history, including one the model never saw, is encoded at request time.
@@ -35,7 +36,7 @@ from promptrec.errors import IndexMismatchError
 from promptrec.hardware import auto_dtype, resolve_device
 from promptrec.paths import atomic_write
 
-FORMAT = "promptrec.sequential/1"
+FORMAT = "promptrec.sequential/2"  # 2: trained on every window of a history, not only its last
 CHECKPOINT = "sequential_model.pt"
 RETRAIN = "`promptrec train retriever`"
 EpochFn = Callable[["EpochStats"], None]
@@ -149,6 +150,21 @@ def _left_pad(seqs: Sequence[Sequence[int]], length: int) -> np.ndarray:
     return out
 
 
+def training_windows(sequences: Sequence[Sequence[int]], length: int) -> list[list[int]]:
+    """Cut each sequence, from its end, into windows of `length` + 1 items whose next-item
+    targets (every item but a window's first) do not overlap: every item after a sequence's
+    first is a target exactly once an epoch, however long the history. Training on only the
+    last window would leave most of a long history unused (at L = 50, 73% of MovieLens-1M's
+    training targets and 60% of MovieLens-100K's)."""
+    windows = []
+    for seq in sequences:
+        end = len(seq)
+        while end >= 2:
+            windows.append(list(seq[max(0, end - length - 1) : end]))
+            end -= length
+    return windows
+
+
 def use_bf16(precision: str, device: torch.device) -> bool:
     """bf16 autocast for training: asked for, or "auto" where the hardware has a bf16 path
     (`promptrec.hardware.auto_dtype`: on AVX2-only CPUs bf16 is slower, so float32)."""
@@ -204,7 +220,7 @@ class SequentialModel:
         val = [(s[:-1], s[-1]) for s in sequences if len(s) >= 3]
         train = [s for s in train if len(s) >= 2]
         length = settings.max_len
-        windows = [s[-(length + 1) :] for s in train]
+        windows = training_windows(train, length)
         inputs = torch.from_numpy(_left_pad([w[:-1] for w in windows], length))
         targets = torch.from_numpy(_left_pad([w[1:] for w in windows], length))
         dev = torch.device(resolve_device(device))
