@@ -254,3 +254,22 @@ def test_batched_llm_rows_equal_one_user_at_a_time(smoke_run, eval_settings, tmp
             np.testing.assert_allclose(row[field], b[key][field], rtol=0, atol=1e-5)
     sessions = json.loads((single.run_dir / "manifest.json").read_text())["sessions"]
     assert [s["batch_users"] for s in sessions] == [1]
+
+
+def test_eval_index_retrains_a_stale_sequential_model(smoke_run, eval_settings, caplog, tmp_path):
+    """The eval's indexes are its own cache: a model trained with other settings is retrained
+    there (and said in the log), not refused with a command that trains another index."""
+    import shutil
+
+    suite = load_suite(SMOKE)
+    shutil.copytree(eval_settings.index_dir, tmp_path / "index")  # the smoke run's indexes, left as they are
+    seq = eval_settings.retrieval.sequential.model_copy(update={"dropout": 0.25, "max_epochs": 2})
+    changed = eval_settings.model_copy(update={
+        "index_dir": tmp_path / "index",
+        "retrieval": eval_settings.retrieval.model_copy(update={"sequential": seq}),
+    })
+    with caplog.at_level("WARNING", logger="promptrec.eval.rankers"):
+        rec = prepare_data(suite, changed).recommender("test")
+    assert rec.index.manifest.sequential_trained
+    assert rec.index.sequential_model.settings.dropout == 0.25
+    assert "retraining its sequential model" in caplog.text and "other data or hyperparameters" in caplog.text

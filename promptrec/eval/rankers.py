@@ -158,15 +158,23 @@ class EvalData:
         the validation item ("validation"), built (or updated) under the index folder."""
         if part not in self._recommenders:
             from promptrec.recommender import Recommender
+            from promptrec.retrieval.sasrec import CheckpointMismatchError
 
             history = self.test_frame if part == "test" else self.split.history_for_validation()
             namespace = self.namespace(part)
             base = self.settings.index_dir or (self.settings.cache_dir / "index")
             # min_rating None: the suite's own threshold was applied by prepare_data
             settings = self.settings.model_copy(update={"index_dir": Path(base) / namespace, "min_rating": None})
-            self._recommenders[part] = Recommender.from_interactions(
-                self.items, history, settings, namespace=namespace, progress=self.progress
-            )
+            try:
+                rec = Recommender.from_interactions(self.items, history, settings, namespace=namespace,
+                                                    progress=self.progress)
+            except CheckpointMismatchError as exc:
+                # This index is the eval's own cache, not one the user trains with
+                # `promptrec train retriever`: bring its model up to date here.
+                log.warning("eval index %s: %s; retraining its sequential model", namespace, exc)
+                rec = Recommender.from_interactions(self.items, history, settings, namespace=namespace,
+                                                    progress=self.progress, retrain=True)
+            self._recommenders[part] = rec
         return self._recommenders[part]
 
 
