@@ -171,7 +171,8 @@ class EvalData:
             except CheckpointMismatchError as exc:
                 # This index is the eval's own cache, not one the user trains with
                 # `promptrec train retriever`: bring its model up to date here.
-                log.warning("eval index %s: %s; retraining its sequential model", namespace, exc)
+                log.warning("eval index %s: retraining its sequential model; the stored one does not fit (%s)",
+                            namespace, exc)
                 rec = Recommender.from_interactions(self.items, history, settings, namespace=namespace,
                                                     progress=self.progress, retrain=True)
             self._recommenders[part] = rec
