@@ -8,6 +8,7 @@ import random
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from promptrec.config import SequentialSettings, Settings
 from promptrec.data.preprocess import has_time_order
@@ -77,8 +78,6 @@ def test_checkpoint_round_trip_and_mismatch_refused(trained, tmp_path):
             SequentialModel.load(path, key, device="cpu")
     with pytest.raises(CheckpointMismatchError, match="no sequential model.*promptrec train retriever"):
         SequentialModel.load(tmp_path / "absent.pt", trained.key, device="cpu")
-
-    import torch
 
     payload = torch.load(path, weights_only=True)
     payload["format"] = "promptrec.sequential/1"  # trained on the last window only

@@ -3,10 +3,10 @@
 Causal self-attention (pre-norm blocks) over a user's last `max_len` items with learned
 positional embeddings, trained on every position of each training sequence (predict the next
 item; a long history is cut into windows of `max_len`) with a full-softmax cross-entropy over
-all items. The item embedding table is also the
-output layer, so an item's output embedding is the vector stored in Chroma (inner product)
-and a history's encoding (the last position's hidden state) is the query vector: any
-history, including one the model never saw, is encoded at request time.
+all items. The item embedding table is also the output layer, so an item's output embedding
+is the vector stored in Chroma (inner product) and a history's encoding (the last position's
+hidden state) is the query vector: any history, including one the model never saw, is
+encoded at request time.
 
 Training holds out each user's last item (users with 3+ items, `temporal_split`'s rule) and
 stops early on that hold-out's NDCG@10 (all items ranked, history excluded). Built from the
