@@ -10,7 +10,7 @@ each with a bootstrap 95% CI and the paired difference to retrieval (and tuned v
 then a learning curve: NDCG@10 of the tuned order after each evaluated number of training
 examples, as a PNG. Calibrations are fitted on validation users, scored by the same model.
 
-    python benchmarks/tune_ranker.py [--examples 256] [--curve 0,64,128,256] [--test-users 100]
+    python benchmarks/tune_ranker.py [--examples 256] [--curve 0,64,128,256] [--test-users 100|all]
         [--calibration-users 100] [--history-items 5] [--out runs/tune-ranker]
 
 The learning curve is one training run: it is evaluated on the test users at each point of
@@ -35,7 +35,7 @@ def main() -> None:
     parser.add_argument("--template", default="letters")
     parser.add_argument("--examples", type=int, default=256)
     parser.add_argument("--curve", default="0,64,128,256", help="examples at which the test users are scored")
-    parser.add_argument("--test-users", type=int, default=100)
+    parser.add_argument("--test-users", default="100", help='test users scored (a seeded sample), or "all"')
     parser.add_argument("--calibration-users", type=int, default=100)
     parser.add_argument("--eval-users", type=int, default=32, help="validation users for early stopping")
     parser.add_argument("--history-items", type=int, default=5)
@@ -76,7 +76,8 @@ def main() -> None:
                                              namespace=f"{args.dataset}-test")
     test_targets, val_targets = split.test_items(), split.validation_items()
     rng = random.Random(args.seed)
-    test_users = sorted(rng.sample(sorted(test_targets), min(args.test_users, len(test_targets))), key=int)
+    wanted = len(test_targets) if args.test_users == "all" else int(args.test_users)
+    test_users = sorted(rng.sample(sorted(test_targets), min(wanted, len(test_targets))), key=int)
     cal_users = sorted(random.Random(args.seed + 7).sample(sorted(val_targets), min(args.calibration_users,
                                                                                       len(val_targets))), key=int)
     test_lists = {u: test_rec.candidates(u, settings.n_candidates) for u in test_users}
@@ -129,6 +130,8 @@ def main() -> None:
         trainer.model.train()
         print(f"  {seen:>5} examples: test NDCG@10 {np.mean(results[seen]['ndcg']):.4f} "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
+        # written at every point, so an interrupted run keeps the curve so far
+        (out / "curve.json").write_text(json.dumps({str(k): v["ndcg"] for k, v in results.items()} | {"retrieval": retrieval}))
 
     key = expected_key(settings, template, test_rec.index.manifest)
     print(f"training on up to {args.examples} examples; test users {len(test_users)}, retrieval hit@20 {hits:.2f}",
