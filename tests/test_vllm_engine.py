@@ -75,6 +75,12 @@ def test_constructing_without_vllm_says_how_to_get_it(monkeypatch):
 # ----------------------------------------------------------------------------- real engine
 
 
+#: Reused and recomputed prefixes run different bf16 kernels: two bf16 rounding steps at this
+#: model's logit sizes (0.06-0.125 nats each, see test_backend_contract). Measured max |diff|:
+#: under .05 on an AMD EPYC (AVX512-BF16), .10 on an Intel Xeon with AMX.
+PREFIX_REUSE_TOL = 0.25
+
+
 @pytest.fixture(scope="module")
 def engine():
     require_vllm()
@@ -129,7 +135,7 @@ def test_shared_prefix_is_read_from_cache_only_with_reuse(engine):
     cached = engine.cache_stats["cached_tokens"] - before["cached_tokens"]
     # The second prompt reads every full block of the shared prefix written by the first.
     assert cached == (shared // engine.block_size) * engine.block_size
-    assert np.abs(on - off).max() < 0.05  # bf16: batch composition may move the last bit
+    assert np.abs(on - off).max() < PREFIX_REUSE_TOL
 
 
 @pytest.mark.vllm
@@ -143,7 +149,7 @@ def test_continuation_recomputed_when_its_cache_hit_reaches_into_it(engine):
     with_reuse = engine.continuation_logprobs(prefix, conts, reuse_prefix=True)
     assert engine.cache_stats["recomputed"] - before == 1  # the second continuation
     without = engine.continuation_logprobs(prefix, conts, reuse_prefix=False)
-    assert np.abs(np.asarray(with_reuse) - np.asarray(without)).max() < 0.05
+    assert np.abs(np.asarray(with_reuse) - np.asarray(without)).max() < PREFIX_REUSE_TOL
 
 
 @pytest.mark.vllm
