@@ -29,13 +29,17 @@ from pathlib import Path
 import numpy as np
 
 
+def _user_count(text: str) -> int | str:
+    return text if text == "all" else int(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", default="movielens-100k")
     parser.add_argument("--template", default="letters")
     parser.add_argument("--examples", type=int, default=256)
     parser.add_argument("--curve", default="0,64,128,256", help="examples at which the test users are scored")
-    parser.add_argument("--test-users", default="100", help='test users scored (a seeded sample), or "all"')
+    parser.add_argument("--test-users", type=_user_count, default=100, help='test users scored (a seeded sample), or "all"')
     parser.add_argument("--calibration-users", type=int, default=100)
     parser.add_argument("--eval-users", type=int, default=32, help="validation users for early stopping")
     parser.add_argument("--history-items", type=int, default=5)
@@ -76,7 +80,7 @@ def main() -> None:
                                              namespace=f"{args.dataset}-test")
     test_targets, val_targets = split.test_items(), split.validation_items()
     rng = random.Random(args.seed)
-    wanted = len(test_targets) if args.test_users == "all" else int(args.test_users)
+    wanted = len(test_targets) if args.test_users == "all" else args.test_users
     test_users = sorted(rng.sample(sorted(test_targets), min(wanted, len(test_targets))), key=int)
     cal_users = sorted(random.Random(args.seed + 7).sample(sorted(val_targets), min(args.calibration_users,
                                                                                       len(val_targets))), key=int)
@@ -115,6 +119,9 @@ def main() -> None:
         return LLMReranker(backend, template, strategy_options={"permutations": args.permutations, "seed": args.seed}
                            if template.strategy == "letters" else None, timeout_s=None, max_history=args.history_items)
 
+    def write_curve():
+        (out / "curve.json").write_text(json.dumps({str(k): v["ndcg"] for k, v in results.items()} | {"retrieval": retrieval}))
+
     def on_eval(trainer, seen):
         if seen not in curve:
             return
@@ -130,8 +137,7 @@ def main() -> None:
         trainer.model.train()
         print(f"  {seen:>5} examples: test NDCG@10 {np.mean(results[seen]['ndcg']):.4f} "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
-        # written at every point, so an interrupted run keeps the curve so far
-        (out / "curve.json").write_text(json.dumps({str(k): v["ndcg"] for k, v in results.items()} | {"retrieval": retrieval}))
+        write_curve()  # at every point, so an interrupted run keeps the curve so far
 
     key = expected_key(settings, template, test_rec.index.manifest)
     print(f"training on up to {args.examples} examples; test users {len(test_users)}, retrieval hit@20 {hits:.2f}",
@@ -186,7 +192,7 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     (out / "summary.md").write_text(report + "\n")
-    (out / "curve.json").write_text(json.dumps({str(k): v["ndcg"] for k, v in results.items()} | {"retrieval": retrieval}))
+    write_curve()
 
     import matplotlib
 
