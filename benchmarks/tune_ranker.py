@@ -45,6 +45,8 @@ def main() -> None:
     parser.add_argument("--history-items", type=int, default=5)
     parser.add_argument("--permutations", type=int, default=3, help="letters: orders averaged at scoring time")
     parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--candidate-order", choices=["shuffled", "served"], default="shuffled",
+                        help="letters: train on candidates shuffled per example, or in the retriever's (served) order")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/tune-ranker")
     args = parser.parse_args()
@@ -94,6 +96,7 @@ def main() -> None:
         template=template.name, examples=args.examples, n_candidates=settings.n_candidates,
         history_items=args.history_items, eval_every=int(np.gcd.reduce([c for c in curve if c] or [64])),
         eval_users=args.eval_users, patience=None, lr=args.lr, seed=args.seed, permutations=1,
+        candidate_order=args.candidate_order,
     )
     results: dict[int, dict] = {}
 
@@ -169,7 +172,8 @@ def main() -> None:
     if max(results) != best:
         rows.append((f"tuned, last ({max(results)} examples)", results[max(results)]["ndcg"]))
     lines = [f"# tune_ranker: {args.dataset}, {len(test_users)} test users, template {template.name}, "
-             f"{settings.generator}, history {args.history_items}, {args.permutations} permutations",
+             f"{settings.generator}, history {args.history_items}, {args.permutations} permutations, "
+             f"trained on candidates {args.candidate_order}",
              "", "| ranker | NDCG@10 [95% CI] | vs retrieval [95% CI] | p |", "|---|---|---|---|"]
     for name, values in rows:
         ci = mean_ci(values, seed=args.seed)

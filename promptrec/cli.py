@@ -298,6 +298,8 @@ def train_ranker_command(
     history_items: Optional[int] = typer.Option(None, help="History items in a prompt (default: settings)."),
     batch_size: Optional[int] = typer.Option(None, help="Examples per forward pass (default: 1 on CPU, 8 on CUDA)."),
     dtype: Optional[str] = typer.Option(None, help="bfloat16 | float16 | float32 (default: by device)."),
+    candidate_order: str = typer.Option("shuffled", help="letters: train on candidates shuffled per example, "
+                                        "or in the retriever's order as served (shuffled | served)."),
     seed: int = typer.Option(0),
     fresh: bool = typer.Option(False, help="Discard a checkpoint instead of resuming from it."),
     calibrate_users: int = typer.Option(100, help="Refit the calibration for the tuned model on this many validation users (0: skip)."),
@@ -317,7 +319,7 @@ def train_ranker_command(
             template=loaded.name, examples=examples, epochs=epochs, eval_users=eval_users, eval_every=eval_every,
             patience=patience or None, lr=lr, history_items=history_items or settings.ranker.history_items,
             n_candidates=settings.n_candidates, batch_size=batch_size, dtype=dtype, seed=seed,
-            device=settings.device, permutations=1,
+            device=settings.device, permutations=1, candidate_order=candidate_order,
         )
         folder = adapter_dir(settings, loaded.name)
         key = expected_key(settings, loaded, main.index.manifest)

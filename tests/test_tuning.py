@@ -4,6 +4,7 @@ trip through the serving factory, resuming, and refusal of a mismatched adapter.
 
 from __future__ import annotations
 
+import random
 
 import numpy as np
 import pytest
@@ -89,6 +90,31 @@ def test_examples_come_from_training_prefixes(setup):
         assert history[:t] == example.prefix and history[t] == example.target
         assert example.target in example.candidates and len(example.candidates) == 5
         assert example.target not in (validation.get(example.user_id), test.get(example.user_id))
+
+
+def test_candidate_order_served_trains_on_the_retrieval_order(setup):
+    """``candidate_order="served"`` shows the candidates under A, B, ... in the retriever's order,
+    as one-permutation serving does; ``"shuffled"`` (the default) moves the true item's letter."""
+    from ranker_support import model_dir
+
+    from promptrec.ranker.tuning import RankerTrainer
+
+    train, examples = setup["train"], setup["examples"]
+    trainers = {order: RankerTrainer(model_dir(), "smollm2", CONFIG.model_copy(update={"candidate_order": order}))
+                for order in ("served", "shuffled")}
+    moved = 0
+    for n, example in enumerate(examples):
+        truth = example.candidates.index(example.target)
+        (row,) = trainers["served"].rows(example, train.catalog, random.Random(n))
+        assert row.label == truth
+        text, at = trainers["served"].backend.tokenizer.decode(row.ids), 0
+        for item_id in example.candidates:  # the titles appear in retrieval order
+            at = text.index(train.catalog[item_id].title, at)
+        (shuffled,) = trainers["shuffled"].rows(example, train.catalog, random.Random(n))
+        moved += shuffled.label != truth
+    assert moved > 0
+    with pytest.raises(ValueError, match="candidate_order"):
+        TuningConfig(candidate_order="retrieval")
 
 
 def test_saved_adapter_round_trips_through_the_factory(setup):

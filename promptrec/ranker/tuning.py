@@ -13,7 +13,10 @@ Prompts are built by the serving code (`build_letters_prompts`, `build_yesno_pro
 `build_likelihood_prompts`) from the same template; the loss follows the strategy:
 
 * ``letters``: cross-entropy over the label tokens' logits at the answer position (the
-  softmax over the shown letters, as scored), the candidates in a random order per example;
+  softmax over the shown letters, as scored). ``candidate_order`` sets the order shown:
+  ``shuffled`` (a random order per example, against position bias) or ``served`` (the
+  retriever's order, as `recommend()` shows it with one permutation, so the model learns
+  corrections to retrieval rather than unlearning its prior);
 * ``yesno``: logistic loss on log P(Yes) - log P(No) for the true item and
   ``yesno_negatives`` retrieved negatives;
 * ``likelihood``: the negative log-likelihood of the true item's continuation tokens.
@@ -44,7 +47,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -97,6 +100,7 @@ class TuningConfig(BaseModel):
     eval_users: int = 32  # validation users scored by NDCG@10 for early stopping
     patience: int | None = 3  # evaluations without improvement before stopping; None: never stop early
     permutations: int = 1  # letters: candidate orders averaged when evaluating
+    candidate_order: Literal["shuffled", "served"] = "shuffled"  # letters: the order candidates are trained in
     seed: int = 0
     device: str = "auto"
     dtype: str | None = None  # None: bf16 on CUDA (fp16 without bf16), bf16 on CPUs with bf16, else fp32
@@ -435,7 +439,8 @@ class RankerTrainer:
         strategy = self.template.strategy
         if strategy == "letters":
             order = list(range(len(views)))
-            rng.shuffle(order)
+            if self.config.candidate_order == "shuffled":
+                rng.shuffle(order)
             prompts, label_ids = build_letters_prompts(backend, self.template, history, views, [order])
             ids = backend.encode(prompts[0])
             return [_Row(ids, [len(ids) - 1], "choice", label_ids, order.index(truth))]
