@@ -148,7 +148,7 @@ def main() -> None:
     result = train_ranker(train_rec, val_targets, settings, config, out / "adapter", key=key, on_eval=on_eval,
                           fresh=True)
     stats = result.manifest.stats
-    best = stats.best_examples if stats.best_examples in results else max(results)
+    best = stats.best_examples  # the saved adapter: the best validation point, a curve point or not
 
     from promptrec.ranker.backends.transformers_backend import TransformersBackend
     from promptrec.assets import resolve_model
@@ -156,7 +156,7 @@ def main() -> None:
     tuned_backend = TransformersBackend(resolve_model(settings.generator, settings), model_id=result.manifest.model_id,
                                         device="auto", adapter=result.folder / "adapter")
     tuned = reranker_for(tuned_backend)
-    if best == stats.best_examples:  # the saved adapter is the model scored at that point: reuse, spot-checked
+    if best in results:  # the saved adapter is the model scored at that curve point: reuse, spot-checked
         tuned_test = results[best]["rows"]
         probe = score(tuned, test_rec, {u: test_lists[u] for u in test_users[:5]})
         gap = max(np.abs(np.subtract(probe[u].scores_in_input_order(), tuned_test[u].scores_in_input_order())).max()
