@@ -298,8 +298,8 @@ def train_ranker_command(
     history_items: Optional[int] = typer.Option(None, help="History items in a prompt (default: settings)."),
     batch_size: Optional[int] = typer.Option(None, help="Examples per forward pass (default: 1 on CPU, 8 on CUDA)."),
     dtype: Optional[str] = typer.Option(None, help="bfloat16 | float16 | float32 (default: by device)."),
-    candidate_order: str = typer.Option("shuffled", help="letters: train on candidates shuffled per example, "
-                                        "or in the retriever's order as served (shuffled | served)."),
+    candidate_order: str = typer.Option("served", help="letters: train on candidates in the retriever's order, "
+                                        "as served, or shuffled per example (served | shuffled)."),
     seed: int = typer.Option(0),
     fresh: bool = typer.Option(False, help="Discard a checkpoint instead of resuming from it."),
     calibrate_users: int = typer.Option(100, help="Refit the calibration for the tuned model on this many validation users (0: skip)."),

@@ -93,8 +93,8 @@ def test_examples_come_from_training_prefixes(setup):
 
 
 def test_candidate_order_served_trains_on_the_retrieval_order(setup):
-    """``candidate_order="served"`` shows the candidates under A, B, ... in the retriever's order,
-    as one-permutation serving does; ``"shuffled"`` (the default) moves the true item's letter."""
+    """``candidate_order="served"`` (the default) shows the candidates under A, B, ... in the
+    retriever's order, as one-permutation serving does; ``"shuffled"`` moves the true item's letter."""
     from ranker_support import model_dir
 
     from promptrec.ranker.tuning import RankerTrainer
@@ -113,6 +113,7 @@ def test_candidate_order_served_trains_on_the_retrieval_order(setup):
         (shuffled,) = trainers["shuffled"].rows(example, train.catalog, random.Random(n))
         moved += shuffled.label != truth
     assert moved > 0
+    assert TuningConfig().candidate_order == "served"
     with pytest.raises(ValueError, match="candidate_order"):
         TuningConfig(candidate_order="retrieval")
 
