@@ -45,8 +45,8 @@ def main() -> None:
     parser.add_argument("--history-items", type=int, default=5)
     parser.add_argument("--permutations", type=int, default=3, help="letters: orders averaged at scoring time")
     parser.add_argument("--lr", type=float, default=5e-4)
-    parser.add_argument("--candidate-order", choices=["shuffled", "served"], default="shuffled",
-                        help="letters: train on candidates shuffled per example, or in the retriever's (served) order")
+    parser.add_argument("--candidate-order", choices=["served", "shuffled"], default="served",
+                        help="letters: train on candidates in the retriever's (served) order, or shuffled per example")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="runs/tune-ranker")
     args = parser.parse_args()
@@ -206,7 +206,7 @@ def main() -> None:
     xs = sorted(results)
     cis = [mean_ci(results[x]["ndcg"], seed=args.seed) for x in xs]
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(xs, [c.mean for c in cis], marker="o", label=f"tuned {template.name} order")
+    ax.plot(xs, [c.mean for c in cis], marker="o", label=f"tuned {template.name} order (trained {args.candidate_order})")
     ax.fill_between(xs, [c.low for c in cis], [c.high for c in cis], alpha=0.2)
     ax.axhline(np.mean(retrieval), color="grey", linestyle="--", label="retrieval")
     ax.set_xlabel("training examples")
