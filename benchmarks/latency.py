@@ -87,6 +87,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from promptrec.config import Settings
+    from promptrec.data.preprocess import ordered_ids
     from promptrec.hardware import cpu_capability, cpu_has_fast_bf16, resolve_dtype_name
     from promptrec.ranker.factory import make_backend
     from promptrec.recommender import Recommender
@@ -94,7 +95,7 @@ def main() -> None:
     index_dir = args.index_dir or Path(tempfile.mkdtemp(prefix="promptrec-latency-"))
     base = Settings(index_dir=index_dir)
     rec = Recommender.from_settings(base, build=True)
-    users = sorted(random.Random(args.seed).sample(sorted(rec.histories, key=int), args.users + 1), key=int)
+    users = ordered_ids(random.Random(args.seed).sample(ordered_ids(rec.histories), args.users + 1))
     warmup, users = users[0], users[1:]
 
     configs = []  # (label, backend kind, dtype, reuse, Recommender)

@@ -1,5 +1,5 @@
-"""Does tuning make the LLM add to retrieval? One run on MovieLens-100K (temporal leave-one-out,
-ties by item id): LoRA-tune the generator (`promptrec.ranker.tuning`) on training-split examples
+"""Does tuning make the LLM add to retrieval? One run on MovieLens-100K or ``--dataset`` (temporal
+leave-one-out, ties by item id): LoRA-tune the generator (`promptrec.ranker.tuning`) on training-split examples
 and print NDCG@10 on the same sampled test users of
 
 * retrieval (promptrec's fused retriever, its top 20 in order),
@@ -15,7 +15,8 @@ examples, as a PNG. Calibrations are fitted on validation users, scored by the s
 
 The learning curve is one training run: it is evaluated on the test users at each point of
 ``--curve`` (examples are a seeded sequence, so the first 64 of a 256-example run are a
-64-example run's). Training time and peak memory come from the run's `TrainStats`.
+64-example run's). Training time and peak memory come from the run's `TrainStats`. Progress bars
+(index builds, training, each scoring pass) go to stderr.
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ import json
 import random
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from promptrec.progress import ProgressFn
 
 
 def _user_count(text: str) -> int | str:
@@ -51,11 +56,18 @@ def main() -> None:
     parser.add_argument("--out", default="runs/tune-ranker")
     args = parser.parse_args()
 
+    from promptrec.progress import progress_bars
+
+    with progress_bars(width=24, remaining=True) as report:
+        run(args, report)
+
+
+def run(args: argparse.Namespace, report: ProgressFn) -> None:
     import torch
 
     from promptrec.config import RankerSettings, Settings
     from promptrec.data.named import load_named_dataset
-    from promptrec.data.preprocess import temporal_split
+    from promptrec.data.preprocess import ordered_ids, temporal_split
     from promptrec.eval.metrics import ndcg_at_k
     from promptrec.eval.stats import mean_ci, paired_difference
     from promptrec.ranker.calibration import CalibrationRecord, calibration_key, fit_calibration
@@ -76,16 +88,16 @@ def main() -> None:
     split = temporal_split(dataset.interactions)
     train_rec = Recommender.from_interactions(dataset.items, split.history_for_validation(),
                                               settings.model_copy(update={"index_dir": out / "index-train"}),
-                                              namespace=f"{args.dataset}-train")
+                                              namespace=f"{args.dataset}-train", progress=report)
     test_rec = Recommender.from_interactions(dataset.items, split.history_for_test(),
                                              settings.model_copy(update={"index_dir": out / "index-test"}),
-                                             namespace=f"{args.dataset}-test")
+                                             namespace=f"{args.dataset}-test", progress=report)
     test_targets, val_targets = split.test_items(), split.validation_items()
     rng = random.Random(args.seed)
     wanted = len(test_targets) if args.test_users == "all" else args.test_users
-    test_users = sorted(rng.sample(sorted(test_targets), min(wanted, len(test_targets))), key=int)
-    cal_users = sorted(random.Random(args.seed + 7).sample(sorted(val_targets), min(args.calibration_users,
-                                                                                      len(val_targets))), key=int)
+    test_users = ordered_ids(rng.sample(sorted(test_targets), min(wanted, len(test_targets))))
+    cal_users = ordered_ids(random.Random(args.seed + 7).sample(sorted(val_targets), min(args.calibration_users,
+                                                                                        len(val_targets))))
     test_lists = {u: test_rec.candidates(u, settings.n_candidates) for u in test_users}
     val_lists = {u: train_rec.candidates(u, settings.n_candidates) for u in cal_users}
     retrieval = [ndcg_at_k([c.item_id for c in test_lists[u].candidates], test_targets[u], 10) for u in test_users]
@@ -100,10 +112,11 @@ def main() -> None:
     )
     results: dict[int, dict] = {}
 
-    def score(reranker, rec, lists):
+    def score(reranker, rec, lists, stage):
         rows = {}
         for user, found in lists.items():
             rows[user] = reranker.run([rec.catalog[i] for i in found.history], found)
+            report(stage, 1, len(lists))
         return rows
 
     def calibrated(reranker, val_rows, test_rows):
@@ -132,11 +145,11 @@ def main() -> None:
         reranker = reranker_for(trainer.backend)
         trainer.model.eval()
         with torch.no_grad():
-            rows = score(reranker, test_rec, test_lists)
+            rows = score(reranker, test_rec, test_lists, f"test, {seen} examples")
             results[seen] = {"ndcg": [ndcg_at_k(rows[u].ranked_item_ids(), test_targets[u], 10) for u in test_users],
                              "rows": rows}
             if seen == 0:  # the adapter starts as the identity: this is the zero-shot model
-                results[0]["calibrated"] = calibrated(reranker, score(reranker, train_rec, val_lists), rows)
+                results[0]["calibrated"] = calibrated(reranker, score(reranker, train_rec, val_lists, "calibration, zero-shot"), rows)
         trainer.model.train()
         print(f"  {seen:>5} examples: test NDCG@10 {np.mean(results[seen]['ndcg']):.4f} "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
@@ -146,7 +159,7 @@ def main() -> None:
     print(f"training on up to {args.examples} examples; test users {len(test_users)}, retrieval hit@20 {hits:.2f}",
           flush=True)
     result = train_ranker(train_rec, val_targets, settings, config, out / "adapter", key=key, on_eval=on_eval,
-                          fresh=True)
+                          fresh=True, progress=report)
     stats = result.manifest.stats
     best = stats.best_examples  # the saved adapter: the best validation point, a curve point or not
 
@@ -158,14 +171,14 @@ def main() -> None:
     tuned = reranker_for(tuned_backend)
     if best in results:  # the saved adapter is the model scored at that curve point: reuse, spot-checked
         tuned_test = results[best]["rows"]
-        probe = score(tuned, test_rec, {u: test_lists[u] for u in test_users[:5]})
+        probe = score(tuned, test_rec, {u: test_lists[u] for u in test_users[:5]}, "test, saved adapter")
         gap = max(np.abs(np.subtract(probe[u].scores_in_input_order(), tuned_test[u].scores_in_input_order())).max()
                   for u in probe)
         print(f"saved adapter vs in-training scores on 5 users: max |diff| {gap:.2e}")
     else:
-        tuned_test = score(tuned, test_rec, test_lists)
+        tuned_test = score(tuned, test_rec, test_lists, f"test, {best} examples")
     tuned_ndcg = [ndcg_at_k(tuned_test[u].ranked_item_ids(), test_targets[u], 10) for u in test_users]
-    tuned_cal = calibrated(tuned, score(tuned, train_rec, val_lists), tuned_test)
+    tuned_cal = calibrated(tuned, score(tuned, train_rec, val_lists, "calibration, tuned"), tuned_test)
 
     rows = [("retrieval", retrieval), ("zero-shot", results[0]["ndcg"]), ("zero-shot + calibration", results[0]["calibrated"]),
             (f"tuned ({best} examples, picked on validation)", tuned_ndcg), ("tuned + calibration", tuned_cal)]

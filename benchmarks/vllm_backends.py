@@ -51,7 +51,7 @@ def free_port() -> int:
 def build_users(settings, n_users: int, n_candidates: int, history_items: int, seed: int = 0):
     """[(user_id, history items, CandidateList)] for n_users + 1 users (the first is the warm-up)."""
     from promptrec.data.named import load_named_dataset
-    from promptrec.data.preprocess import temporal_split
+    from promptrec.data.preprocess import ordered_ids, temporal_split
     from promptrec.retrieval.schema import Candidate, CandidateList
 
     data = load_named_dataset(settings.dataset, settings)
@@ -62,7 +62,7 @@ def build_users(settings, n_users: int, n_candidates: int, history_items: int, s
     popularity = data.interactions["item_id"].value_counts()
     popular = [str(i) for i in popularity.index]
     histories = {u: [str(i) for i in g["item_id"]] for u, g in history_frame.groupby("user_id", sort=False)}
-    users = sorted((u for u in targets if len(histories.get(u, [])) >= history_items), key=int)[: n_users + 1]
+    users = ordered_ids(u for u in targets if len(histories.get(u, [])) >= history_items)[: n_users + 1]
     rng = random.Random(seed)
     out = []
     for user in users:
