@@ -149,7 +149,8 @@ def run(args: argparse.Namespace, report: ProgressFn) -> None:
             results[seen] = {"ndcg": [ndcg_at_k(rows[u].ranked_item_ids(), test_targets[u], 10) for u in test_users],
                              "rows": rows}
             if seen == 0:  # the adapter starts as the identity: this is the zero-shot model
-                results[0]["calibrated"] = calibrated(reranker, score(reranker, train_rec, val_lists, "calibration, zero-shot"), rows)
+                val_rows = score(reranker, train_rec, val_lists, "calibration, zero-shot")
+                results[0]["calibrated"] = calibrated(reranker, val_rows, rows)
         trainer.model.train()
         print(f"  {seen:>5} examples: test NDCG@10 {np.mean(results[seen]['ndcg']):.4f} "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
