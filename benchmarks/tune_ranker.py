@@ -2,7 +2,8 @@
 leave-one-out, ties by item id): LoRA-tune the generator (`promptrec.ranker.tuning`) on training-split examples
 and print NDCG@10 on the same sampled test users of
 
-* retrieval (promptrec's fused retriever, its top 20 in order),
+* retrieval (promptrec's fused retriever, its top 20 in order), and the calibration fitted without the LLM
+  (its score held constant: the retrieval features only), which tells what the LLM adds to calibration,
 * zero-shot (the base model's letters order) and zero-shot + calibration,
 * tuned (the adapter early stopping picks on validation users) and tuned + calibration,
 
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace, report: ProgressFn) -> None:
     from promptrec.data.preprocess import ordered_ids, temporal_split
     from promptrec.eval.metrics import ndcg_at_k
     from promptrec.eval.stats import mean_ci, paired_difference
-    from promptrec.ranker.calibration import CalibrationRecord, calibration_key, fit_calibration
+    from promptrec.ranker.calibration import CalibrationRecord, calibration_key, final_order, fit_calibration
     from promptrec.ranker.tuning import tuning_template
     from promptrec.ranker.reranker import LLMReranker
     from promptrec.ranker.tuning import TuningConfig, expected_key, train_ranker
@@ -119,17 +120,25 @@ def run(args: argparse.Namespace, report: ProgressFn) -> None:
             report(stage, 1, len(lists))
         return rows
 
-    def calibrated(reranker, val_rows, test_rows):
-        records = [CalibrationRecord(candidates=val_lists[u], scores=val_rows[u].scores_in_input_order(),
-                                     relevant_item_id=val_targets[u]) for u in cal_users]
+    def calibrated(reranker, val_scores, test_scores):
+        """NDCG@10 of the served order (`final_order`) under a calibration fitted on the validation users;
+        ``val_scores(u)`` / ``test_scores(u)``: the LLM scores of u's list in input order."""
+        records = [CalibrationRecord(candidates=val_lists[u], scores=val_scores(u), relevant_item_id=val_targets[u])
+                   for u in cal_users]
         calibrator = fit_calibration(records, calibration_key(reranker, settings))
         values = []
         for u in test_users:
             found = test_lists[u]
-            p = calibrator.predict_proba(found, test_rows[u].scores_in_input_order())
-            order = sorted(range(len(p)), key=lambda i: (-p[i], i))
+            scores = test_scores(u)
+            order = final_order(len(found.candidates), calibrator.predict_proba(found, scores), scores)
             values.append(ndcg_at_k([found.candidates[i].item_id for i in order], test_targets[u], 10))
         return values
+
+    def llm_scores(rows):
+        return lambda u: rows[u].scores_in_input_order()
+
+    def no_llm(u, lists):  # the same LLM score for every candidate: its features carry nothing
+        return [0.0] * len(lists[u].candidates)
 
     def reranker_for(backend):
         return LLMReranker(backend, template, strategy_options={"permutations": args.permutations, "seed": args.seed}
@@ -150,7 +159,9 @@ def run(args: argparse.Namespace, report: ProgressFn) -> None:
                              "rows": rows}
             if seen == 0:  # the adapter starts as the identity: this is the zero-shot model
                 val_rows = score(reranker, train_rec, val_lists, "calibration, zero-shot")
-                results[0]["calibrated"] = calibrated(reranker, val_rows, rows)
+                results[0]["calibrated"] = calibrated(reranker, llm_scores(val_rows), llm_scores(rows))
+                results[0]["features_only"] = calibrated(reranker, lambda u: no_llm(u, val_lists),
+                                                         lambda u: no_llm(u, test_lists))
         trainer.model.train()
         print(f"  {seen:>5} examples: test NDCG@10 {np.mean(results[seen]['ndcg']):.4f} "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
@@ -179,9 +190,11 @@ def run(args: argparse.Namespace, report: ProgressFn) -> None:
     else:
         tuned_test = score(tuned, test_rec, test_lists, f"test, {best} examples")
     tuned_ndcg = [ndcg_at_k(tuned_test[u].ranked_item_ids(), test_targets[u], 10) for u in test_users]
-    tuned_cal = calibrated(tuned, score(tuned, train_rec, val_lists, "calibration, tuned"), tuned_test)
+    tuned_cal = calibrated(tuned, llm_scores(score(tuned, train_rec, val_lists, "calibration, tuned")),
+                           llm_scores(tuned_test))
 
-    rows = [("retrieval", retrieval), ("zero-shot", results[0]["ndcg"]), ("zero-shot + calibration", results[0]["calibrated"]),
+    rows = [("retrieval", retrieval), ("calibration without the LLM (retrieval features only)", results[0]["features_only"]),
+            ("zero-shot", results[0]["ndcg"]), ("zero-shot + calibration", results[0]["calibrated"]),
             (f"tuned ({best} examples, picked on validation)", tuned_ndcg), ("tuned + calibration", tuned_cal)]
     if max(results) != best:
         rows.append((f"tuned, last ({max(results)} examples)", results[max(results)]["ndcg"]))
@@ -195,7 +208,10 @@ def run(args: argparse.Namespace, report: ProgressFn) -> None:
         lines.append(f"| {name} | {ci.mean:.4f} [{ci.low:.4f}, {ci.high:.4f}] | {d.diff:+.4f} [{d.low:+.4f}, {d.high:+.4f}] "
                      f"| {d.p_value:.3f} |")
     d = paired_difference(results[0]["ndcg"], tuned_ndcg, seed=args.seed)
-    lines += ["", f"tuned vs zero-shot: {d.diff:+.4f} [{d.low:+.4f}, {d.high:+.4f}], p {d.p_value:.3f}", "",
+    lines += ["", f"tuned vs zero-shot: {d.diff:+.4f} [{d.low:+.4f}, {d.high:+.4f}], p {d.p_value:.3f}"]
+    d = paired_difference(results[0]["features_only"], tuned_cal, seed=args.seed)
+    lines += [f"what the tuned LLM adds to the calibration (tuned + calibration vs calibration without the LLM): "
+              f"{d.diff:+.4f} [{d.low:+.4f}, {d.high:+.4f}], p {d.p_value:.3f}", "",
               "| training examples | test NDCG@10 [95% CI] | validation NDCG@10 (early stopping) |", "|---|---|---|"]
     val_by = {e.examples: e.ndcg for e in stats.evals}
     for seen in sorted(results):
