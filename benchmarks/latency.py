@@ -15,8 +15,11 @@ excluded) and F the matrix-multiply throughput that this script measures with to
 machine, in the generator's dtype, at the model's own shapes, just before each timing round.
 Attention over the context is not counted, so even a perfect implementation sits above 1.0x.
 
-``--no-reuse-rows`` adds the transformers configurations with prefix KV reuse off (every prompt
-run whole): tokens computed before and after the reuse. ``--dtypes float32,bfloat16`` shows what
+``--adapter DIR`` (a `promptrec train ranker` output folder) adds the transformers rows of the
+tuned model as served: the base weights with the LoRA adapter applied unmerged (peft), so the
+rows show what serving a tuned ranker costs over the base model. ``--no-reuse-rows`` adds the
+transformers configurations with prefix KV reuse off (every prompt run whole): tokens computed
+before and after the reuse. ``--dtypes float32,bfloat16`` shows what
 the dtype choice is worth here; run under ``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2`` to
 see an AVX2-only CPU on a bf16-capable one (``auto`` then picks float32).
 
@@ -79,6 +82,9 @@ def main() -> None:
     parser.add_argument("--dtypes", default="auto")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-reuse-rows", action="store_true", help="add transformers rows without prefix reuse")
+    parser.add_argument("--adapter", type=Path, default=None,
+                        help="a `promptrec train ranker` output folder: adds transformers rows with its LoRA "
+                             "adapter applied as served (unmerged), beside the base model's")
     parser.add_argument("--index-dir", type=Path, default=None, help="default: a temporary folder")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -89,6 +95,7 @@ def main() -> None:
     from promptrec.config import Settings
     from promptrec.data.preprocess import ordered_ids
     from promptrec.hardware import cpu_capability, cpu_has_fast_bf16, resolve_dtype_name
+    from promptrec.ranker.backends.transformers_backend import TransformersBackend
     from promptrec.ranker.factory import make_backend
     from promptrec.recommender import Recommender
 
@@ -105,11 +112,18 @@ def main() -> None:
             settings = base.model_copy(update={"ranker": base.ranker.model_copy(update={"backend": kind, "dtype": resolved})})
             backend = make_backend(settings)
             reuses = [True, False] if (args.no_reuse_rows and kind == "transformers") else [True]
-            for reuse in reuses:
-                clone = Recommender(rec.items, rec.histories, rec.index, settings)
-                clone.use_backend(backend)
-                label = f"{kind} {resolved}" + ("" if reuse else " no-reuse")
-                configs.append((label, kind, resolved, reuse, backend, clone))
+            variants = [("", backend)]
+            if args.adapter is not None and kind == "transformers":
+                # timing only: the adapter's key is not checked against this benchmark's index
+                tuned = TransformersBackend(backend.model_path, model_id=f"{backend.model_id}+lora", dtype=resolved,
+                                            adapter=args.adapter / "adapter")
+                variants.append((" +lora", tuned))
+            for suffix, served in variants:
+                for reuse in reuses:
+                    clone = Recommender(rec.items, rec.histories, rec.index, settings)
+                    clone.use_backend(served)
+                    label = f"{kind} {resolved}{suffix}" + ("" if reuse else " no-reuse")
+                    configs.append((label, kind, resolved, reuse, served, clone))
 
     print(f"CPU capability {cpu_capability()} (bf16 hardware path: {cpu_has_fast_bf16()}), "
           f"torch threads {torch.get_num_threads()}, {len(users)} users, python {sys.version.split()[0]}")
