@@ -2,10 +2,10 @@
 check of the lever behind LoRA tuning (`promptrec.ranker.tuning`), generators side by side in one run.
 
 Each generator is tuned by `train_ranker` (the loop `promptrec train ranker` runs: letters, served
-order, LoRA on q/v) on the first ``--examples`` training-split examples; every ``--eval-every``
-examples its letters loss is measured on ``--heldout`` examples that training never sees (the
-last positions of the same seeded sequence: other prefixes of the training histories), beside two
-floors measured on the same held-out examples:
+order, LoRA r=``--lora-r`` on ``--target-modules``) on the first ``--examples`` training-split
+examples; every ``--eval-every`` examples its letters loss is measured on ``--heldout`` examples
+that training never sees (the last positions of the same seeded sequence: other prefixes of the
+training histories), beside two floors measured on the same held-out examples:
 
 * uniform: ln(n_candidates), a model that knows nothing;
 * position prior: the cross-entropy of the true item's position in the served list, its
@@ -64,6 +64,8 @@ def main() -> None:
     parser.add_argument("--eval-users", type=int, default=16, help="validation users of train_ranker's own NDCG@10")
     parser.add_argument("--history-items", type=int, default=5)
     parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--lora-r", type=int, default=8, help="LoRA rank (alpha is twice it)")
+    parser.add_argument("--target-modules", default="q_proj,v_proj", help="comma-separated modules LoRA adapts")
     parser.add_argument("--resume", action="store_true",
                         help="continue each generator's run in --out (a larger --examples extends it) and keep its points")
     parser.add_argument("--seed", type=int, default=0)
@@ -145,7 +147,9 @@ def run(args: argparse.Namespace, report: ProgressFn) -> None:
         gen_settings = settings.model_copy(update={"generator": generator})
         config = TuningConfig(template=template.name, examples=args.examples, n_candidates=n,
                               history_items=args.history_items, eval_every=args.eval_every,
-                              eval_users=args.eval_users, patience=None, lr=args.lr, seed=args.seed, permutations=1)
+                              eval_users=args.eval_users, patience=None, lr=args.lr, seed=args.seed, permutations=1,
+                              lora_r=args.lora_r, lora_alpha=2 * args.lora_r,
+                              target_modules=[m.strip() for m in args.target_modules.split(",") if m.strip()])
         points: dict[int, dict] = dict(curves.get(generator, {}).get("loss", {}))
 
         def on_eval(trainer, seen, points=points, generator=generator):
@@ -169,7 +173,7 @@ def run(args: argparse.Namespace, report: ProgressFn) -> None:
                                                    "curves": curves}, indent=1, default=str))
 
     lines = [f"# tune_loss: {args.dataset}, letters, {n} candidates in served order, history {args.history_items}, "
-             f"lr {args.lr}, {len(heldout)} held-out examples",
+             f"lr {args.lr}, LoRA r={args.lora_r} on {args.target_modules}, {len(heldout)} held-out examples",
              "", f"uniform ln {n} = {uniform:.3f}; position prior (the retriever's order only) = {prior:.3f}; "
              f"torch {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads", ""]
     for generator, curve in curves.items():
@@ -198,7 +202,7 @@ def run(args: argparse.Namespace, report: ProgressFn) -> None:
     ax.axhline(prior, color="grey", linestyle="--", label="position prior (retriever's order only)")
     ax.set_xlabel("training examples")
     ax.set_ylabel(f"letters loss, {len(heldout)} held-out examples")
-    ax.set_title(f"LoRA r=8 on q/v, {args.dataset}, served order")
+    ax.set_title(f"LoRA r={args.lora_r} on {args.target_modules}, {args.dataset}, served order", fontsize=9)
     ax.legend()
     fig.tight_layout()
     fig.savefig(out / "heldout_loss.png", dpi=120)
