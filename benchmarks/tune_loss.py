@@ -104,9 +104,6 @@ def run(args: argparse.Namespace, report: ProgressFn) -> None:
         "ranker": RankerSettings(history_items=args.history_items, permutations=1, adapter="none"),
     })
     template = tuning_template(settings, "letters")
-    if template.strategy != "letters":
-        raise PromptrecError(f"{template.name}: the position prior is a letters measure; this template scores by "
-                             f"{template.strategy}")
     dataset = load_named_dataset(args.dataset, settings)
     split = temporal_split(dataset.interactions)
     train_rec = Recommender.from_interactions(dataset.items, split.history_for_validation(), settings,

@@ -137,8 +137,8 @@ def run(args: argparse.Namespace, report: ProgressFn) -> None:
     def llm_scores(rows):
         return lambda u: rows[u].scores_in_input_order()
 
-    def no_llm(u, lists):  # the same LLM score for every candidate: its features carry nothing
-        return [0.0] * len(lists[u].candidates)
+    def no_llm(lists):  # the same LLM score for every candidate: its features carry nothing
+        return lambda u: [0.0] * len(lists[u].candidates)
 
     def reranker_for(backend):
         return LLMReranker(backend, template, strategy_options={"permutations": args.permutations, "seed": args.seed}
@@ -160,8 +160,7 @@ def run(args: argparse.Namespace, report: ProgressFn) -> None:
             if seen == 0:  # the adapter starts as the identity: this is the zero-shot model
                 val_rows = score(reranker, train_rec, val_lists, "calibration, zero-shot")
                 results[0]["calibrated"] = calibrated(reranker, llm_scores(val_rows), llm_scores(rows))
-                results[0]["features_only"] = calibrated(reranker, lambda u: no_llm(u, val_lists),
-                                                         lambda u: no_llm(u, test_lists))
+                results[0]["features_only"] = calibrated(reranker, no_llm(val_lists), no_llm(test_lists))
         trainer.model.train()
         print(f"  {seen:>5} examples: test NDCG@10 {np.mean(results[seen]['ndcg']):.4f} "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
