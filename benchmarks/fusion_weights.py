@@ -23,7 +23,7 @@ from promptrec.config import Settings
 from promptrec.data.named import load_named_dataset
 from promptrec.data.preprocess import temporal_split
 from promptrec.recommender import Recommender
-from promptrec.retrieval.tuning import all_source_rankings, grid_search
+from promptrec.train.fusion import all_source_rankings, grid_search
 
 sys.path.insert(0, str(Path(__file__).parent))
 from retrieval import print_epochs  # noqa: E402  (benchmarks/retrieval.py)

@@ -26,7 +26,7 @@ from promptrec.data.named import load_named_dataset
 from promptrec.data.preprocess import temporal_split
 from promptrec.recommender import Recommender
 from promptrec.retrieval.retriever import Retriever
-from promptrec.retrieval.tuning import all_source_rankings, score_weights
+from promptrec.train.fusion import all_source_rankings, score_weights
 
 PREVIOUS_DEFAULT = {"transitions": 1.0, "behaviour": 0.5, "text": 0.1}
 ROWS = [

@@ -1,5 +1,5 @@
 """Does a generator learn from the item texts, or only the retriever's order? A cheap, low-variance
-check of the lever behind LoRA tuning (`promptrec.ranker.tuning`), generators side by side in one run.
+check of the lever behind LoRA tuning (`promptrec.train.ranker`), generators side by side in one run.
 
 Each generator is tuned by `train_ranker` (the loop `promptrec train ranker` runs: letters, served
 order, LoRA r=``--lora-r`` on ``--target-modules``) on the first ``--examples`` training-split
@@ -86,15 +86,8 @@ def run(args: argparse.Namespace, report: ProgressFn) -> None:
     from promptrec.data.preprocess import temporal_split
     from promptrec.errors import PromptrecError
     from promptrec.eval.stats import paired_difference
-    from promptrec.ranker.tuning import (
-        TuningConfig,
-        build_example,
-        example_positions,
-        expected_key,
-        rerank_loss,
-        train_ranker,
-        tuning_template,
-    )
+    from promptrec.ranker.adapters import TuningConfig, expected_key, tuning_template
+    from promptrec.train.ranker import build_example, example_positions, rerank_loss, train_ranker
     from promptrec.recommender import Recommender
 
     out = Path(args.out)

@@ -1,5 +1,5 @@
 """Does tuning make the LLM add to retrieval? One run on MovieLens-100K or ``--dataset`` (temporal
-leave-one-out, ties by item id): LoRA-tune the generator (`promptrec.ranker.tuning`) on training-split examples
+leave-one-out, ties by item id): LoRA-tune the generator (`promptrec.train.ranker`) on training-split examples
 and print NDCG@10 on the same sampled test users of
 
 * retrieval (promptrec's fused retriever, its top 20 in order), and the calibration fitted without the LLM
@@ -69,12 +69,13 @@ def run(args: argparse.Namespace, report: ProgressFn) -> None:
     from promptrec.config import RankerSettings, Settings
     from promptrec.data.named import load_named_dataset
     from promptrec.data.preprocess import ordered_ids, temporal_split
-    from promptrec.eval.metrics import ndcg_at_k
+    from promptrec.metrics import ndcg_at_k
     from promptrec.eval.stats import mean_ci, paired_difference
     from promptrec.ranker.calibration import CalibrationRecord, calibration_key, final_order, fit_calibration
-    from promptrec.ranker.tuning import tuning_template
+    from promptrec.ranker.adapters import tuning_template
     from promptrec.ranker.reranker import LLMReranker
-    from promptrec.ranker.tuning import TuningConfig, expected_key, train_ranker
+    from promptrec.ranker.adapters import TuningConfig, expected_key
+    from promptrec.train.ranker import train_ranker
     from promptrec.recommender import Recommender
 
     out = Path(args.out)

@@ -3,17 +3,35 @@
     from promptrec import recommend, Recommender
     recommend("196", k=10)                      # the default Recommender (built on first use)
     rec = Recommender.from_interactions(items, interactions)
+
+`import promptrec` is light (no torch, chromadb or transformers): the public names below are
+imported on first use.
 """
 
 from __future__ import annotations
 
+import importlib
 import threading
+from typing import TYPE_CHECKING, Any
 
-from promptrec.config import Settings
-from promptrec.data.schema import Interaction, Item
-from promptrec.recommender import Recommender
-from promptrec.retrieval.schema import Candidate, CandidateList
-from promptrec.schema import Recommendation, RecommendationList
+if TYPE_CHECKING:  # pragma: no cover
+    from promptrec.config import Settings
+    from promptrec.data.schema import Interaction, Item
+    from promptrec.recommender import Recommender
+    from promptrec.retrieval.schema import Candidate, CandidateList
+    from promptrec.schema import Recommendation, RecommendationList
+
+#: Public name → the module that defines it (imported on first access, PEP 562).
+_LAZY = {
+    "Candidate": "promptrec.retrieval.schema",
+    "CandidateList": "promptrec.retrieval.schema",
+    "Interaction": "promptrec.data.schema",
+    "Item": "promptrec.data.schema",
+    "Recommendation": "promptrec.schema",
+    "RecommendationList": "promptrec.schema",
+    "Recommender": "promptrec.recommender",
+    "Settings": "promptrec.config",
+}
 
 __all__ = [
     "Candidate",
@@ -24,9 +42,30 @@ __all__ = [
     "RecommendationList",
     "Recommender",
     "Settings",
+    "__version__",
     "default_recommender",
     "recommend",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            return version("promptrec")
+        except PackageNotFoundError:  # a checkout on sys.path, not installed
+            return "0+unknown"
+    raise AttributeError(f"module 'promptrec' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 _default: Recommender | None = None
 _default_lock = threading.Lock()
@@ -34,6 +73,9 @@ _default_lock = threading.Lock()
 
 def default_recommender() -> Recommender:
     """The Recommender of the current settings (data set fetched and indexed on first use)."""
+    from promptrec.config import Settings
+    from promptrec.recommender import Recommender
+
     global _default
     with _default_lock:
         if _default is None:
@@ -41,6 +83,6 @@ def default_recommender() -> Recommender:
         return _default
 
 
-def recommend(user_id: str, k: int = 10, **options) -> RecommendationList:
+def recommend(user_id: str, k: int = 10, **options: Any) -> RecommendationList:
     """Top-k recommendations for a user from the default Recommender (see Recommender.recommend)."""
     return default_recommender().recommend(user_id, k, **options)

@@ -263,7 +263,7 @@ def calibrate(
         with progress_bars() as report:
             validation = Recommender.from_interactions(
                 main.items, split.history_for_validation(),
-                settings.model_copy(update={"index_dir": settings.resolved_index_dir() / "validation"}),
+                settings.model_copy(update={"index_dir": settings.index_layout().validation}),
                 namespace=f"{settings.dataset_name()}-validation", progress=report,
             )
             validation.use_backend(main.backend)
@@ -307,7 +307,8 @@ def train_ranker_command(
     """LoRA-tune the generator to rerank the retriever's candidates (saved beside the index)."""
     from promptrec.data.named import load_dataset
     from promptrec.data.preprocess import temporal_split
-    from promptrec.ranker.tuning import TuningConfig, adapter_dir, expected_key, train_ranker, tuning_template
+    from promptrec.ranker.adapters import TuningConfig, adapter_dir, expected_key, tuning_template
+    from promptrec.train.ranker import train_ranker
     from promptrec.recommender import Recommender
 
     settings = Settings()
@@ -326,7 +327,7 @@ def train_ranker_command(
         with progress_bars() as report:
             train = Recommender.from_interactions(
                 main.items, split.history_for_validation(),
-                settings.model_copy(update={"index_dir": settings.resolved_index_dir() / "validation"}),
+                settings.model_copy(update={"index_dir": settings.index_layout().validation}),
                 namespace=f"{settings.dataset_name()}-validation", progress=report,
             )
             result = train_ranker(train, split.validation_items(), settings, config, folder, key=key,

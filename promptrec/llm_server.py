@@ -91,7 +91,7 @@ class ServerOptions:
             values["served_model_name"] = data["served_model_name"]
         values.update({k: v for k, v in overrides.items() if v is not None})
         if "model_path" not in values:
-            from promptrec.ranker.tuning import resolve_tuned
+            from promptrec.ranker.adapters import resolve_tuned
 
             tuned = resolve_tuned(settings)  # `promptrec train ranker`: serve the merged folder
             values["model_path"] = tuned.merged_path if tuned else Path(resolve_model(settings.generator, settings))

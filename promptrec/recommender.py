@@ -21,7 +21,6 @@ from promptrec.retrieval.schema import CandidateList
 from promptrec.schema import Recommendation, RecommendationList
 
 if TYPE_CHECKING:
-    from promptrec.explain.conversation import Conversation
     from promptrec.ranker.backends.base import LLMBackend
     from promptrec.ranker.calibration import Calibrator, CalibrationKey
     from promptrec.ranker.reranker import LLMReranker, RerankResult
@@ -249,8 +248,7 @@ class Recommender:
 
     def calibration_file(self, reranker: LLMReranker) -> Path:
         """Where the calibration for this template and model lives, beside the index."""
-        name = slug(f"{reranker.template.name}-{reranker.backend.model_id}")
-        return self.settings.resolved_index_dir() / "calibration" / f"{name}.json"
+        return self.settings.index_layout().calibration(reranker.template.name, reranker.backend.model_id)
 
     def calibrator(self, reranker: LLMReranker, n_candidates: int | None = None) -> Calibrator | None:
         """The saved calibration for this reranker; None when none was fitted. One fitted for
@@ -422,16 +420,6 @@ class Recommender:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-    # ------------------------------------------------------------------ explain
-
-    def explain(self, user_id: str, item_id: str, **options: Any) -> Conversation:
-        """Why `item_id` for `user_id`: a conversation whose `explanation` holds the answer,
-        the evidence it rests on (real history items, shared attributes, the item's scores)
-        and how grounding went; `ask(question)` continues it. See promptrec.explain."""
-        from promptrec.explain.conversation import explain
-
-        return explain(self, str(user_id), str(item_id), **options)
 
 
 def _filter_keys(where: Any) -> list[str]:

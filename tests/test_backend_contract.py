@@ -12,7 +12,7 @@ In bfloat16 (what dtype "auto" picks on CPUs with AVX512-BF16 or AMX, and on GPU
 rounded, so the contract is looser: ``BF16_*`` below, checked here for transformers and in
 test_vllm_engine.py for the vLLM engine, whichever dtype this machine's "auto" would pick.
 
-The ``-tuned`` cases run the same contract on a LoRA-tuned model (`promptrec.ranker.tuning`):
+The ``-tuned`` cases run the same contract on a LoRA-tuned model (`promptrec.train.ranker`):
 transformers loads the adapter on the base folder; vLLM (engine and server) serves the merged
 folder the trainer writes; their reference is the tuned transformers backend in float32.
 
@@ -158,7 +158,8 @@ def tuned_folder(tmp_path_factory):
     """A LoRA adapter (r=8, q/v) with seeded random B weights, saved and merged by the trainer."""
     import torch
 
-    from promptrec.ranker.tuning import RankerTrainer, TuningConfig
+    from promptrec.ranker.adapters import TuningConfig
+    from promptrec.train.ranker import RankerTrainer
 
     folder = tmp_path_factory.mktemp("tuned")
     trainer = RankerTrainer(model_dir(), MODEL_NAME, TuningConfig(dtype=DTYPE, device="cpu"))

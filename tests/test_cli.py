@@ -114,9 +114,9 @@ def test_index_candidates_recommend_calibrate_why_chat(slice_env):
     assert "Chat about user 1" in result.output
 
     # a damaged index file is a one-line error naming it and the fix; --rebuild mends it
-    manifest = Path(slice_env["PROMPTREC_INDEX_DIR"], "sequential.npz")
+    manifest = Path(slice_env["PROMPTREC_INDEX_DIR"], "transitions.npz")
     manifest.write_bytes(manifest.read_bytes()[:100])
-    _one_line_error(invoke("candidates", "1"), "sequential.npz", "promptrec index --rebuild")
+    _one_line_error(invoke("candidates", "1"), "transitions.npz", "promptrec index --rebuild")
     assert invoke("index", "--rebuild").exit_code == 0
     assert invoke("candidates", "1", "--json").exit_code == 0
 

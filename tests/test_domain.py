@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from promptrec.config import DOMAIN_PRESETS, Settings
+from promptrec.config import Settings
+from promptrec.domain import DOMAIN_PRESETS
 from promptrec.data.preprocess import is_order_free, temporal_split
 from promptrec.explain import Conversation
 from promptrec.explain.grounding import TitleIndex

@@ -130,7 +130,7 @@ def test_smoke_run_end_to_end(smoke_run):
     ndcg = rerank["metrics"][0]
     assert ndcg["metric"] == "ndcg@10" and ndcg["overall_reranked"] == pytest.approx(llm["metrics"]["ndcg@10"]["mean"])
     retrieval = [r for (name, u), r in rows.items() if name == "retrieval" and (LLM, u) in rows]
-    from promptrec.eval.metrics import ndcg_at_k
+    from promptrec.metrics import ndcg_at_k
     assert ndcg["overall_base"] == pytest.approx(np.mean([ndcg_at_k(r["ranked"], r["target"], 10) for r in retrieval]))
     assert by_name[LLM + " (LLM order)"]["rerank"]["metrics"][0]["metric"] == "ndcg@10"
 

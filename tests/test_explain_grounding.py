@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from promptrec.config import DOMAIN_PRESETS
+from promptrec.domain import DOMAIN_PRESETS
 from promptrec.explain.grounding import TitleIndex, normalize_title, title_variants
 
 

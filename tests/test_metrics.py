@@ -15,7 +15,7 @@ from sklearn.metrics import (
 )
 from sklearn.metrics import log_loss as sk_log_loss
 
-from promptrec.eval import metrics as M
+from promptrec import metrics as M
 from promptrec.eval.rankers import top_items, uncalibrated_probabilities
 from promptrec.eval.stats import bootstrap_means, mean_ci, paired_difference
 

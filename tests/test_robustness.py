@@ -354,7 +354,7 @@ def test_damaged_index_files_are_named_and_rebuild_mends_them(built, ml_slice, i
 
     items, frame = ml_slice
     index_dir = index_settings.resolved_index_dir()
-    for name in ("manifest.json", "sequential.npz"):
+    for name in ("manifest.json", "transitions.npz"):
         original = (index_dir / name).read_bytes()
         (index_dir / name).write_bytes(original[: len(original) // 2])
         with pytest.raises(IndexMismatchError, match=f"{name}.*promptrec index --rebuild"):

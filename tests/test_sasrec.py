@@ -133,7 +133,7 @@ def test_index_trains_once_refuses_mismatch_and_skips_untimed_data(asset_setting
     # The item nobody rated is not in the model but still reachable through its text vector.
     assert rec.index.sequential.count() == 30 and rec.index.text.count() == 31
     # On held-out planted items (history ends A, B; C follows) the grid picks the sequential source.
-    from promptrec.retrieval.tuning import all_source_rankings, grid_search
+    from promptrec.train.fusion import all_source_rankings, grid_search
 
     histories = {f"s{n}": [FILLER[n], FILLER[n + 1], A, B] for n in range(6)}
     rankings = all_source_rankings(rec.retriever, histories, list(histories))

@@ -1,4 +1,4 @@
-"""LoRA tuning of the ranker (`promptrec.ranker.tuning`): a real fine-tune of SmolLM2-135M on a
+"""LoRA tuning of the ranker (`promptrec.train.ranker`, `promptrec.ranker.adapters`): a real fine-tune of SmolLM2-135M on a
 handful of MovieLens examples (short prompts: 3 history items, 5 candidates), its save/load round
 trip through the serving factory, resuming, and refusal of a mismatched adapter."""
 
@@ -11,20 +11,17 @@ import pytest
 
 from promptrec.config import RankerSettings, RetrievalSettings
 from promptrec.data.preprocess import temporal_split
-from promptrec.ranker.tuning import (
+from promptrec.ranker.adapters import (
     AdapterMismatchError,
     TuningConfig,
     adapter_dir,
-    build_example,
-    example_positions,
     expected_key,
     load_tuned,
-    rerank_loss,
-    tuning_template,
     resolve_tuned,
-    train_ranker,
+    tuning_template,
 )
 from promptrec.recommender import Recommender
+from promptrec.train.ranker import build_example, example_positions, rerank_loss, train_ranker
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +94,7 @@ def test_candidate_order_served_trains_on_the_retrieval_order(setup):
     retriever's order, as one-permutation serving does; ``"shuffled"`` moves the true item's letter."""
     from ranker_support import model_dir
 
-    from promptrec.ranker.tuning import RankerTrainer
+    from promptrec.train.ranker import RankerTrainer
 
     train, examples = setup["train"], setup["examples"]
     trainers = {order: RankerTrainer(model_dir(), "smollm2", CONFIG.model_copy(update={"candidate_order": order}))

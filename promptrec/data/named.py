@@ -21,12 +21,12 @@ log = logging.getLogger(__name__)
 
 
 class NamedDataset(BaseModel):
-    """How a registered data set is read, which domain words it uses, and its fixed preprocessing."""
+    """How a registered data set is read and its fixed preprocessing (its domain words:
+    `promptrec.domain.DATASET_DOMAINS`)."""
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     reader: Callable[[Path], Dataset]
-    domain: str
     min_rating: float | None = None  # always applied (e.g. Book-Crossing's 0 = implicit rows)
     k_core: tuple[int, int] | None = None
 
@@ -44,16 +44,10 @@ def _bookcrossing(folder: Path) -> Dataset:
 
 
 NAMED_DATASETS: dict[str, NamedDataset] = {
-    "movielens-100k": NamedDataset(reader=_movielens, domain="movies"),
-    "movielens-1m": NamedDataset(reader=_movielens, domain="movies"),
-    "book-crossing": NamedDataset(reader=_bookcrossing, domain="books", min_rating=1.0, k_core=(5, 5)),
+    "movielens-100k": NamedDataset(reader=_movielens),
+    "movielens-1m": NamedDataset(reader=_movielens),
+    "book-crossing": NamedDataset(reader=_bookcrossing, min_rating=1.0, k_core=(5, 5)),
 }
-
-
-def domain_preset_of(name: str) -> str:
-    """The domain preset a named data set uses ("generic" for an unknown name)."""
-    entry = NAMED_DATASETS.get(name.strip().lower())
-    return entry.domain if entry is not None else "generic"
 
 
 def _preprocess(dataset: Dataset, name: str, min_rating: float | None, core: tuple[int, int] | None) -> Dataset:

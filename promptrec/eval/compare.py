@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from promptrec.errors import PromptrecError
-from promptrec.eval import metrics as M
+from promptrec import metrics as M
 from promptrec.eval.report import load_run, metric_names, per_user_metrics
 from promptrec.eval.stats import PairedDifference, paired_difference
 

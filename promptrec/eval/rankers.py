@@ -32,7 +32,7 @@ from pydantic import BaseModel
 
 from promptrec.config import Settings
 from promptrec.data.schema import Item
-from promptrec.eval.metrics import sigmoid, softmax
+from promptrec.metrics import sigmoid, softmax
 from promptrec.eval.suite import Suite
 from promptrec.paths import slug
 

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from promptrec.eval import metrics as M
+from promptrec import metrics as M
 from promptrec.eval.run_folder import load_run
 from promptrec.eval.rerank_view import rerank_view
 from promptrec.eval.stats import mean_ci
@@ -293,11 +293,20 @@ def _signed(x: float | None) -> str:
 
 
 def render_markdown(summary: dict[str, Any], images: dict[str, str] | None = None) -> str:
+    """The report page (summary.md) of a run's summary, section by section."""
     s = summary
     out = [f"# Evaluation: {s['suite']}", ""]
     if s.get("description"):
         out += [s["description"].strip(), ""]
-    out += _protocol_lines(s) + ["## Ranking", ""]
+    out += _protocol_lines(s) + _ranking_lines(s) + _rerank_lines(s) + _calibration_lines(s)
+    out += _health_lines(s) + _cost_lines(s) + _trailer_lines(s)
+    for title, file in (images or {}).items():
+        out += [f"![{title}]({file})", ""]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _ranking_lines(s: dict[str, Any]) -> list[str]:
+    out = ["## Ranking", ""]
     has_cands = any("candidate_recall" in r for r in s["rankers"])
     for n, k in enumerate(s["ks"]):
         at_k = [m for m in s["metrics"] if m.endswith(f"@{k}")]
@@ -317,29 +326,37 @@ def render_markdown(summary: dict[str, Any], images: dict[str, str] | None = Non
         out += [f"### On the {c['users']} users every ranker has", ""]
         out += _table(["ranker"] + [_label(m) for m in headline],
                       [[r["name"]] + [_fmt_ci(r["metrics"][m]) for m in headline] for r in c["rankers"]]) + [""]
-    out += _rerank_lines(s)
+    return out
+
+
+def _calibration_lines(s: dict[str, Any]) -> list[str]:
     calibrated = [r for r in s["rankers"] if r.get("calibration")]
-    if calibrated:
-        out += ["## Calibration (before → after)", "",
-                "Pooled over (user, candidate) pairs of non-degraded answers; label 1 for the target. "
-                "Before: the model's own probability (softmax over the list for letters/likelihood, "
-                "sigmoid of the yes/no log-odds); after: the logistic layer fitted on the validation split.", ""]
-        rows = []
-        for r in calibrated:
-            c = r["calibration"]
-            b, a = c.get("before", {}), c.get("after")
-            def pair(key: str) -> str:
-                return f"{_fmt(b.get(key))} → {_fmt(a.get(key)) if a else '–'}"
-            rows.append([r["name"], str(c["users"]), f"{c['positives']}/{c['pairs']}", pair("auc"), pair("log_loss"),
-                         pair("brier"), pair("ece")])
-        out += _table(["ranker", "users", "positives/pairs", "AUC", "log loss", "Brier", "ECE"], rows) + [""]
-        for r in calibrated:
-            fit = r.get("calibration_fit") or {}
-            if fit.get("error"):
-                out.append(f"- {r['name']}: calibration not fitted: {fit['error']}")
-        out.append("")
+    if not calibrated:
+        return []
+    out = ["## Calibration (before → after)", "",
+           "Pooled over (user, candidate) pairs of non-degraded answers; label 1 for the target. "
+           "Before: the model's own probability (softmax over the list for letters/likelihood, "
+           "sigmoid of the yes/no log-odds); after: the logistic layer fitted on the validation split.", ""]
+    rows = []
+    for r in calibrated:
+        c = r["calibration"]
+        b, a = c.get("before", {}), c.get("after")
+
+        def pair(key: str) -> str:
+            return f"{_fmt(b.get(key))} → {_fmt(a.get(key)) if a else '–'}"
+        rows.append([r["name"], str(c["users"]), f"{c['positives']}/{c['pairs']}", pair("auc"), pair("log_loss"),
+                     pair("brier"), pair("ece")])
+    out += _table(["ranker", "users", "positives/pairs", "AUC", "log loss", "Brier", "ECE"], rows) + [""]
+    for r in calibrated:
+        fit = r.get("calibration_fit") or {}
+        if fit.get("error"):
+            out.append(f"- {r['name']}: calibration not fitted: {fit['error']}")
+    return out + [""]
+
+
+def _health_lines(s: dict[str, Any]) -> list[str]:
     health_rows = [r for r in s["rankers"] if r.get("health")]
-    out += ["## Output health", ""]
+    out = ["## Output health", ""]
     out += _table(
         ["ranker", "degraded", "low label mass", "label mass", "invented/list", "repeated/list", "history/list"],
         [[r["name"], _fmt(r["health"]["degraded"], 3), _fmt(r["health"]["low_label_mass"], 3),
@@ -356,14 +373,23 @@ def render_markdown(summary: dict[str, Any], images: dict[str, str] | None = Non
                        "calibrations (the suite or the validation answers changed between sessions)")
     if reasons or any(r["health"].get("calibrations", 0) > 1 for r in health_rows):
         out.append("")
-    out += ["## Cost", ""]
-    out += _table(
+    return out
+
+
+def _cost_lines(s: dict[str, Any]) -> list[str]:
+    health_rows = [r for r in s["rankers"] if r.get("health")]
+    return ["## Cost", ""] + _table(
         ["ranker", "prompt tokens/user", "prompts/user", "latency p50 (ms)", "latency p95 (ms)", "users/s"],
         [[r["name"], _fmt(r["cost"]["prompt_tokens_per_user"], 0), _fmt(r["cost"]["prompts_per_user"], 1),
           _fmt(_ms(r["cost"]["latency_p50_s"]), 2), _fmt(_ms(r["cost"]["latency_p95_s"]), 2),
           _fmt(r["cost"]["users_per_s"], 1)]
          for r in health_rows],
     ) + [""]
+
+
+def _trailer_lines(s: dict[str, Any]) -> list[str]:
+    """Skipped rankers, each ranker's parameters and the package versions."""
+    out: list[str] = []
     if s.get("skipped"):
         out += ["## Skipped", ""] + [f"- {name}: {why}" for name, why in s["skipped"].items()] + [""]
     params = [(r["name"], r["params"]) for r in s["rankers"] if set(r.get("params") or {}) - {"kind"}]
@@ -375,9 +401,7 @@ def render_markdown(summary: dict[str, Any], images: dict[str, str] | None = Non
         out.append("")
     if s.get("packages"):
         out += ["## Packages", "", ", ".join(f"{k} {v}" for k, v in s["packages"].items()), ""]
-    for title, file in (images or {}).items():
-        out += [f"![{title}]({file})", ""]
-    return "\n".join(out).rstrip() + "\n"
+    return out
 
 
 # --------------------------------------------------------------------------- pictures

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
-from promptrec.eval import metrics as M
+from promptrec import metrics as M
 from promptrec.eval.stats import paired_difference
 
 __all__ = ["RerankMetric", "RerankView", "rerank_view"]

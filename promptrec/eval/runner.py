@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict
 from promptrec.config import Settings
 from promptrec.errors import PromptrecError
 from promptrec.eval.baselines import ALSRanker, BaselineUnavailable, LightFMRanker, PopularityRanker
-from promptrec.eval.metrics import list_health
+from promptrec.metrics import list_health
 from promptrec.eval.rankers import EvalData, EvalRanker, LLMRanker, RetrievalRanker, make_backend, prepare_data, slug
 from promptrec.eval.run_folder import (  # noqa: F401 - re-exported: the run folder's layout
     CALIBRATION_DIR,

@@ -69,7 +69,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from promptrec.config import CatalogFile, LogFile, RetrievalSettings, TieRule
 from promptrec.errors import PromptrecError
-from promptrec.eval.metrics import RANKING_METRICS
+from promptrec.metrics import RANKING_METRICS
 
 __all__ = ["BASELINES", "Suite", "SuiteError", "load_suite"]
 

@@ -1,6 +1,6 @@
 """A "why this item?" conversation with one user, grounded in that user's own records.
 
-    conv = explain(rec, "1", "50")          # or Recommender.explain("1", "50")
+    conv = explain(rec, "1", "50")
     conv.explanation.text                    # the answer
     conv.explanation.evidence.related        # the history items it rests on (real ids)
     conv.explanation.grounding               # "ok" | "regenerated" | "fallback"

@@ -28,6 +28,7 @@ from pydantic import BaseModel, Field
 
 from promptrec.data.schema import Item
 from promptrec.retrieval.fusion import reciprocal_rank_fusion
+from promptrec.retrieval.relatedness import relatedness
 
 if TYPE_CHECKING:  # pragma: no cover
     from promptrec.recommender import Recommender
@@ -136,7 +137,7 @@ def related_history_items(
     recent_first = sorted(last_pos, key=lambda h: -last_pos[h])
     if not recent_first or k <= 0:
         return []
-    related = rec.index.relatedness(item.item_id, recent_first)
+    related = relatedness(rec.index, item.item_id, recent_first)
     text, behaviour, co = related["text"], related["behaviour"], related["co_occurrence"]
     signals = {"text": text, "behaviour": behaviour, "co_occurrence": co}
     rankings: dict[str, list[str]] = {}

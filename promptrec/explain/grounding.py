@@ -42,7 +42,7 @@ from pydantic import BaseModel, Field
 from promptrec.data.schema import Item
 
 if TYPE_CHECKING:  # pragma: no cover
-    from promptrec.config import Domain
+    from promptrec.domain import Domain
 
 FUZZY_RATIO = 0.88  # difflib ratio above which a span is taken for a catalog title
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*(?![\w])")
@@ -177,7 +177,7 @@ class TitleIndex:
     """Every catalog title in its normalised written forms (see the module doc)."""
 
     def __init__(self, catalog: Mapping[str, Item] | Iterable[Item], domain: Domain | None = None):
-        from promptrec.config import DOMAIN_PRESETS
+        from promptrec.domain import DOMAIN_PRESETS
 
         self.domain = domain or DOMAIN_PRESETS["generic"]
         self._claims = _claim_pattern(self.domain.consumption_verbs())

@@ -25,7 +25,7 @@ from typing import Any
 
 import jinja2
 
-from promptrec.config import DOMAIN_PRESETS, Domain
+from promptrec.domain import DOMAIN_PRESETS, Domain
 from promptrec.explain.evidence import Evidence
 from promptrec.ranker.prompts import (
     PromptError,

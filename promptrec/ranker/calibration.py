@@ -43,12 +43,15 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from promptrec.config import RETRIEVAL_SOURCES
 from promptrec.errors import IndexMismatchError, PromptrecError
+from promptrec.keys import ArtifactKey
 from promptrec.retrieval.schema import CandidateList
 
 FORMAT = "promptrec.calibration/1"
 CALIBRATION_SALT = 3  # `seeded_sample` salt of the calibration users (eval and `promptrec calibrate` alike)
-SOURCE_FEATURES: tuple[str, ...] = ("sequential", "transitions", "behaviour", "text")
+#: Each retrieval source's reciprocal rank is a feature; popularity has its own (log_popularity).
+SOURCE_FEATURES: tuple[str, ...] = tuple(s for s in RETRIEVAL_SOURCES if s != "popularity")
 FEATURE_NAMES: tuple[str, ...] = (
     "llm_z", "llm_rank_frac", "fused_z", "retrieval_rank_frac", "log_popularity",
     *(f"{source}_rr" for source in SOURCE_FEATURES), "log_transitions",
@@ -59,10 +62,8 @@ class CalibrationMismatchError(IndexMismatchError):
     """A saved calibration was fitted for another model, template, encoder or strategy."""
 
 
-class CalibrationKey(BaseModel):
+class CalibrationKey(ArtifactKey):
     """What a calibration is valid for; any difference means refit."""
-
-    model_config = ConfigDict(frozen=True)
 
     model_id: str
     template_hash: str
@@ -73,13 +74,6 @@ class CalibrationKey(BaseModel):
     retrieval: str | None = None  # `retrieval_signature`: fusion weights and a hash of every retrieval setting
     permutations: int | None = None  # letters only
     history_items: int | None = None
-
-    def differences(self, other: "CalibrationKey") -> list[tuple[str, str, str]]:
-        return [
-            (name, getattr(self, name), getattr(other, name))
-            for name in type(self).model_fields
-            if getattr(self, name) != getattr(other, name)
-        ]
 
 
 def retrieval_signature(retrieval: Any) -> str:
@@ -260,9 +254,8 @@ class Calibrator(BaseModel):
         return w, b
 
     def check_key(self, expected: CalibrationKey, source: str | Path | None = None) -> None:
-        diffs = self.key.differences(expected)
-        if diffs:
-            what = "; ".join(f"{name}: fitted for {have!r}, now {want!r}" for name, have, want in diffs)
+        what = self.key.describe_differences(expected, "fitted")
+        if what:
             where = f" ({source})" if source else ""
             raise CalibrationMismatchError(
                 f"the calibration{where} does not match the current setup: {what}. "

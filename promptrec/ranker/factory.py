@@ -18,7 +18,7 @@ def make_backend(settings: Settings) -> LLMBackend:
     `promptrec train ranker` when one is found (``ranker.adapter``): transformers loads the
     adapter, vLLM serves the merged folder (weights and tokenizer)."""
     from promptrec.assets import resolve_model
-    from promptrec.ranker.tuning import resolve_tuned
+    from promptrec.ranker.adapters import resolve_tuned
 
     kind = settings.ranker.backend
     tuned = resolve_tuned(settings)
@@ -71,7 +71,7 @@ def make_reranker(
             f"n_candidates = {n}, but the letters template {loaded.origin} labels {LETTER_LABELS} candidates "
             "at most: lower n_candidates or use a likelihood/yesno template"
         )
-    from promptrec.ranker.tuning import check_template
+    from promptrec.ranker.adapters import check_template
 
     check_template(backend, loaded)
     options = {"permutations": permutations or r.permutations, "seed": seed} if loaded.strategy == "letters" else None

@@ -41,6 +41,7 @@ import hashlib
 import json
 import re
 import unicodedata
+from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -50,7 +51,6 @@ import jinja2
 from jinja2 import StrictUndefined, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
-import promptrec
 from promptrec.errors import PromptrecError
 
 Strategy = Literal["letters", "likelihood", "yesno"]
@@ -65,8 +65,8 @@ class PromptError(PromptrecError):
 
 
 def default_prompts_dir() -> Path:
-    """The repository's ``prompts/`` folder (beside the ``promptrec`` package)."""
-    return Path(promptrec.__file__).resolve().parents[1] / "prompts"
+    """The templates shipped inside the package (``promptrec/prompts/``, package data)."""
+    return Path(str(resources.files("promptrec") / "prompts"))
 
 
 # --------------------------------------------------------------------------- sanitiser
@@ -282,7 +282,7 @@ def domain_namespace(words: dict[str, Any]) -> SimpleNamespace:
 
 
 def _generic_domain() -> dict[str, Any]:
-    from promptrec.config import DOMAIN_PRESETS
+    from promptrec.domain import DOMAIN_PRESETS
 
     return DOMAIN_PRESETS["generic"].template_vars()
 
@@ -305,7 +305,7 @@ def resolve_template_path(name_or_path: str | Path, prompts_dir: Path | None = N
 
 
 def load_template(name_or_path: str | Path, prompts_dir: Path | None = None) -> RerankTemplate:
-    """Load a rerank template by name from ``prompts_dir`` (default: the repo's ``prompts/``) or by path."""
+    """Load a rerank template by name from ``prompts_dir`` (default: the package's ``prompts/``) or by path."""
     path = resolve_template_path(name_or_path, prompts_dir, "rerank")
     try:
         source = path.read_text(encoding="utf-8")

@@ -146,7 +146,7 @@ def _permutations(n: int, count: int, mode: str, seed: int) -> list[list[int]]:
 
 # --------------------------------------------------------------------------- prompt builders
 # One way to build a strategy's prompts, called by the strategies at inference and by
-# `promptrec.ranker.tuning` at training time, so a tuned model sees exactly the served prompts.
+# `promptrec.train.ranker` at training time, so a tuned model sees exactly the served prompts.
 
 
 def build_letters_prompts(backend: LLMBackend, template: RerankTemplate, history: list[ItemView],

@@ -5,7 +5,7 @@ ties them to one catalog, log and encoder.
 Files are written atomically (`promptrec.paths.atomic_write`) and verified when opened: a
 damaged one is an `IndexMismatchError` naming it and `promptrec index --rebuild`, which deletes
 the index's files (Chroma folder included) and builds them again. A build holds an exclusive
-lock on ``<index_dir>/.build.lock``, so two concurrent builds of one index run one after the other."""
+lock on the index folder's build lock (`IndexLayout.build_lock`), so two concurrent builds of one index run one after the other."""
 
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ from pydantic import BaseModel
 from promptrec.config import Settings, SplitSettings
 from promptrec.data.schema import Item
 from promptrec.errors import IndexMismatchError
+from promptrec.index_layout import IndexLayout
+from promptrec.keys import ArtifactKey
 from promptrec.paths import atomic_write, atomic_write_text, ensure_dir, file_lock
 from promptrec.retrieval.encoder import TextEncoder
 from promptrec.retrieval.sasrec import (
-    CHECKPOINT,
     RETRAIN,
     CheckpointMismatchError,
     EpochStats,
@@ -43,9 +44,6 @@ from promptrec.retrieval.store import (
     drop_persistent_store,
 )
 
-MANIFEST = "manifest.json"
-SEQUENTIAL = "sequential.npz"
-LOCK = ".build.lock"
 REBUILD_HINT = "run `promptrec index --rebuild` to build it again from the data"
 log = logging.getLogger("promptrec")
 ProgressFn = Callable[[str, int, int], None]  # (stage, advance, total)
@@ -69,6 +67,15 @@ def content_hash(item: Item) -> str:
     return hashlib.sha256(item.text().encode()).hexdigest()[:16]
 
 
+class IndexKey(ArtifactKey):
+    """What an index is valid for: the namespace, encoder, catalog and interaction log."""
+
+    namespace: str
+    encoder: str
+    catalog_fingerprint: str
+    interactions_fingerprint: str
+
+
 class IndexManifest(BaseModel):
     """What an index was built from; checked whenever it is opened."""
 
@@ -78,7 +85,7 @@ class IndexManifest(BaseModel):
     behaviour_dimension: int
     catalog_fingerprint: str
     interactions_fingerprint: str
-    item_ids: list[str]  # the item order behind sequential.npz
+    item_ids: list[str]  # the item order behind the transitions file
     n_users: int
     build_seconds: float
     text_sync: SyncReport
@@ -93,13 +100,17 @@ class IndexManifest(BaseModel):
     sequential_trained: bool = False  # this build trained the model (else: loaded the checkpoint)
     sequential_skipped: str | None = None  # why there is no sequential source
 
+    def key(self) -> IndexKey:
+        return IndexKey(namespace=self.namespace, encoder=self.encoder, catalog_fingerprint=self.catalog_fingerprint,
+                        interactions_fingerprint=self.interactions_fingerprint)
+
 
 def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     atomic_write(path, write)
 
 
-def read_sequential(path: Path, n_items: int) -> tuple[sp.csr_matrix, np.ndarray]:
-    """The transitions matrix and popularity stored in ``sequential.npz``, verified (shapes, keys);
+def read_transitions(path: Path, n_items: int) -> tuple[sp.csr_matrix, np.ndarray]:
+    """The transitions matrix and popularity stored in the transitions file (`IndexLayout.transitions`), verified (shapes, keys);
     a missing or damaged file is an IndexMismatchError naming it and the fix."""
     try:
         with np.load(path) as data:
@@ -115,6 +126,21 @@ def read_sequential(path: Path, n_items: int) -> tuple[sp.csr_matrix, np.ndarray
     if pop.shape != (n_items,):
         raise IndexMismatchError(f"{path} holds popularity for {pop.shape[0]} items, the manifest {n_items}; {REBUILD_HINT}")
     return matrix, pop
+
+
+def read_index_manifest(index_dir: Path, strict: bool = True) -> IndexManifest | None:
+    """The manifest of the index in ``index_dir``, None when there is none; a damaged one raises
+    (strict) or is ignored (a build then writes everything again)."""
+    path = IndexLayout(index_dir).manifest
+    if not path.is_file():
+        return None
+    try:
+        return IndexManifest.model_validate_json(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        if not strict:
+            log.warning("%s is damaged; building the index again", path)
+            return None
+        raise IndexMismatchError(f"{path} is damaged ({type(exc).__name__}); {REBUILD_HINT}") from exc
 
 
 class RetrievalIndex:
@@ -188,8 +214,9 @@ class RetrievalIndex:
         sequential model is trained when no checkpoint exists (or `retrain`); a checkpoint
         for other data or hyperparameters is refused. `time_ordered=False` (no timestamps)
         skips it: histories in item-id order are no sequence."""
-        index_dir = ensure_dir(settings.resolved_index_dir(), "index folder")
-        with file_lock(index_dir / LOCK, f"the index in {index_dir}"):
+        layout = settings.index_layout()
+        ensure_dir(layout.root, "index folder")
+        with file_lock(layout.build_lock, f"the index in {layout.root}"):
             return cls._build(items, histories, settings, namespace, progress, rebuild, history_order,
                               time_ordered, retrain)
 
@@ -207,12 +234,13 @@ class RetrievalIndex:
         retrain: bool = False,
     ) -> RetrievalIndex:
         started = time.perf_counter()
-        index_dir = settings.resolved_index_dir()
+        layout = settings.index_layout()
+        index_dir = layout.root
         encoder = TextEncoder(settings.encoder, settings)
         rs = settings.retrieval
         if rebuild:  # start from nothing: files that cannot be read are deleted, not opened
-            for name in (MANIFEST, SEQUENTIAL):
-                (index_dir / name).unlink(missing_ok=True)
+            for path in layout.stale_files:
+                path.unlink(missing_ok=True)
             if settings.chroma.mode == "persistent":
                 drop_persistent_store(index_dir)
         text, behaviour = cls._collections(settings, namespace, settings.encoder, encoder.dimension, rs.als_factors)
@@ -250,8 +278,8 @@ class RetrievalIndex:
             )
         positions = {user: [position[i] for i in h] for user, h in histories.items()}
         inter_fp = interactions_fingerprint(histories)
-        sequential_path = index_dir / SEQUENTIAL
-        old = cls._read_manifest(index_dir, strict=False)
+        transitions_path = layout.transitions
+        old = read_index_manifest(index_dir, strict=False)
         behaviour_current = (
             old is not None
             and old.interactions_fingerprint == inter_fp
@@ -259,7 +287,7 @@ class RetrievalIndex:
             and old.namespace == namespace
             and behaviour.count() == len(item_ids)
             and behaviour.metadata().get("interactions_fingerprint") == inter_fp
-            and cls._sequential_ok(sequential_path, len(item_ids))
+            and cls._sequential_ok(transitions_path, len(item_ids))
         )
         if behaviour_current:
             behaviour_sync = SyncReport(unchanged=len(item_ids))
@@ -279,7 +307,7 @@ class RetrievalIndex:
             transitions = TransitionModel.fit(positions, len(item_ids), rs)
             pop = popularity(positions, len(item_ids))
 
-            def write_sequential(tmp: Path) -> None:
+            def write_transitions(tmp: Path) -> None:
                 with open(tmp, "wb") as fh:
                     np.savez_compressed(
                         fh,
@@ -289,7 +317,7 @@ class RetrievalIndex:
                         popularity=pop,
                     )
 
-            _write_atomic(sequential_path, write_sequential)
+            _write_atomic(transitions_path, write_transitions)
             report("behaviour model", 1, 2)
 
         sequential = cls._build_sequential(
@@ -311,7 +339,8 @@ class RetrievalIndex:
             history_order=history_order,
             **sequential,
         )
-        atomic_write_text(index_dir / MANIFEST, manifest.model_dump_json(indent=1))
+        atomic_write_text(layout.manifest, manifest.model_dump_json(indent=1))
+        layout.legacy_transitions.unlink(missing_ok=True)  # rewritten under its own name above
         return cls._load(manifest, settings, encoder)
 
     @classmethod
@@ -340,7 +369,7 @@ class RetrievalIndex:
         if len(vocab) < 2:
             return {"sequential_skipped": "fewer than two interacted items"}
         key = checkpoint_key(inter_fp, vocab, seq, settings.retrieval.seed)
-        path = settings.resolved_index_dir() / CHECKPOINT
+        path = settings.index_layout().sequential_checkpoint
         trained = retrain or not path.is_file()
         if trained:
             stage = "sequential model"
@@ -376,27 +405,12 @@ class RetrievalIndex:
     @staticmethod
     def _sequential_ok(path: Path, n_items: int) -> bool:
         try:
-            read_sequential(path, n_items)
+            read_transitions(path, n_items)
             return True
         except IndexMismatchError as exc:
             if path.exists():
                 log.warning("%s; rewriting it", exc)
             return False
-
-    @staticmethod
-    def _read_manifest(index_dir: Path, strict: bool = True) -> IndexManifest | None:
-        """The manifest, None when there is none; a damaged one raises (strict) or is ignored
-        (a build then writes everything again)."""
-        path = index_dir / MANIFEST
-        if not path.is_file():
-            return None
-        try:
-            return IndexManifest.model_validate_json(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            if not strict:
-                log.warning("%s is damaged; building the index again", path)
-                return None
-            raise IndexMismatchError(f"{path} is damaged ({type(exc).__name__}); {REBUILD_HINT}") from exc
 
     @classmethod
     def open(
@@ -408,21 +422,17 @@ class RetrievalIndex:
     ) -> RetrievalIndex:
         """Open an index built earlier, refusing one built for another catalog, log or encoder."""
         index_dir = settings.resolved_index_dir()
-        manifest = cls._read_manifest(index_dir)
+        manifest = read_index_manifest(index_dir)
         if manifest is None:
             raise IndexMismatchError(f"no index in {index_dir}: build it with `promptrec index`")
-        checks = {
-            "namespace": (manifest.namespace, namespace),
-            "encoder": (manifest.encoder, settings.encoder),
-            "catalog fingerprint": (manifest.catalog_fingerprint, catalog_fingerprint(items)),
-            "interactions fingerprint": (manifest.interactions_fingerprint, interactions_fingerprint(histories)),
-        }
-        for what, (stored, current) in checks.items():
-            if stored != current:
-                raise IndexMismatchError(
-                    f"the index in {index_dir} was built with {what} {stored!r}, but the current "
-                    f"data gives {current!r}; run `promptrec index` to update it"
-                )
+        current = IndexKey(namespace=namespace, encoder=settings.encoder, catalog_fingerprint=catalog_fingerprint(items),
+                           interactions_fingerprint=interactions_fingerprint(histories))
+        what = manifest.key().describe_differences(current, "built")
+        if what:
+            raise IndexMismatchError(
+                f"the index in {index_dir} does not match the current data and settings: {what}; "
+                "run `promptrec index` to update it"
+            )
         return cls._load(manifest, settings, TextEncoder(settings.encoder, settings))
 
     @classmethod
@@ -443,7 +453,7 @@ class RetrievalIndex:
         sequential = sequential_model = None
         if manifest.sequential_key is not None:
             seq = settings.retrieval.sequential
-            path = settings.resolved_index_dir() / CHECKPOINT
+            path = settings.index_layout().sequential_checkpoint
             sequential_model = SequentialModel.load(path, manifest.sequential_key, settings.device)
             current = checkpoint_key(manifest.interactions_fingerprint, sequential_model.item_ids, seq, rs.seed)
             if current != manifest.sequential_key:
@@ -467,7 +477,7 @@ class RetrievalIndex:
                 f"{missing[:3]}; {REBUILD_HINT}"
             )
         factors = factors[[order[i] for i in manifest.item_ids]]
-        matrix, pop = read_sequential(settings.resolved_index_dir() / SEQUENTIAL, len(manifest.item_ids))
+        matrix, pop = read_transitions(settings.index_layout().transitions_to_read(), len(manifest.item_ids))
         return cls(
             manifest,
             text,
@@ -481,13 +491,6 @@ class RetrievalIndex:
         )
 
     # ------------------------------------------------------------------ item-to-item signals
-
-    def relatedness(self, item_id: str, others: Sequence[str]) -> dict[str, np.ndarray]:
-        """How related ``item_id`` is to each of ``others`` by text, behaviour and co-occurrence
-        (`promptrec.retrieval.relatedness`)."""
-        from promptrec.retrieval.relatedness import relatedness
-
-        return relatedness(self, item_id, others)
 
     def item_popularity(self, item_id: str) -> int:
         """Interactions with the item in the indexed log (0 for an item outside it)."""

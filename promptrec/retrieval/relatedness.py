@@ -1,5 +1,5 @@
 """How related two items are by each retrieval signal: text-vector cosine, behaviour-factor
-cosine and co-occurrence in the transitions (`RetrievalIndex.relatedness`; explanations use it)."""
+cosine and co-occurrence in the transitions, read from a `RetrievalIndex` (explanations use it)."""
 
 from __future__ import annotations
 

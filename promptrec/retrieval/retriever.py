@@ -7,14 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from promptrec.config import RetrievalSettings
+from promptrec.config import RETRIEVAL_SOURCES, RetrievalSettings
 from promptrec.data.schema import Item
 from promptrec.retrieval.fusion import reciprocal_rank_fusion
 from promptrec.retrieval.index import RetrievalIndex
 from promptrec.retrieval.schema import Candidate
 from promptrec.retrieval.sources import recency_weighted_mean
-
-SOURCES = ("sequential", "transitions", "behaviour", "text", "popularity")
 
 
 class Retriever:
@@ -24,9 +22,6 @@ class Retriever:
     and popularity."""
 
     def __init__(self, index: RetrievalIndex, catalog: Mapping[str, Item], settings: RetrievalSettings):
-        unknown = set(settings.weights) - set(SOURCES)
-        if unknown:
-            raise ValueError(f"retrieval.weights names unknown source(s) {sorted(unknown)}; known: {SOURCES}")
         self.index = index
         self.catalog = catalog
         self.settings = settings
@@ -52,7 +47,7 @@ class Retriever:
         exclude = set(history)
         positions = [index.position[i] for i in history if i in index.position]
         allowed = index.text.ids_matching(where) if where else None
-        weights = {s: rs.weights.get(s, 0.0) for s in SOURCES}
+        weights = {s: rs.weights.get(s, 0.0) for s in RETRIEVAL_SOURCES}
         out: dict[str, list[tuple[str, float]]] = {}
         if weights["popularity"] > 0 or not positions:
             out["popularity"] = self._top(index.popularity.astype(np.float64), pool, exclude, allowed)

@@ -34,6 +34,7 @@ from torch import nn
 from promptrec.config import SequentialSettings
 from promptrec.errors import IndexMismatchError
 from promptrec.hardware import auto_dtype, resolve_device
+from promptrec.metrics import ndcg_of_ranks
 from promptrec.paths import atomic_write
 
 FORMAT = "promptrec.sequential/2"  # 2: trained on every window of a history, not only its last
@@ -338,5 +339,5 @@ def _ndcg_at_10(net: SASRecNet, val: list[tuple[list[int], int]], length: int, d
         target_score = scores[torch.arange(len(chunk), device=dev), target]
         scores[rows, cols] = -math.inf
         rank = (scores > target_score[:, None]).sum(dim=1)
-        total += float(torch.where(rank < 10, 1.0 / torch.log2(rank.float() + 2.0), 0.0).sum())
+        total += float(ndcg_of_ranks(rank.cpu().numpy(), 10).sum())
     return total / len(val)

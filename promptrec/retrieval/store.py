@@ -15,6 +15,7 @@ from pydantic import BaseModel
 
 from promptrec.config import ChromaSettings
 from promptrec.errors import IndexMismatchError, PromptrecError
+from promptrec.index_layout import IndexLayout
 
 Space = Literal["cosine", "ip"]
 UPSERT_BATCH = 512
@@ -24,7 +25,7 @@ def chroma_location(chroma: ChromaSettings, index_dir: Path) -> str:
     """Where the vectors live, as error messages name it."""
     if chroma.mode == "http":
         return f"the Chroma server at http://{chroma.host}:{chroma.port}"
-    return f"the Chroma store {Path(index_dir) / 'chroma'}"
+    return f"the Chroma store {IndexLayout(Path(index_dir)).chroma}"
 
 
 @contextlib.contextmanager
@@ -54,7 +55,7 @@ def drop_persistent_store(index_dir: Path) -> None:
 
     from chromadb.api.shared_system_client import SharedSystemClient
 
-    folder = Path(index_dir) / "chroma"
+    folder = IndexLayout(Path(index_dir)).chroma
     system = SharedSystemClient._identifier_to_system.pop(str(folder), None)
     SharedSystemClient._identifier_to_refcount.pop(str(folder), None)
     if system is not None:
@@ -83,7 +84,7 @@ def chroma_client(chroma: ChromaSettings, index_dir: Path):
             ) from exc
     ensure_dir(index_dir, "index folder")
     with chroma_errors(chroma_location(chroma, index_dir), "opening"):
-        client = chromadb.PersistentClient(path=str(index_dir / "chroma"), settings=client_settings)
+        client = chromadb.PersistentClient(path=str(IndexLayout(index_dir).chroma), settings=client_settings)
     client.promptrec_location = chroma_location(chroma, index_dir)  # for error messages
     return client
 

@@ -10,8 +10,9 @@ from collections.abc import Callable, Mapping, Sequence
 
 from pydantic import BaseModel
 
-from promptrec.eval.metrics import ndcg_at_k, recall_at_k
-from promptrec.retrieval.retriever import SOURCES, Retriever
+from promptrec.metrics import ndcg_at_k, recall_at_k
+from promptrec.config import RETRIEVAL_SOURCES
+from promptrec.retrieval.retriever import Retriever
 
 Rankings = dict[str, list[tuple[str, float]]]
 
@@ -37,7 +38,7 @@ def all_source_rankings(
     """user → every available source's top `pool` (history excluded), computed once."""
     every = Retriever(
         retriever.index, retriever.catalog,
-        retriever.settings.model_copy(update={"weights": {s: 1.0 for s in SOURCES}}),
+        retriever.settings.model_copy(update={"weights": {s: 1.0 for s in RETRIEVAL_SOURCES}}),
     )
     pool = pool or retriever.settings.pool_size
     out = {}

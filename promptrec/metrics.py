@@ -12,6 +12,7 @@ padded with misses.
   the hit rate (HR@k), ``hit_rate_at_k``.
 * ``precision_at_k``: relevant items in the top k / k (k, not the list length).
 * ``f1_at_k``: harmonic mean of precision@k and recall@k (0 when both are 0).
+* ``ndcg_of_ranks``: the same NDCG for one relevant item, from its rank in each list.
 * ``reciprocal_rank``: 1 / rank of the first relevant item within the top k (``k=None``: the
   whole list); 0 when none is there. Its mean over users is MRR.
 
@@ -89,6 +90,14 @@ def ndcg_at_k(ranked: Sequence[str], relevant: str | Collection[str], k: int) ->
         return 0.0
     ideal = dcg_at_k(np.ones(min(len(rel), k)), k)
     return dcg_at_k(gains_at_k(ranked, rel, k), k) / ideal
+
+
+def ndcg_of_ranks(ranks: Sequence[int] | np.ndarray, k: int) -> np.ndarray:
+    """NDCG@k of lists that each hold one relevant item, given its 0-based rank in each list
+    (vectorised: full-ranking evaluation ranks every item and needs only the target's rank)."""
+    _check_k(k)
+    r = np.asarray(ranks, dtype=np.float64)
+    return np.where(r < k, 1.0 / np.log2(r + 2.0), 0.0)
 
 
 def recall_at_k(ranked: Sequence[str], relevant: str | Collection[str], k: int) -> float:
