@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
+import typing
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import (
@@ -31,6 +34,15 @@ def default_cache_dir() -> Path:
     return Path(base) / "promptrec"
 
 
+# Numeric settings carry their ranges: a 0, a negative or an infinite value is an error that
+# names the key, never a silently odd index (pool_size=0 dropped sources; timeout_s=inf overflowed).
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Fraction = Annotated[float, Field(ge=0, lt=1)]  # dropout: [0, 1)
+
+
 class _Section(BaseModel):
     """A settings section: an unknown key is an error (a typo must not be ignored)."""
 
@@ -42,18 +54,24 @@ class SequentialSettings(_Section):
     """The trained sequential retriever (promptrec.retrieval.sasrec); any change means retraining.
     It is trained only when `retrieval.weights` gives the "sequential" source a weight above 0."""
 
-    max_len: int = 50  # the last L items a history is encoded from
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 1
-    dropout: float = 0.2
-    lr: float = 2e-3
-    weight_decay: float = 0.0
-    batch_size: int = 128
-    max_epochs: int = 40
-    eval_every: int = 2  # epochs between validation NDCG@10 evaluations
-    patience: int = 3  # evaluations without improvement before stopping
+    max_len: PositiveInt = 50  # the last L items a history is encoded from
+    hidden: PositiveInt = 64
+    layers: PositiveInt = 2
+    heads: PositiveInt = 1
+    dropout: Fraction = 0.2
+    lr: PositiveFloat = 2e-3
+    weight_decay: NonNegativeFloat = 0.0
+    batch_size: PositiveInt = 128
+    max_epochs: PositiveInt = 40
+    eval_every: PositiveInt = 2  # epochs between validation NDCG@10 evaluations
+    patience: PositiveInt = 3  # evaluations without improvement before stopping
     precision: Literal["auto", "float32", "bfloat16"] = "float32"  # auto: bf16 where the hardware has it
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> SequentialSettings:
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be a multiple of heads ({self.heads})")
+        return self
 
 
 class RetrievalSettings(_Section):
@@ -66,19 +84,19 @@ class RetrievalSettings(_Section):
             "sequential": 0.5, "transitions": 0.5, "behaviour": 0.25, "text": 0.2, "popularity": 0.0,
         }
     )
-    rrf_k: float = 60.0
-    pool_size: int = 200  # items each source contributes to the fusion
+    rrf_k: NonNegativeFloat = 60.0
+    pool_size: PositiveInt = 200  # items each source contributes to the fusion
     seed: int = 0
-    als_factors: int = 64
-    als_iterations: int = 15
-    als_regularization: float = 0.05
-    als_alpha: float = 1.0
-    transition_window: int = 5
-    transition_last_items: int = 5
-    transition_recency_decay: float = 0.7  # weight of the k-th most recent item: decay**k
-    transition_popularity_damping: float = 0.2  # T[a, b] / (popularity(b) + 1) ** damping
-    text_recency_half_life: float = 3.0  # in interactions: an item's weight halves every N items back
-    text_history_items: int = 50
+    als_factors: PositiveInt = 64
+    als_iterations: PositiveInt = 15
+    als_regularization: NonNegativeFloat = 0.05
+    als_alpha: PositiveFloat = 1.0
+    transition_window: PositiveInt = 5
+    transition_last_items: PositiveInt = 5
+    transition_recency_decay: Annotated[float, Field(gt=0, le=1)] = 0.7  # weight of the k-th most recent item: decay**k
+    transition_popularity_damping: NonNegativeFloat = 0.2  # T[a, b] / (popularity(b) + 1) ** damping
+    text_recency_half_life: PositiveFloat = 3.0  # in interactions: an item's weight halves every N items back
+    text_history_items: PositiveInt = 50
     sequential: SequentialSettings = Field(default_factory=SequentialSettings)
 
     @field_validator("weights")
@@ -87,9 +105,9 @@ class RetrievalSettings(_Section):
         unknown = sorted(set(weights) - set(RETRIEVAL_SOURCES))
         if unknown:
             raise ValueError(f"unknown retrieval source(s) {unknown}; the sources are {list(RETRIEVAL_SOURCES)}")
-        negative = sorted(name for name, w in weights.items() if not w >= 0)
+        negative = sorted(name for name, w in weights.items() if not 0 <= w < math.inf)
         if negative:
-            raise ValueError(f"weights must be >= 0, got {', '.join(f'{n}={weights[n]}' for n in negative)}")
+            raise ValueError(f"weights must be finite and >= 0, got {', '.join(f'{n}={weights[n]}' for n in negative)}")
         if not any(w > 0 for w in weights.values()):
             raise ValueError("every fusion weight is 0: no source would be queried; give at least one a weight > 0")
         return weights
@@ -98,18 +116,18 @@ class RetrievalSettings(_Section):
 class VLLMSettings(_Section):
     """vLLM engine and server options (`ranker.backend` = "vllm-engine" or "vllm-server")."""
 
-    max_model_len: int = 4096
+    max_model_len: PositiveInt = 4096
     enable_prefix_caching: bool = True
     enforce_eager: bool | None = None  # None: on without a GPU (start-up halves), off with one
-    kv_cache_gib: int | None = 1  # CPU KV cache (VLLM_CPU_KVCACHE_SPACE); None: vLLM's choice
-    block_size: int | None = None  # None: 32 on CPU (more of a shared prefix is reused), else vLLM's
-    max_num_seqs: int = 64
-    max_logprobs: int | None = None
+    kv_cache_gib: PositiveInt | None = 1  # CPU KV cache (VLLM_CPU_KVCACHE_SPACE); None: vLLM's choice
+    block_size: PositiveInt | None = None  # None: 32 on CPU (more of a shared prefix is reused), else vLLM's
+    max_num_seqs: PositiveInt = 64
+    max_logprobs: PositiveInt | None = None
     seed: int = 0
     served_model_name: str | None = None  # default: the generator's name
-    request_timeout_s: float | None = None  # HTTP client; default ranker.timeout_s
-    max_retries: int = 3
-    backoff_s: float = 0.5
+    request_timeout_s: PositiveFloat | None = None  # HTTP client; default ranker.timeout_s
+    max_retries: NonNegativeInt = 3
+    backoff_s: NonNegativeFloat = 0.5
     api_key: str | None = None
     python: str | None = None  # `promptrec llm serve`: the interpreter with vLLM (default .venv-vllm)
     extra_args: list[str] = Field(default_factory=list)  # more `api_server` flags
@@ -126,7 +144,7 @@ class RankerSettings(_Section):
     server_url: str = "http://127.0.0.1:8001/v1"  # the OpenAI-compatible server (vllm-server)
     permutations: int = Field(3, ge=1)  # letters: average over this many candidate orders (position bias)
     history_items: int = Field(10, ge=0)  # the most recent history items shown in a prompt
-    timeout_s: float | None = Field(120.0, gt=0)  # past this the result falls back to the retrieval order; None: wait
+    timeout_s: PositiveFloat | None = 120.0  # past this the result falls back to the retrieval order; None: wait
     calibrate: bool = True  # use the fitted calibration when one matches; else raw LLM order
     # The LoRA adapter of `promptrec train ranker`: "auto" (the one beside the index for this
     # template and generator, when trained), a folder, or "none" (the base model).
@@ -151,7 +169,7 @@ class ChromaSettings(_Section):
 
     mode: Literal["persistent", "http"] = "persistent"
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
 
 
 class DomainSettings(BaseModel):
@@ -226,7 +244,7 @@ class DataSettings(BaseModel):
     catalog: CatalogFile | None = None
     interactions: LogFile | None = None
     skip_bad_rows: bool = False
-    k_core: tuple[int, int] | None = None  # [user_k, item_k], applied after min_rating
+    k_core: tuple[PositiveInt, PositiveInt] | None = None  # [user_k, item_k], applied after min_rating
 
     @model_validator(mode="after")
     def _both(self) -> "DataSettings":
@@ -251,9 +269,9 @@ class Settings(BaseSettings):
     encoder: str = "all-minilm-l6-v2"
     generator: str = "smollm2-135m-instruct"
     index_dir: Path | None = None  # default: <cache_dir>/index/<dataset>
-    device: str = "auto"  # "cpu", "cuda" or "auto"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # "cpu", "cuda", "cuda:N" or "auto"
     n_candidates: int = Field(20, ge=1)
-    min_rating: float | None = None  # implicit-feedback threshold; None keeps every interaction
+    min_rating: Annotated[float, Field(allow_inf_nan=False)] | None = None  # implicit-feedback threshold; None keeps every interaction
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     ranker: RankerSettings = Field(default_factory=RankerSettings)
     chroma: ChromaSettings = Field(default_factory=ChromaSettings)
@@ -313,31 +331,47 @@ def check_toml(path: Path) -> None:
         raise SettingsError(f"{path}: cannot read the settings file: {exc}") from exc
 
 
-def _known_path(model: type[BaseModel], parts: list[str]) -> bool:
+def _setting_field(model: type[BaseModel], parts: list[str]) -> Any | None:
+    """The pydantic field a PROMPTREC_* variable's path names (None: no such setting)."""
     fields = {name.lower(): f for name, f in model.model_fields.items()}
     field = fields.get(parts[0].lower())
-    if field is None:
-        return False
-    if len(parts) == 1:
-        return True
-    import typing
-
+    if field is None or len(parts) == 1:
+        return field
     for inner in (field.annotation, *typing.get_args(field.annotation)):  # X or Optional[X]
         if isinstance(inner, type) and issubclass(inner, BaseModel):
-            return _known_path(inner, parts[1:])
-    return False  # nested key under a plain value (e.g. weights__x is a typo: use JSON)
+            return _setting_field(inner, parts[1:])
+    return None  # nested key under a plain value (e.g. weights__x is a typo: use JSON)
+
+
+def _takes_json(field: Any) -> bool:
+    """pydantic-settings reads a section, dict, list or tuple from one variable as JSON."""
+    for inner in (field.annotation, *typing.get_args(field.annotation)):
+        origin = typing.get_origin(inner) or inner
+        if isinstance(origin, type) and (issubclass(origin, (BaseModel, dict, list, tuple))):
+            return True
+    return False
 
 
 def check_environment(environ: dict[str, str] | None = None) -> None:
-    """Refuse PROMPTREC_* variables that name no setting (e.g. PROMPTREC_RANKER__TEMPLATEE)."""
+    """Refuse PROMPTREC_* variables that name no setting (e.g. PROMPTREC_RANKER__TEMPLATEE) and
+    those whose value must be JSON (a section, a table or a list) but is not, naming the variable."""
     environ = os.environ if environ is None else environ
     unknown = []
-    for name in environ:
+    for name, value in environ.items():
         upper = name.upper()
         if not upper.startswith("PROMPTREC_") or upper in OTHER_ENV_VARS or upper.startswith(OTHER_ENV_PREFIXES):
             continue
-        if not _known_path(Settings, upper[len("PROMPTREC_"):].split("__")):
+        field = _setting_field(Settings, upper[len("PROMPTREC_"):].split("__"))
+        if field is None:
             unknown.append(name)
+        elif _takes_json(field):
+            try:
+                json.loads(value)
+            except ValueError as exc:
+                raise SettingsError(
+                    f"environment variable {name} must hold JSON (a table like '{{\"text\": 0.2}}' or a list), "
+                    f"got {value[:80]!r}: {exc}"
+                ) from exc
     if unknown:
         raise SettingsError(
             f"unknown environment variable(s) {', '.join(sorted(unknown))}: no such setting "
