@@ -571,3 +571,66 @@ def test_load_bookcrossing_records_what_it_leaves_out(tmp_path):
     skipped = {(Path(s.path).name, s.line, s.field) for s in data.report.skipped}
     assert skipped == {("BX-Books.csv", 3, None), ("BX-Book-Ratings.csv", None, "item_id")}
     assert "9999999999" in next(s.reason for s in data.report.skipped if s.field == "item_id")
+
+
+# ----------------------------------------------------------------------------- nothing silent
+
+
+def _log(tmp_path: Path, name: str, body: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(body)
+    return path
+
+
+def test_one_latin1_byte_in_a_utf8_file_is_refused_naming_its_line(tmp_path):
+    body = "item_id,title\n1,Amélie\n2,Léon\n".encode() + "3,Café\n".encode("latin-1")
+    with pytest.raises(DataError, match=r"line 4.*mixes text encodings|mixes text encodings.*line 4"):
+        load_catalog(_log(tmp_path, "c.csv", body))
+
+
+def test_a_whole_latin1_file_still_loads(tmp_path):
+    items = load_catalog(_log(tmp_path, "c.csv", "item_id,title\n1,Amélie\n2,Café\n".encode("latin-1")))
+    assert [i.title for i in items] == ["Amélie", "Café"]
+
+
+def test_a_utf16_file_with_a_bom_loads_and_one_without_names_its_encoding(tmp_path):
+    text = "item_id,title\n1,Amélie\n"
+    assert load_catalog(_log(tmp_path, "a.csv", text.encode("utf-16")))[0].title == "Amélie"
+    with pytest.raises(DataError, match="UTF-16"):
+        load_catalog(_log(tmp_path, "b.csv", text.encode("utf-16-le")))
+
+
+def test_epoch_milliseconds_among_seconds_are_bad_rows(tmp_path):
+    body = b"user_id,item_id,timestamp\n1,a,881250949\n1,b,881250949000\n"
+    with pytest.raises(DataError, match=r"line 3.*epoch_ms"):
+        load_interactions(_log(tmp_path, "l.csv", body), timestamp_field="timestamp")
+    ms = load_interactions(_log(tmp_path, "m.csv", b"user_id,item_id,timestamp\n1,a,881250949000\n"),
+                           timestamp_field="timestamp", timestamp_format="epoch_ms")
+    assert ms["timestamp"].tolist() == [881250949.0]
+
+
+@pytest.mark.parametrize("value", ['{"a": 1}', '["a", "b"]'])
+def test_json_objects_and_lists_are_no_ids(tmp_path, value):
+    log = _log(tmp_path, "l.jsonl", f'{{"user_id": "1", "item_id": "x"}}\n{{"user_id": "1", "item_id": {value}}}\n'.encode())
+    with pytest.raises(DataError, match=r"line 2.*item_id.*JSON"):
+        load_interactions(log)
+    catalog = _log(tmp_path, "c.jsonl", f'{{"item_id": {value}, "title": "T"}}\n'.encode())
+    with pytest.raises(DataError, match=r"line 1.*item_id.*JSON"):
+        load_catalog(catalog)
+
+
+@pytest.mark.parametrize("year", ["100000000000000000000", "-500", "0"])
+def test_years_outside_four_digits_are_bad_rows(tmp_path, year):
+    with pytest.raises(DataError, match=r"line 2.*year.*outside"):
+        load_catalog(_log(tmp_path, "c.csv", f"item_id,title,year\n1,T,{year}\n".encode()), year_field="year")
+
+
+def test_a_log_with_a_header_and_no_rows_is_an_error(tmp_path):
+    from promptrec.config import Settings
+    from promptrec.recommender import Recommender
+
+    frame = load_interactions(_log(tmp_path, "l.csv", b"user_id,item_id\n"))
+    assert frame.empty
+    with pytest.raises(DataError, match="no rows"):
+        Recommender.from_interactions([Item(item_id="a", title="A")], frame, Settings(index_dir=tmp_path / "index"))
+    assert not (tmp_path / "index").exists()

@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict
 
 from promptrec.config import TieRule
 from promptrec.data.schema import TemporalSplit
+from promptrec.errors import DataError
 
 __all__ = [
     "DedupResult",
@@ -284,8 +285,11 @@ def temporal_split(frame: pd.DataFrame, tie_rule: TieRule = "id", seed: int = 0)
 def prepare_interactions(frame: pd.DataFrame, min_rating: float | None = None, name: str = "interactions") -> pd.DataFrame:
     """The one preprocessing path every log goes through (named data sets and
     `Recommender.from_interactions` alike): one row per (user, item), the latest kept
-    (`drop_duplicates`), then the implicit-feedback threshold when `min_rating` is set."""
+    (`drop_duplicates`), then the implicit-feedback threshold when `min_rating` is set. A log
+    with no interactions (or none left by the threshold) is a DataError: no index means nothing."""
     log = logging.getLogger("promptrec")
+    if frame.empty:
+        raise DataError(f"{name}: the interaction log has no rows; give a log with at least one interaction")
     deduped = drop_duplicates(frame)
     out = deduped.frame
     if deduped.removed:
@@ -294,6 +298,9 @@ def prepare_interactions(frame: pd.DataFrame, min_rating: float | None = None, n
         before = len(out)
         out = apply_threshold(out, min_rating)
         log.info("%s: %d rows below rating %s removed", name, before - len(out), min_rating)
+        if out.empty:
+            raise DataError(f"{name}: all {before} interactions are below min_rating = {min_rating}; "
+                            "lower the threshold or unset it")
     return out
 
 

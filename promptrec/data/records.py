@@ -15,6 +15,10 @@ import pandas as pd
 from promptrec.data.schema import INTERACTION_COLUMNS, Item, LoadReport
 from promptrec.data.text_tables import RowGuard, TextTable, json_value_str
 
+YEAR_RANGE = (1, 9999)  # the years a title shows as "Title (1995)": four digits at most
+#: Epoch timestamps outside these years are no dates of interactions; milliseconds read as seconds
+#: land near the year 50,000 (a log that mixes the two would sort them last).
+TIMESTAMP_YEARS = (1900, 2200)
 _TITLE_YEAR = re.compile(r"^(?P<title>.*\S)\s*\((?P<year>\d{4})\)\s*$")
 
 
@@ -118,6 +122,9 @@ def _timestamp_values(
     values = _to_epoch(pd.Series(uniques, dtype=object), timestamp_format)
     empty_u = uniques == ""
     bad_u = np.isnan(values) & ~empty_u
+    low, high = (float((pd.Timestamp(f"{y}-01-01", tz="UTC") - _EPOCH) / pd.Timedelta(seconds=1)) for y in TIMESTAMP_YEARS)
+    implausible_u = ~np.isnan(values) & ((values < low) | (values >= high))
+    bad_u |= implausible_u
     if required:
         bad_u |= empty_u
     expected = {
@@ -128,7 +135,11 @@ def _timestamp_values(
     checks.add(
         column,
         bad_u[codes],
-        lambda i: "missing timestamp" if empty_u[codes[i]] else f"timestamp {uniques[codes[i]]!r} is not {expected}",
+        lambda i: "missing timestamp" if empty_u[codes[i]] else (
+            f"timestamp {uniques[codes[i]]!r} is not between the years {TIMESTAMP_YEARS[0]} and {TIMESTAMP_YEARS[1]}"
+            + (" (epoch milliseconds among seconds? set timestamp_format = \"epoch_ms\" for a log in milliseconds)"
+               if timestamp_format in (None, "epoch") and values[codes[i]] >= high else "")
+            if implausible_u[codes[i]] else f"timestamp {uniques[codes[i]]!r} is not {expected}"),
     )
     return values[codes]
 
@@ -211,9 +222,14 @@ def _year_from(value: object) -> int | None:
     text = str(value).strip()
     if not text:
         return None
-    number = float(text)
+    try:
+        number = float(text)
+    except ValueError:
+        raise ValueError("is not a whole number") from None
     if not number.is_integer():
-        raise ValueError(text)
+        raise ValueError("is not a whole number")
+    if not YEAR_RANGE[0] <= number <= YEAR_RANGE[1]:
+        raise ValueError(f"is outside {YEAR_RANGE[0]}-{YEAR_RANGE[1]}")
     return int(number)
 
 
@@ -234,6 +250,10 @@ def items_from_rows(
     items: dict[str, Item] = {}
     first_line: dict[str, int] = {}
     for line, record in rows:
+        wrong = next((f for f in (id_field, title_field) if f and isinstance(record.get(f), (dict, list))), None)
+        if wrong is not None:
+            guard.row(line, wrong, f"{wrong} must be a string or a number, got a JSON {type(record[wrong]).__name__}")
+            continue
         item_id = json_value_str(record.get(id_field)).strip()
         if not item_id:
             guard.row(line, id_field, "missing item id")
@@ -251,9 +271,9 @@ def items_from_rows(
         if year_field is not None:
             try:
                 year = _year_from(record.get(year_field)) or year
-            except ValueError:
+            except ValueError as exc:
                 if not lenient_year:
-                    guard.row(line, year_field, f"year {record.get(year_field)!r} is not a whole number")
+                    guard.row(line, year_field, f"year {record.get(year_field)!r} {exc}")
                     continue
         attributes = {}
         for field in text_fields:

@@ -5,6 +5,7 @@ that is `records`' job."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -35,14 +36,36 @@ def read_text(path: Path, report: LoadReport) -> str:
         raise DataError("file not found", path=str(path)) from None
     except IsADirectoryError:
         raise DataError("is a directory, expected a file", path=str(path)) from None
-    try:
-        text, encoding = data.decode("utf-8-sig"), "utf-8"
-    except UnicodeDecodeError:
-        text, encoding = data.decode("latin-1"), "latin-1"
+    text, encoding = _decode(data, path)
     report.encodings[str(path)] = encoding
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text
+
+
+def _decode(data: bytes, path: Path) -> tuple[str, str]:
+    """UTF-16 with a byte-order mark, UTF-8, or (no line being UTF-8 beyond ASCII) latin-1. A file
+    that mixes UTF-8 lines with other bytes is refused, naming the first bad line: decoding it all
+    as latin-1 would turn every UTF-8 title into mojibake."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16"), "utf-16"
+    if b"\x00" in data[:4096]:
+        raise DataError("holds NUL bytes: UTF-16 or UTF-32 without a byte-order mark, or not a text file; "
+                        "save it as UTF-8", path=str(path))
+    try:
+        return data.decode("utf-8-sig"), "utf-8"
+    except UnicodeDecodeError as exc:
+        bad_line = data.count(b"\n", 0, exc.start) + 1
+        for number, raw in enumerate(data.split(b"\n"), start=1):
+            if raw.isascii():
+                continue
+            with contextlib.suppress(UnicodeDecodeError):
+                raw.decode("utf-8")
+                raise DataError(
+                    f"mixes text encodings: line {number} is UTF-8 but byte 0x{data[exc.start]:02x} on line "
+                    f"{bad_line} is not; save the whole file as UTF-8", path=str(path), line=bad_line,
+                ) from None
+        return data.decode("latin-1"), "latin-1"
 
 
 class RowGuard:
@@ -293,10 +316,26 @@ def file_kind(path: Path, delimiter: str | None) -> tuple[str, str]:
     )
 
 
+def _scalar_records(records: list[dict], numbers: list[int], fields: Sequence[str],
+                    guard: RowGuard) -> tuple[list[dict], list[int]]:
+    """The records whose named fields are JSON scalars: an object or a list where an id, rating
+    or timestamp belongs is a bad row (its Python repr is no id)."""
+    kept, lines = [], []
+    for record, line in zip(records, numbers):
+        wrong = next((f for f in fields if isinstance(record.get(f), (dict, list))), None)
+        if wrong is None:
+            kept.append(record)
+            lines.append(line)
+        else:
+            guard.row(line, wrong, f"{wrong} must be a string or a number, got a JSON {type(record[wrong]).__name__}")
+    return kept, lines
+
+
 def generic_table(path: Path, text: str, kind: str, delimiter: str, fields: Sequence[str], guard: RowGuard) -> TextTable:
     """A string table with (at least) the named columns, from a CSV, TSV or JSONL file."""
     if kind == "jsonl":
         records, numbers = jsonl_records(path, text, guard)
+        records, numbers = _scalar_records(records, numbers, fields, guard)
         frame = pd.DataFrame(
             {f: [json_value_str(r.get(f)) for r in records] for f in dict.fromkeys(fields)}, dtype=object
         )
