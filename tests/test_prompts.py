@@ -91,6 +91,16 @@ def test_empty_user_block_is_refused_at_load():
         RerankTemplate.from_string("{# strategy: yesno #}\n{% block user %}  {% endblock %}")
 
 
+@pytest.mark.parametrize(("source", "message"), [
+    ("{# strategy: letters #}\nPick the best of {{ n_candidates }} options.", "never shows candidate"),
+    ("{# strategy: letters #}\n{% for c in candidates %}- {{ c.text }}\n{% endfor %}", "never shows label"),
+    ("{# strategy: yesno #}\nWill this user enjoy it? Answer Yes or No.", "never shows candidate"),
+])
+def test_a_template_that_hides_the_candidates_is_refused_at_load(source, message):
+    with pytest.raises(PromptError, match=message):
+        RerankTemplate.from_string(source)
+
+
 def test_strategy_declaration_parsing(tmp_path):
     assert parse_strategy("{# strategy: letters #}\nrest") == "letters"
     assert parse_strategy("\n  {#- strategy:yesno -#}\n") == "yesno"
@@ -106,7 +116,7 @@ def test_strategy_declaration_parsing(tmp_path):
 
 
 def test_hash_is_stable_and_sensitive():
-    source = "{# strategy: letters #}\nPick one.\n"
+    source = "{# strategy: letters #}\n{% for c in candidates %}{{ c.label }}. {{ c.text }}\n{% endfor %}Pick one.\n"
     assert template_hash(source) == template_hash(source) == RerankTemplate.from_string(source).hash
     assert template_hash(source + " ") != template_hash(source)
     import hashlib

@@ -232,10 +232,28 @@ class RerankTemplate:
                        "label": candidate_label(n)} for n in range(3)]
         for shown_history in (history, []):
             if self.strategy == "letters":
-                self.render(history=shown_history, candidates=candidates, n_candidates=len(candidates))
+                rendered = self.render(history=shown_history, candidates=candidates, n_candidates=len(candidates))
+                self._check_shows(rendered, candidates, labels=True)
             else:
-                self.render(history=shown_history, candidate={**candidates[0], "label": ""}, candidates=[],
-                            n_candidates=len(candidates))
+                rendered = self.render(history=shown_history, candidate={**candidates[0], "label": ""}, candidates=[],
+                                       n_candidates=len(candidates))
+                if self.strategy == "yesno":
+                    self._check_shows(rendered, candidates[:1], labels=False)
+
+    def _check_shows(self, rendered: RenderedPrompt, candidates: list[dict[str, Any]], labels: bool) -> None:
+        """Every candidate reaches the prompt (its title or text, and its label when the model
+        answers with labels): a template that never lists them still renders, and its scores
+        would look plausible while ranking nothing."""
+        shown = "\n".join(part for part in (rendered.system, rendered.user, rendered.assistant_prefix) if part)
+        for c in candidates:
+            if c["title"] not in shown and c["text"] not in shown:
+                what = "candidates (each label and text, e.g. {% for c in candidates %}{{ c.label }}. {{ c.text }}{% endfor %})" \
+                    if labels else "candidate ({{ candidate.text }})"
+                raise PromptError(f"{self.origin}: the prompt never shows candidate {c['title']!r}: a {self.strategy} "
+                                  f"template must list the {what}")
+            if labels and not re.search(rf"(?<![A-Za-z0-9]){re.escape(c['label'])}(?![A-Za-z0-9])", shown):
+                raise PromptError(f"{self.origin}: the prompt never shows label {c['label']!r} of candidate "
+                                  f"{c['title']!r}: the model answers with labels, so each must be in the prompt")
 
     @property
     def origin(self) -> str:
