@@ -89,3 +89,11 @@ def test_tie_rule_overrides_and_settings():
     assert run_protocol(suite)["tie_seed"] is None and "by item id" in run_protocol(suite)["text"]
     with pytest.raises(SuiteError, match="invalid override"):
         suite.with_overrides(users=0)
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n\n"])
+def test_an_empty_suite_file_is_an_error_not_the_default_suite(tmp_path, text):
+    path = tmp_path / "empty.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(SuiteError, match=r"empty\.toml: the suite is empty"):
+        load_suite(path)

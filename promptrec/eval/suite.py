@@ -251,6 +251,8 @@ def parse_suite(text: str, name: str, origin: str = "<string>") -> Suite:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SuiteError(f"{origin}: not valid TOML: {exc}") from exc
+    if not data:  # a 0-byte or comments-only file would otherwise run the whole default suite
+        raise SuiteError(f"{origin}: the suite is empty; give at least its [data] section (see the smoke suite)")
     data.setdefault("name", name)
     try:
         suite = Suite.model_validate(data)
