@@ -181,6 +181,23 @@ def test_a_run_folder_refuses_another_suite(smoke_run, eval_settings):
         run_suite(other, smoke_run.run_dir, settings=eval_settings)
 
 
+def test_out_that_is_a_file_or_someone_elses_folder_is_refused_untouched(tmp_path):
+    from promptrec.errors import PromptrecError
+
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine", encoding="utf-8")
+    with pytest.raises(PromptrecError, match="is a file, not a folder"):
+        run_suite(SMOKE, a_file)
+    folder = tmp_path / "webapp"
+    folder.mkdir()
+    (folder / "suite.toml").write_text("mine", encoding="utf-8")
+    (folder / "index.html").write_text("<html>", encoding="utf-8")
+    with pytest.raises(PromptrecError, match=r"not an evaluation run folder.*index\.html"):
+        run_suite(SMOKE, folder)
+    assert (folder / "suite.toml").read_text(encoding="utf-8") == "mine" and len(list(folder.iterdir())) == 2
+    assert a_file.read_text(encoding="utf-8") == "mine"
+
+
 BASELINES_ONLY = """
 name = "lightfm-check"
 seed = 0

@@ -23,6 +23,25 @@ MANIFEST = "manifest.json"
 RESULTS = "results.jsonl"
 VALIDATION = "validation.jsonl"
 CALIBRATION_DIR = "calibration"
+#: Every name a run folder holds: a folder with anything else and no manifest is not ours to write.
+RUN_FILES = frozenset({SUITE_FILE, SUITE_JSON, MANIFEST, RESULTS, VALIDATION, CALIBRATION_DIR,
+                       "summary.json", "summary.md", "metrics.png", "reliability.png"})
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Refuse an output folder that is a file, or that holds files of someone else's (no run
+    manifest and names a run never writes): a run only writes and replaces its own files."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise PromptrecError(f"{run_dir} is a file, not a folder: give --out a new or empty folder, or a run folder")
+    if not run_dir.is_dir() or (run_dir / MANIFEST).is_file():
+        return
+    foreign = sorted(p.name for p in run_dir.iterdir() if p.name not in RUN_FILES)
+    if foreign:
+        raise PromptrecError(
+            f"{run_dir} is not an evaluation run folder (no {MANIFEST}) and holds other files "
+            f"({', '.join(foreign[:5])}{', ...' if len(foreign) > 5 else ''}); nothing was written: "
+            "give --out a new or empty folder"
+        )
 
 
 class JsonlLog:

@@ -46,6 +46,7 @@ from promptrec.eval.run_folder import (  # noqa: F401 - re-exported: the run fol
     SUITE_JSON,
     VALIDATION,
     JsonlLog,
+    check_run_dir,
     read_results,
 )
 from promptrec.eval.suite import Suite, load_suite
@@ -257,6 +258,7 @@ def _public_settings(settings: Settings) -> dict[str, Any]:
 
 
 def _init_run_dir(run_dir: Path, suite: Suite, fresh: bool) -> dict[str, Any] | None:
+    check_run_dir(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     manifest_path = run_dir / MANIFEST
     old = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
