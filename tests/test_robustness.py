@@ -374,6 +374,27 @@ def test_damaged_index_files_are_named_and_rebuild_mends_them(built, ml_slice, i
 
 
 @pytest.mark.integration
+def test_a_plain_build_rewrites_a_damaged_vector_segment(built, ml_slice, index_settings):
+    """The item list lives in SQLite and still looks complete; the HNSW files hold the vectors."""
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    from promptrec.recommender import Recommender
+
+    items, frame = ml_slice
+    chroma = index_settings.index_layout().chroma
+    segments = sorted(chroma.glob("*/data_level0.bin"))
+    assert segments, "the slice's vectors should be persisted as HNSW segment files"
+    built.close()
+    SharedSystemClient._identifier_to_system.pop(str(chroma), None)  # as a new process sees it
+    for data in segments:
+        data.write_bytes(b"\x00" * data.stat().st_size)
+    rebuilt = Recommender.from_interactions(items, frame, index_settings, namespace="robust")
+    sync = rebuilt.index.manifest.text_sync
+    assert sync.unchanged == 0 and sync.added == len(items)
+    assert len(rebuilt.candidates("2", 5).candidates) == 5
+
+
+@pytest.mark.integration
 def test_a_build_holds_the_index_lock(ml_slice, index_settings):
     from promptrec.recommender import Recommender
 

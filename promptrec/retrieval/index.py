@@ -143,6 +143,15 @@ def read_index_manifest(index_dir: Path, strict: bool = True) -> IndexManifest |
         raise IndexMismatchError(f"{path} is damaged ({type(exc).__name__}); {REBUILD_HINT}") from exc
 
 
+def _rewrite_if_unreadable(coll: ItemVectorCollection) -> None:
+    """Start a collection over when its vectors cannot be read back: its items then all count
+    as changed and are written again by the sync that follows."""
+    if not coll.vectors_readable():
+        log.warning("the vectors of Chroma collection %r cannot be read back (a damaged segment file?); "
+                    "writing them again", coll.name)
+        coll.recreate()
+
+
 class RetrievalIndex:
     """Opened index: Chroma collections plus the in-memory behaviour and sequential models."""
 
@@ -253,6 +262,8 @@ class RetrievalIndex:
             text, behaviour = cls._collections(settings, namespace, settings.encoder, encoder.dimension, rs.als_factors)
         text.check_identity()
         behaviour.check_identity()
+        for coll in (text, behaviour):
+            _rewrite_if_unreadable(coll)
 
         item_ids = [item.item_id for item in items]
         position = {item_id: n for n, item_id in enumerate(item_ids)}
@@ -386,10 +397,9 @@ class RetrievalIndex:
             model = SequentialModel.load(path, key, settings.device)
         coll = cls._sequential_collection(settings, namespace, seq.hidden)
         if trained and coll.count() and coll.metadata().get("dimension") != seq.hidden:
-            # a retrain with another hidden size: the old vectors cannot be upserted over
-            chroma_client(settings.chroma, settings.resolved_index_dir()).delete_collection(coll.name)
-            coll = cls._sequential_collection(settings, namespace, seq.hidden)
+            coll.recreate()  # a retrain with another hidden size: the old vectors cannot be upserted over
         coll.check_identity()
+        _rewrite_if_unreadable(coll)
         vectors = model.item_vectors()
         # The content hash of a vector is its bytes: only vectors that changed are upserted.
         sync = coll.sync(

@@ -117,12 +117,36 @@ class ItemVectorCollection:
         self.space = space
         self.identity = identity
         self.location = getattr(client, "promptrec_location", "the Chroma store")
-        with self._errors(f"opening collection {name!r}"):
-            self._collection = client.get_or_create_collection(
-                name,
-                configuration={"hnsw": {"space": space, "ef_construction": 200, "ef_search": 200}},
-                metadata={"promptrec": True, **identity},
+        self._client = client
+        self._open()
+
+    def _open(self) -> None:
+        with self._errors(f"opening collection {self.name!r}"):
+            self._collection = self._client.get_or_create_collection(
+                self.name,
+                configuration={"hnsw": {"space": self.space, "ef_construction": 200, "ef_search": 200}},
+                metadata={"promptrec": True, **self.identity},
             )
+
+    def vectors_readable(self, probes: int = 3) -> bool:
+        """Whether the vector index answers: a few stored vectors, queried, find a vector at
+        distance ~0 (themselves). A damaged HNSW segment file raises or answers wrongly here,
+        while the item list (kept in SQLite) still looks complete."""
+        try:
+            if self._collection.count() == 0:
+                return True
+            got = self._collection.get(limit=probes, include=["embeddings"])
+            found = self._collection.query(query_embeddings=np.asarray(got["embeddings"], dtype=np.float32),
+                                           n_results=1, include=["distances"])
+        except Exception:  # noqa: BLE001 - any failure to answer means the segment is unreadable
+            return False
+        return all(d and abs(float(d[0])) < 1e-3 for d in found["distances"])
+
+    def recreate(self) -> None:
+        """Drop the collection and start it empty (its vectors are written again by `sync`)."""
+        with self._errors(f"recreating collection {self.name!r}"):
+            self._client.delete_collection(self.name)
+        self._open()
 
     def _errors(self, what: str):
         return chroma_errors(self.location, what)
