@@ -8,10 +8,26 @@ adapters and the validation-split index that calibration and tuning use. Modules
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from promptrec.paths import slug
+from promptrec.errors import PromptrecError
+from promptrec.paths import atomic_write_text, slug
+
+FORMAT = "promptrec.index/1"
+#: Every name an index folder holds; a folder without the marker that holds anything else is not
+#: promptrec's to write in.
+INDEX_NAMES = frozenset({".promptrec-index", "manifest.json", ".build.lock", "chroma", "transitions.npz",
+                         "sequential.npz", "sequential_model.pt", "calibration", "ranker", "validation"})
+#: What Chroma writes in its persistent folder: its SQLite file (and journals) and one folder
+#: per vector segment, named by a UUID.
+_CHROMA_NAME = re.compile(r"^(chroma\.sqlite3(-wal|-shm|-journal)?|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
+
+
+class ForeignFilesError(PromptrecError):
+    """A folder promptrec would write in holds files it did not write; nothing was changed."""
 
 
 @dataclass(frozen=True)
@@ -19,6 +35,41 @@ class IndexLayout:
     """The files and folders of the index in ``root``."""
 
     root: Path
+
+    @property
+    def marker(self) -> Path:
+        """Says the folder is a promptrec index (its format): only then are its files promptrec's."""
+        return self.root / ".promptrec-index"
+
+    def claim(self) -> None:
+        """Check that promptrec may write in ``root`` and mark it as an index folder: a new or
+        empty folder, one with the marker, or an index written before the marker existed (its
+        files all bear index names and its manifest is an index manifest). Anything else raises
+        ForeignFilesError naming the files, before anything is written."""
+        if self.root.exists() and not self.root.is_dir():
+            raise ForeignFilesError(f"index_dir {self.root} is a file, not a folder; point index_dir at a folder")
+        if self.marker.is_file():
+            return
+        if self.root.is_dir():
+            foreign = sorted(p.name for p in self.root.iterdir() if p.name not in INDEX_NAMES)
+            if self.manifest.is_file() and not _is_index_manifest(self.manifest):
+                foreign.insert(0, "manifest.json (not an index manifest)")
+            if self.chroma.is_dir():
+                foreign += [f"chroma/{name}" for name in self.foreign_in_chroma()]
+            if foreign:
+                raise ForeignFilesError(
+                    f"index_dir {self.root} holds files promptrec did not write ({', '.join(foreign[:5])}"
+                    f"{', ...' if len(foreign) > 5 else ''}); nothing was changed: point index_dir at a new or "
+                    "empty folder"
+                )
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.marker, json.dumps({"format": FORMAT}) + "\n")
+
+    def foreign_in_chroma(self) -> list[str]:
+        """Names in the embedded Chroma folder that Chroma does not write (deleting it would lose them)."""
+        if not self.chroma.is_dir():
+            return []
+        return sorted(p.name for p in self.chroma.iterdir() if not _CHROMA_NAME.match(p.name))
 
     @property
     def manifest(self) -> Path:
@@ -72,3 +123,11 @@ class IndexLayout:
     def validation(self) -> Path:
         """The index over the validation split (training histories), for calibration and tuning."""
         return self.root / "validation"
+
+
+def _is_index_manifest(path: Path) -> bool:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True  # unreadable: a damaged manifest of ours is rewritten by the build, as before
+    return isinstance(data, dict) and {"namespace", "encoder", "item_ids"} <= set(data)

@@ -373,6 +373,43 @@ def test_damaged_index_files_are_named_and_rebuild_mends_them(built, ml_slice, i
     assert len(rebuilt.candidates("2", 5).candidates) == 5
 
 
+def test_an_index_folder_with_someone_elses_files_is_refused_untouched(index_settings):
+    """Refused before anything loads or is written (no model, no Chroma)."""
+    from promptrec.data.schema import Interaction, Item
+    from promptrec.index_layout import ForeignFilesError
+    from promptrec.recommender import Recommender
+
+    items = [Item(item_id="a", title="A"), Item(item_id="b", title="B")]
+    frame = [Interaction(user_id="1", item_id="a", timestamp=1.0), Interaction(user_id="1", item_id="b", timestamp=2.0)]
+    folder = index_settings.resolved_index_dir()
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text('{"name": "my web app", "icons": []}', encoding="utf-8")
+    (folder / "app.js").write_text("console.log(1)", encoding="utf-8")
+    with pytest.raises(ForeignFilesError, match=r"manifest\.json \(not an index manifest\).*app\.js"):
+        Recommender.from_interactions(items, frame, index_settings, namespace="robust")
+    assert sorted(p.name for p in folder.iterdir()) == ["app.js", "manifest.json"]
+    assert "my web app" in (folder / "manifest.json").read_text(encoding="utf-8")
+
+
+@pytest.mark.integration
+def test_rebuild_keeps_a_users_file_in_the_chroma_folder_and_adopts_an_unmarked_index(built, ml_slice, index_settings):
+    from promptrec.index_layout import ForeignFilesError
+    from promptrec.recommender import Recommender
+
+    items, frame = ml_slice
+    layout = index_settings.index_layout()
+    assert layout.marker.is_file()
+    mine = layout.chroma / "notes.txt"
+    mine.write_text("keep me", encoding="utf-8")
+    with pytest.raises(ForeignFilesError, match="notes.txt"):
+        Recommender.from_interactions(items, frame, index_settings, namespace="robust", rebuild=True)
+    assert mine.read_text(encoding="utf-8") == "keep me" and layout.manifest.is_file()
+    mine.unlink()
+    layout.marker.unlink()  # an index written before the marker existed is still promptrec's
+    Recommender.from_interactions(items, frame, index_settings, namespace="robust")
+    assert layout.marker.is_file()
+
+
 @pytest.mark.integration
 def test_a_plain_build_rewrites_a_damaged_vector_segment(built, ml_slice, index_settings):
     """The item list lives in SQLite and still looks complete; the HNSW files hold the vectors."""

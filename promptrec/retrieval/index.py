@@ -24,7 +24,7 @@ from pydantic import BaseModel
 from promptrec.config import Settings, SplitSettings
 from promptrec.data.schema import Item
 from promptrec.errors import IndexMismatchError
-from promptrec.index_layout import IndexLayout
+from promptrec.index_layout import ForeignFilesError, IndexLayout
 from promptrec.keys import ArtifactKey
 from promptrec.paths import atomic_write, atomic_write_text, ensure_dir, file_lock
 from promptrec.retrieval.encoder import TextEncoder
@@ -224,7 +224,8 @@ class RetrievalIndex:
         for other data or hyperparameters is refused. `time_ordered=False` (no timestamps)
         skips it: histories in item-id order are no sequence."""
         layout = settings.index_layout()
-        ensure_dir(layout.root, "index folder")
+        ensure_dir(layout.root.parent, "folder of the index")
+        layout.claim()  # refuses a folder holding files that are not promptrec's
         with file_lock(layout.build_lock, f"the index in {layout.root}"):
             return cls._build(items, histories, settings, namespace, progress, rebuild, history_order,
                               time_ordered, retrain)
@@ -248,6 +249,12 @@ class RetrievalIndex:
         encoder = TextEncoder(settings.encoder, settings)
         rs = settings.retrieval
         if rebuild:  # start from nothing: files that cannot be read are deleted, not opened
+            foreign = layout.foreign_in_chroma() if settings.chroma.mode == "persistent" else []
+            if foreign:
+                raise ForeignFilesError(
+                    f"{layout.chroma} holds files Chroma did not write ({', '.join(foreign[:5])}); a rebuild "
+                    "deletes that folder, so nothing was changed: move them out first"
+                )
             for path in layout.stale_files:
                 path.unlink(missing_ok=True)
             if settings.chroma.mode == "persistent":
