@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,13 +67,12 @@ def run(args: argparse.Namespace, report: ProgressFn) -> None:
 
     from promptrec.config import RankerSettings, Settings
     from promptrec.data.named import load_named_dataset
-    from promptrec.data.preprocess import ordered_ids, temporal_split
+    from promptrec.data.preprocess import ordered_ids, seeded_sample, temporal_split
     from promptrec.metrics import ndcg_at_k
     from promptrec.eval.stats import mean_ci, paired_difference
-    from promptrec.ranker.calibration import CalibrationRecord, calibration_key, final_order, fit_calibration
-    from promptrec.ranker.adapters import tuning_template
-    from promptrec.ranker.reranker import LLMReranker
-    from promptrec.ranker.adapters import TuningConfig, expected_key
+    from promptrec.pipeline import calibrated_order
+    from promptrec.ranker.calibration import CalibrationRecord, calibration_users
+    from promptrec.ranker.adapters import TuningConfig, expected_key, tuning_template
     from promptrec.train.ranker import train_ranker
     from promptrec.recommender import Recommender
 
@@ -84,7 +82,8 @@ def run(args: argparse.Namespace, report: ProgressFn) -> None:
     base = Settings()
     settings = base.model_copy(update={
         "index_dir": out / "index",
-        "ranker": RankerSettings(history_items=args.history_items, permutations=args.permutations, adapter="none"),
+        "ranker": RankerSettings(template=args.template, history_items=args.history_items, permutations=args.permutations,
+                                 seed=args.seed, timeout_s=None, adapter="none"),
     })
     dataset = load_named_dataset(args.dataset, settings)
     split = temporal_split(dataset.interactions)
@@ -95,11 +94,8 @@ def run(args: argparse.Namespace, report: ProgressFn) -> None:
                                              settings.model_copy(update={"index_dir": out / "index-test"}),
                                              namespace=f"{args.dataset}-test", progress=report)
     test_targets, val_targets = split.test_items(), split.validation_items()
-    rng = random.Random(args.seed)
-    wanted = len(test_targets) if args.test_users == "all" else args.test_users
-    test_users = ordered_ids(rng.sample(sorted(test_targets), min(wanted, len(test_targets))))
-    cal_users = ordered_ids(random.Random(args.seed + 7).sample(sorted(val_targets), min(args.calibration_users,
-                                                                                        len(val_targets))))
+    test_users = seeded_sample(ordered_ids(test_targets), args.test_users, args.seed, 1)
+    cal_users = calibration_users(val_targets, args.calibration_users, args.seed)  # as `promptrec calibrate` draws
     test_lists = {u: test_rec.candidates(u, settings.n_candidates) for u in test_users}
     val_lists = {u: train_rec.candidates(u, settings.n_candidates) for u in cal_users}
     retrieval = [ndcg_at_k([c.item_id for c in test_lists[u].candidates], test_targets[u], 10) for u in test_users]
@@ -121,29 +117,35 @@ def run(args: argparse.Namespace, report: ProgressFn) -> None:
             report(stage, 1, len(lists))
         return rows
 
-    def calibrated(reranker, val_scores, test_scores):
-        """NDCG@10 of the served order (`final_order`) under a calibration fitted on the validation users;
-        ``val_scores(u)`` / ``test_scores(u)``: the LLM scores of u's list in input order."""
-        records = [CalibrationRecord(candidates=val_lists[u], scores=val_scores(u), relevant_item_id=val_targets[u])
-                   for u in cal_users]
-        calibrator = fit_calibration(records, calibration_key(reranker, settings))
+    def calibrated(records, test_scores):
+        """NDCG@10 of the served order (`promptrec.pipeline`) under a calibration fitted (`fit_records`) on the
+        validation users' ``records``; ``test_scores(u)``: the LLM scores of u's list in input order."""
+        calibrator = train_rec.fit_records(records)
         values = []
         for u in test_users:
             found = test_lists[u]
-            scores = test_scores(u)
-            order = final_order(len(found.candidates), calibrator.predict_proba(found, scores), scores)
+            _, order = calibrated_order(found, test_scores(u), calibrator)
             values.append(ndcg_at_k([found.candidates[i].item_id for i in order], test_targets[u], 10))
         return values
+
+    def llm_records(stage):  # the validation users scored by the current backend (`Recommender.calibration_records`)
+        return train_rec.calibration_records({u: val_targets[u] for u in cal_users},
+                                             on_user=lambda: report(stage, 1, len(cal_users)))
+
+    def no_llm_records():  # the same LLM score for every candidate: its features carry nothing
+        return [CalibrationRecord(candidates=val_lists[u], scores=[0.0] * len(val_lists[u].candidates),
+                                  relevant_item_id=val_targets[u]) for u in cal_users]
 
     def llm_scores(rows):
         return lambda u: rows[u].scores_in_input_order()
 
-    def no_llm(lists):  # the same LLM score for every candidate: its features carry nothing
+    def no_llm(lists):
         return lambda u: [0.0] * len(lists[u].candidates)
 
-    def reranker_for(backend):
-        return LLMReranker(backend, template, strategy_options={"permutations": args.permutations, "seed": args.seed}
-                           if template.strategy == "letters" else None, timeout_s=None, max_history=args.history_items)
+    def reranker_for(backend):  # both recommenders serve through ``backend``; the reranker `recommend()` uses
+        for rec in (train_rec, test_rec):
+            rec.use_backend(backend)
+        return test_rec.reranker()
 
     def write_curve():
         (out / "curve.json").write_text(json.dumps({str(k): v["ndcg"] for k, v in results.items()} | {"retrieval": retrieval}))
@@ -159,9 +161,8 @@ def run(args: argparse.Namespace, report: ProgressFn) -> None:
             results[seen] = {"ndcg": [ndcg_at_k(rows[u].ranked_item_ids(), test_targets[u], 10) for u in test_users],
                              "rows": rows}
             if seen == 0:  # the adapter starts as the identity: this is the zero-shot model
-                val_rows = score(reranker, train_rec, val_lists, "calibration, zero-shot")
-                results[0]["calibrated"] = calibrated(reranker, llm_scores(val_rows), llm_scores(rows))
-                results[0]["features_only"] = calibrated(reranker, no_llm(val_lists), no_llm(test_lists))
+                results[0]["calibrated"] = calibrated(llm_records("calibration, zero-shot"), llm_scores(rows))
+                results[0]["features_only"] = calibrated(no_llm_records(), no_llm(test_lists))
         trainer.model.train()
         print(f"  {seen:>5} examples: test NDCG@10 {np.mean(results[seen]['ndcg']):.4f} "
               f"({time.perf_counter() - started:.0f} s)", flush=True)
@@ -190,8 +191,7 @@ def run(args: argparse.Namespace, report: ProgressFn) -> None:
     else:
         tuned_test = score(tuned, test_rec, test_lists, f"test, {best} examples")
     tuned_ndcg = [ndcg_at_k(tuned_test[u].ranked_item_ids(), test_targets[u], 10) for u in test_users]
-    tuned_cal = calibrated(tuned, llm_scores(score(tuned, train_rec, val_lists, "calibration, tuned")),
-                           llm_scores(tuned_test))
+    tuned_cal = calibrated(llm_records("calibration, tuned"), llm_scores(tuned_test))
 
     rows = [("retrieval", retrieval), ("calibration without the LLM (retrieval features only)", results[0]["features_only"]),
             ("zero-shot", results[0]["ndcg"]), ("zero-shot + calibration", results[0]["calibrated"]),

@@ -143,6 +143,7 @@ class RankerSettings(_Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     server_url: str = "http://127.0.0.1:8001/v1"  # the OpenAI-compatible server (vllm-server)
     permutations: int = Field(3, ge=1)  # letters: average over this many candidate orders (position bias)
+    seed: int = 0  # letters: the seed of those candidate orders
     history_items: int = Field(10, ge=0)  # the most recent history items shown in a prompt
     timeout_s: PositiveFloat | None = 120.0  # past this the result falls back to the retrieval order; None: wait
     calibrate: bool = True  # use the fitted calibration when one matches; else raw LLM order

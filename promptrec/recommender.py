@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,11 +18,11 @@ from promptrec.paths import slug
 from promptrec.retrieval.index import ProgressFn, RetrievalIndex
 from promptrec.retrieval.retriever import Retriever
 from promptrec.retrieval.schema import CandidateList
-from promptrec.schema import Recommendation, RecommendationList
+from promptrec.schema import RecommendationList
 
 if TYPE_CHECKING:
     from promptrec.ranker.backends.base import LLMBackend
-    from promptrec.ranker.calibration import Calibrator, CalibrationKey
+    from promptrec.ranker.calibration import Calibrator, CalibrationKey, CalibrationRecord
     from promptrec.ranker.reranker import LLMReranker, RerankResult
 
 
@@ -282,11 +282,17 @@ class Recommender:
         return found, result
 
     def rerank_many(
-        self, user_ids: Sequence[str], *, template: str | None = None
+        self,
+        user_ids: Sequence[str],
+        *,
+        histories: Sequence[Sequence[str]] | None = None,
+        template: str | None = None,
     ) -> list[tuple[CandidateList, RerankResult]]:
-        """`rerank` for several users (their stored histories) in one grouped LLM call: the
-        vLLM backends batch the users; on CPU transformers it equals calling `rerank` in turn."""
-        found = [self.candidates(u) for u in user_ids]
+        """`rerank` for several users (their stored histories, or ``histories``) in one grouped
+        LLM call: the vLLM backends batch the users; on CPU transformers it equals calling
+        `rerank` in turn."""
+        given = [None] * len(user_ids) if histories is None else list(histories)
+        found = [self.candidates(u, history=h) for u, h in zip(user_ids, given, strict=True)]
         reranker = self.reranker(template)
         results = reranker.run_many([([self.catalog[i] for i in f.history], f) for f in found])
         return list(zip(found, results))
@@ -313,80 +319,68 @@ class Recommender:
         found, result = self.rerank(
             user_id, history=history, where=where, n_candidates=n_candidates, template=template
         )
-        from promptrec.ranker.calibration import final_order
+        from promptrec.pipeline import rank_candidates
 
         reranker = self.reranker(template)
         calibrator = self.calibrator(reranker, n_candidates) if self.settings.ranker.calibrate else None
-        scores = result.scores_in_input_order()
-        items = found.candidates
-        if calibrator is not None and items:
-            probabilities = calibrator.predict_proba(found, scores).tolist()
-            order = final_order(len(items), probabilities, scores)
-        else:
-            probabilities = [None] * len(items)
-            order = final_order(len(items), None, scores)
-        recommendations = [
-            Recommendation(
-                item_id=items[i].item_id,
-                title=items[i].title,
-                rank=rank,
-                probability=probabilities[i],
-                llm_score=scores[i] if scores else None,
-                retrieval_score=items[i].fused_score,
-                retrieval_rank=items[i].rank,
-            )
-            for rank, i in enumerate(order[:k], start=1)
-        ]
-        return RecommendationList(
-            user_id=str(user_id),
-            recommendations=recommendations,
-            strategy=result.strategy,
-            template=result.template_name,
-            template_hash=result.template_hash,
-            model_id=result.model_id,
-            calibrated=calibrator is not None,
-            degraded=result.degraded,
-            degraded_reason=result.degraded_reason,
-            cold_start=found.cold_start,
-            latency_s=time.perf_counter() - started,
-            prompt_tokens=result.prompt_tokens,
-            computed_tokens=result.computed_tokens,
-            dtype=result.dtype,
-        )
+        ranked = rank_candidates(found, result, calibrator)
+        return ranked.recommendation_list(k, latency_s=time.perf_counter() - started)
+
+    def calibration_records(
+        self,
+        targets: Mapping[str, str],
+        *,
+        template: str | None = None,
+        on_user: Callable[[], None] | None = None,
+        batch_users: int = 8,
+    ) -> list[CalibrationRecord]:
+        """Score the users of ``targets`` (user → held-out item, in that order) with their stored
+        histories, ``batch_users`` at a time (`rerank_many`): one record per user, LLM scores
+        None where the LLM was degraded."""
+        from promptrec.ranker.calibration import CalibrationRecord
+
+        users = list(targets)
+        records = []
+        for start in range(0, len(users), max(1, batch_users)):
+            batch = users[start : start + max(1, batch_users)]
+            for user, (found, result) in zip(batch, self.rerank_many(batch, template=template)):
+                records.append(CalibrationRecord(
+                    candidates=found, scores=result.scores_in_input_order(), relevant_item_id=targets[user]
+                ))
+                if on_user:
+                    on_user()
+        return records
+
+    def fit_records(
+        self, records: Sequence[CalibrationRecord | dict[str, Any]], *, template: str | None = None, l2: float = 1e-4
+    ) -> Calibrator:
+        """Fit the calibration of this recommender's reranker on records (`calibration_records`);
+        records without LLM scores are skipped."""
+        from promptrec.ranker.calibration import fit_calibration
+
+        return fit_calibration(records, self.calibration_key(self.reranker(template)), l2=l2)
 
     def fit_calibration(
         self,
         targets: dict[str, str],
         *,
-        users: int | None = None,
+        users: int | str | None = None,
         seed: int = 0,
         template: str | None = None,
         on_user: Callable[[], None] | None = None,
         batch_users: int = 8,
+        l2: float = 1e-4,
     ) -> Calibrator:
         """Fit the logistic calibration on held-out items (`targets`: user → the item that
         followed this recommender's histories, e.g. the validation split), on a seeded sample
-        of `users` users (all by default), `batch_users` at a time through the LLM
-        (`rerank_many`). Users whose item was not retrieved still count: their candidates are
-        all negatives."""
-        from promptrec.data.preprocess import ordered_ids, seeded_sample
-        from promptrec.ranker.calibration import CALIBRATION_SALT, CalibrationRecord, fit_calibration
+        of `users` users (all by default; `calibration_users`), `batch_users` at a time through
+        the LLM. Users whose item was not retrieved still count: their candidates are all negatives."""
+        from promptrec.ranker.calibration import calibration_users
 
-        chosen = seeded_sample(ordered_ids(u for u in targets if u in self.histories), users, seed, CALIBRATION_SALT)
-        reranker = self.reranker(template)
-        records = []
-        step = max(1, batch_users)
-        for start in range(0, len(chosen), step):
-            batch = chosen[start : start + step]
-            for user, (found, result) in zip(batch, self.rerank_many(batch, template=template)):
-                records.append(
-                    CalibrationRecord(
-                        candidates=found, scores=result.scores_in_input_order(), relevant_item_id=targets[user]
-                    )
-                )
-                if on_user:
-                    on_user()
-        return fit_calibration(records, self.calibration_key(reranker))
+        chosen = calibration_users((u for u in targets if u in self.histories), users, seed)
+        records = self.calibration_records({u: targets[u] for u in chosen}, template=template,
+                                           on_user=on_user, batch_users=batch_users)
+        return self.fit_records(records, template=template, l2=l2)
 
     def save_calibration(self, calibrator: Calibrator, template: str | None = None) -> Path:
         """Store a calibration beside this recommender's index, where recommend() finds it."""

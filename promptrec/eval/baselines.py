@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from promptrec.errors import PromptrecError
-from promptrec.eval.rankers import EvalData, RankOutput, top_items
+from promptrec.eval.rankers import EvalData, OneAtATime, RankOutput, top_items
 from promptrec.eval.suite import ALSParams, LightFMParams
 
 __all__ = ["ALSRanker", "BaselineUnavailable", "LightFMRanker", "PopularityRanker", "user_item_matrix"]
@@ -47,7 +47,7 @@ def user_item_matrix(data: EvalData) -> tuple[sp.csr_matrix, dict[str, int]]:
     return matrix, row_of
 
 
-class _MatrixRanker:
+class _MatrixRanker(OneAtATime):
     """Shared rank(): score all items for the user, exclude the history, take the top."""
 
     kind = "baseline"

@@ -5,6 +5,7 @@ users' histories) and then asked, user by user, for an ordered list:
 
     ranker.prepare(data)
     out = ranker.rank(user_id, history, length)   # -> RankOutput
+    outs = ranker.rank_many([(user_id, history), ...], length)   # grouped where the ranker can
     ranker.close()
 
 `RankOutput.ranked` is the final list (best first, at least ``length`` items where the ranker
@@ -14,7 +15,8 @@ output-health fields and the prompt cost.
 
 Rankers here: `RetrievalRanker` (promptrec's fused retrieval, no LLM) and `LLMRanker` (the
 retrieved candidates reranked by a template and a model through `LLMReranker`, optionally
-calibrated). The trained baselines are in `promptrec.eval.baselines`.
+calibrated; an adapter over `Recommender`, ordered by `promptrec.pipeline` as `recommend()` is).
+The trained baselines are in `promptrec.eval.baselines`.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from promptrec.paths import slug
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EvalData", "EvalRanker", "LLMRanker", "RankOutput", "RetrievalRanker", "prepare_data", "slug"]
+__all__ = ["EvalData", "EvalRanker", "LLMRanker", "OneAtATime", "RankOutput", "RetrievalRanker", "prepare_data", "slug"]
 
 ProgressFn = Callable[[str, int, int], None]
 
@@ -73,17 +75,19 @@ class EvalRanker(Protocol):
 
     def rank(self, user_id: str, history: Sequence[str], length: int) -> RankOutput: ...
 
+    def rank_many(self, users: Sequence[tuple[str, Sequence[str]]], length: int) -> list[RankOutput]: ...
+
     def close(self) -> None: ...
 
 
+class OneAtATime:
+    """`rank_many` as one `rank` per user, for rankers without a grouped call."""
+
+    def rank_many(self, users: Sequence[tuple[str, Sequence[str]]], length: int) -> list[RankOutput]:
+        return [self.rank(user_id, history, length) for user_id, history in users]  # type: ignore[attr-defined]
+
+
 # --------------------------------------------------------------------------- the data
-
-
-def _sample(ids: Sequence[str], count: int | str, seed: int, salt: int) -> list[str]:
-    """``count`` ids drawn without replacement (seeded), in the input order (`seeded_sample`)."""
-    from promptrec.data.preprocess import seeded_sample
-
-    return seeded_sample(list(ids), count, seed, salt)
 
 
 class EvalData:
@@ -119,15 +123,14 @@ class EvalData:
         self.test_targets = self.split.test_items()
         self.validation_targets = self.split.validation_items()
 
-        from promptrec.data.preprocess import ordered_ids as ordered
-        from promptrec.ranker.calibration import CALIBRATION_SALT
+        from promptrec.data.preprocess import ordered_ids as ordered, seeded_sample
+        from promptrec.ranker.calibration import calibration_users
 
         seed = suite.seed
-        self.users = _sample(ordered(self.test_targets), suite.data.users, seed, 1)
-        self.llm_users = _sample(self.users, suite.grid.users, seed, 2)
-        # the same sampler and salt as `Recommender.fit_calibration` (`promptrec calibrate`)
-        self.calibration_users = _sample(ordered(self.validation_targets), suite.calibration.users, seed,
-                                         CALIBRATION_SALT)
+        self.users = seeded_sample(ordered(self.test_targets), suite.data.users, seed, 1)
+        self.llm_users = seeded_sample(self.users, suite.grid.users, seed, 2)
+        # the sample `Recommender.fit_calibration` (`promptrec calibrate`) draws
+        self.calibration_users = calibration_users(self.validation_targets, suite.calibration.users, seed)
         self._recommenders: dict[str, Any] = {}
 
     def run_order(self, users: Sequence[str]) -> list[str]:
@@ -182,7 +185,7 @@ class EvalData:
 def prepare_data(suite: Suite, settings: Settings, progress: ProgressFn | None = None) -> EvalData:
     """Load the suite's data set, apply its slicing and preprocessing, and split it."""
     from promptrec.data.named import load_dataset
-    from promptrec.data.preprocess import apply_threshold, id_rank, k_core
+    from promptrec.data.preprocess import apply_threshold, id_rank, k_core, seeded_sample
 
     d = suite.data
     dataset = load_dataset(settings.model_copy(update={"min_rating": None}))
@@ -192,7 +195,7 @@ def prepare_data(suite: Suite, settings: Settings, progress: ProgressFn | None =
     if d.log_users:
         users = np.array(sorted(set(frame["user_id"])), dtype=object)
         users = users[np.argsort(id_rank(users), kind="stable")]
-        keep = set(_sample(users.tolist(), d.log_users, suite.seed, 0))
+        keep = set(seeded_sample(users.tolist(), d.log_users, suite.seed, 0))
         frame = frame[frame["user_id"].isin(keep)].reset_index(drop=True)
     if d.k_core:
         frame = k_core(frame, d.k_core[0], d.k_core[1])
@@ -218,7 +221,7 @@ def top_items(scores: np.ndarray, exclude: Sequence[int], length: int, item_ids:
 # --------------------------------------------------------------------------- retrieval
 
 
-class RetrievalRanker:
+class RetrievalRanker(OneAtATime):
     """promptrec's fused retrieval (transitions, ALS vectors, text vectors), no LLM: the top of
     `Recommender.candidates` over the index of the history known before the test item."""
 
@@ -262,21 +265,16 @@ def uncalibrated_probabilities(scores: Sequence[float], strategy: str) -> np.nda
     return softmax(scores)
 
 
-def make_backend(model: str, backend: str, settings: Settings):
-    """An `LLMBackend` for a named model on a named backend (`promptrec.ranker.factory`)."""
-    from promptrec.ranker.factory import make_backend as factory
-
-    ranker = settings.ranker.model_copy(update={"backend": backend})
-    return factory(settings.model_copy(update={"generator": model, "ranker": ranker}))
-
-
 class LLMRanker:
-    """Retrieved candidates reranked by an LLM through a template (`LLMReranker`).
+    """Retrieved candidates reranked by an LLM through a template: an adapter over `Recommender`.
 
-    Without calibration the final order is the raw LLM score's. With calibration (fitted on
-    the validation split by the runner, `fit_calibration`), the final order is by calibrated
-    probability, which blends the LLM score with the retrieval features; the raw-score order is
-    kept as ``ranked_raw``. A degraded answer (LLM failure or timeout) keeps the retrieval order.
+    The ranker asks a `Recommender` (over the eval's index, set up with this ranker's model,
+    template and options) for the reranked lists, orders them with `rank_candidates` (the
+    order `recommend()` serves) and converts them to `RankOutput`. Without calibration the final
+    order is the raw LLM score's. With calibration (fitted on the validation split by the
+    runner through `Recommender.calibration_records` and `fit_records`), the final order is by
+    calibrated probability, which blends the LLM score with the retrieval features; the
+    raw-score order is kept as ``ranked_raw``. A degraded answer keeps the retrieval order.
     """
 
     kind = "llm"
@@ -303,7 +301,8 @@ class LLMRanker:
         self.calibrator = None
         self.calibration_id: str | None = None
         self.calibration_error: str | None = None
-        self._reranker = None
+        self._backend = None
+        self._recs: dict[str, Any] = {}
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -312,7 +311,7 @@ class LLMRanker:
             "template_hash": self.template.hash,
             "strategy": self.strategy,
             "model": self.model,
-            "model_id": getattr(self._reranker.backend, "model_id", self.model) if self._reranker else self.model,
+            "model_id": getattr(self._backend, "model_id", self.model) if self._backend is not None else self.model,
             "backend": self.backend_name,
             "n_candidates": self.n_candidates,
             "calibrate": self.calibrate,
@@ -325,7 +324,7 @@ class LLMRanker:
     def _hardware(self) -> dict[str, Any]:
         """Where the generator runs (device, the dtype "auto" chose, the CPU capability), once
         loaded; a server backend reports none (its process chose them)."""
-        hardware = getattr(self._reranker.backend, "hardware", None) if self._reranker else None
+        hardware = getattr(self._backend, "hardware", None)
         if hardware is None:
             return {}
         return hardware.model_dump(include={"device", "dtype", "cpu_capability", "torch_threads", "gpu"})
@@ -336,56 +335,59 @@ class LLMRanker:
         return {}
 
     def prepare(self, data: EvalData) -> None:
-        from promptrec.ranker.factory import make_reranker
-
         s = data.settings.ranker
         self.permutations = self.permutations or s.permutations
         self.history_items = s.history_items if self.history_items is None else self.history_items
         self.timeout_s = self.timeout_s or s.timeout_s
         self._data = data
-        self._encoder = data.settings.encoder
         self.template = self.template.with_domain(data.settings.resolved_domain())
-        backend = self._backend_factory(self.model, self.backend_name)
-        self._reranker = make_reranker(
-            data.settings, backend, self.template_name, n_candidates=self.n_candidates,
-            permutations=self.permutations, history_items=self.history_items, timeout_s=self.timeout_s,
-            seed=self.seed,
-        )
+        self._backend = self._backend_factory(self.model, self.backend_name)
+        self._recs = {}
+        self.recommender("test").reranker()  # a broken setup (letters over too many candidates) fails here
 
-    def calibration_key(self):
-        from promptrec.ranker.calibration import calibration_key
+    def served_settings(self, settings: Settings) -> Settings:
+        """``settings`` with this ranker's model, template, options and list length: what a
+        `Recommender` serving this row is configured with."""
+        ranker = settings.ranker.model_copy(update={
+            "template": self.template_name, "backend": self.backend_name, "permutations": self.permutations,
+            "history_items": self.history_items, "timeout_s": self.timeout_s, "seed": self.seed,
+            "calibrate": self.calibrate,
+        })
+        return settings.model_copy(update={"generator": self.model, "n_candidates": self.n_candidates, "ranker": ranker})
 
-        return calibration_key(self._reranker, self._data.settings, self.n_candidates)
+    def recommender(self, part: str):
+        """The `Recommender` this ranker asks: the eval's index of ``part`` ("test" or
+        "validation"), served with this ranker's settings and loaded backend."""
+        if part not in self._recs:
+            from promptrec.recommender import Recommender
 
-    def _score_many(self, part: str, users: Sequence[tuple[str, Sequence[str]]]):
-        """(candidates, rerank result) per (user, history), the users in one grouped LLM call
-        (`LLMReranker.run_many`, as `Recommender.rerank_many` and the calibration fit use)."""
-        rec = self._data.recommender(part)
-        found = [rec.candidates(user_id, self.n_candidates, history=list(history)) for user_id, history in users]
-        requests = [([self._data.catalog[i] for i in history], f) for (_, history), f in zip(users, found)]
-        return list(zip(found, self._reranker.run_many(requests)))
+            base = self._data.recommender(part)
+            rec = Recommender(base.items, base.histories, base.index, self.served_settings(base.settings))
+            rec.use_backend(self._backend)
+            self._recs[part] = rec
+        return self._recs[part]
 
     def validation_records(self, users: Sequence[tuple[str, Sequence[str], str]]) -> list[dict[str, Any]]:
-        """Calibration records (JSON-ready) on the validation split, one per (user, history, target)."""
-        scored = self._score_many("validation", [(u, h) for u, h, _ in users])
+        """Calibration records (JSON-ready) on the validation split, one per (user, history, target);
+        the histories are the validation index's own (`EvalData.validation_histories`)."""
+        records = self.recommender("validation").calibration_records({u: t for u, _, t in users}, batch_users=len(users))
         return [
             {
-                "candidates": found.model_dump(mode="json", exclude={"history"}) | {"history": []},
-                "scores": result.scores_in_input_order(),
-                "relevant_item_id": target,
-                "degraded": result.degraded,
+                "candidates": r.candidates.model_dump(mode="json", exclude={"history"}) | {"history": []},
+                "scores": r.scores,
+                "relevant_item_id": r.relevant_item_id,
+                "degraded": r.scores is None,
             }
-            for (_, _, target), (found, result) in zip(users, scored)
+            for r in records
         ]
 
     def fit(self, records: list[dict[str, Any]], l2: float = 1e-4) -> None:
         """Fit the calibration on validation records; a failure is kept, not raised (the report says why)."""
         from promptrec.errors import PromptrecError
-        from promptrec.ranker.calibration import fit_calibration
 
         clean = [{k: r[k] for k in ("candidates", "scores", "relevant_item_id")} for r in records]
         try:
-            self.calibrator = fit_calibration(clean, self.calibration_key(), l2=l2)
+            self.calibrator = self.recommender("test").fit_records(clean, l2=l2)
             self.calibration_error = None
             fitted = json.dumps([self.calibrator.means, self.calibrator.scales, self.calibrator.weights,
                                  self.calibrator.intercept])
@@ -401,37 +403,35 @@ class LLMRanker:
 
     def rank_many(self, users: Sequence[tuple[str, Sequence[str]]], length: int) -> list[RankOutput]:
         """`rank` for several (user, history) pairs through one grouped LLM call."""
-        return [self._output(found, result) for found, result in self._score_many("test", users)]
+        from promptrec.pipeline import rank_candidates
 
-    def _output(self, found, result) -> RankOutput:
-        candidate_ids = [c.item_id for c in found.candidates]
-        scores = result.scores_in_input_order()
-        p_before = uncalibrated_probabilities(scores, self.strategy).tolist() if scores is not None else None
-        ranked_raw = result.ranked_item_ids()
-        ranked = ranked_raw
-        p_after = None
-        if self.calibrate and self.calibrator is not None and candidate_ids:
-            from promptrec.ranker.calibration import final_order
+        rec = self.recommender("test")
+        scored = rec.rerank_many([u for u, _ in users], histories=[list(h) for _, h in users])
+        calibrator = self.calibrator if self.calibrate else None
+        return [self._output(rank_candidates(found, result, calibrator)) for found, result in scored]
 
-            p_after = self.calibrator.predict_proba(found, scores).tolist()
-            ranked = [candidate_ids[i] for i in final_order(len(candidate_ids), p_after, scores)]
+    def _output(self, ranked) -> RankOutput:
+        """The `RankOutput` of one ordered list (`RankedCandidates`)."""
+        result, scores = ranked.result, ranked.scores
+        calibrated = ranked.probabilities is not None
         health = result.health
         return RankOutput(
-            ranked=ranked,
-            candidates=candidate_ids,
+            ranked=ranked.ranked_item_ids(),
+            candidates=[c.item_id for c in ranked.found.candidates],
             scores=scores,
-            p_before=p_before,
-            p_after=p_after,
-            calibration_id=self.calibration_id if p_after is not None else None,
-            ranked_raw=ranked_raw if p_after is not None else None,
+            p_before=uncalibrated_probabilities(scores, self.strategy).tolist() if scores is not None else None,
+            p_after=ranked.probabilities,
+            calibration_id=self.calibration_id if calibrated else None,
+            ranked_raw=result.ranked_item_ids() if calibrated else None,
             degraded=result.degraded,
             degraded_reason=result.degraded_reason,
             label_mass=health.label_mass if health is not None else None,
             prompt_tokens=result.prompt_tokens,
             n_prompts=result.n_prompts,
             model_latency_s=result.latency_s,
-            cold_start=found.cold_start,
+            cold_start=ranked.found.cold_start,
         )
 
     def close(self) -> None:
-        self._reranker = None
+        self._recs = {}
+        self._backend = None

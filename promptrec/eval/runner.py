@@ -36,7 +36,7 @@ from promptrec.config import Settings
 from promptrec.errors import PromptrecError
 from promptrec.eval.baselines import ALSRanker, BaselineUnavailable, LightFMRanker, PopularityRanker
 from promptrec.metrics import list_health
-from promptrec.eval.rankers import EvalData, EvalRanker, LLMRanker, RetrievalRanker, make_backend, prepare_data, slug
+from promptrec.eval.rankers import EvalData, EvalRanker, LLMRanker, RetrievalRanker, prepare_data, slug
 from promptrec.eval.run_folder import (  # noqa: F401 - re-exported: the run folder's layout
     CALIBRATION_DIR,
     FORMAT,
@@ -159,7 +159,7 @@ def build_rankers(suite: Suite, backend_factory: Callable[[str, str], Any] | Non
             log.info("template %s (strategy %s) left out by grid.strategies", template.name, template.strategy)
             continue
         templates.append(name)
-    factory = backend_factory or (lambda model, backend: make_backend(model, backend, Settings()))
+    factory = backend_factory or _BackendPool(Settings())
     for model in g.models:
         for backend in g.backends:
             for template in templates:
@@ -176,7 +176,8 @@ def build_rankers(suite: Suite, backend_factory: Callable[[str, str], Any] | Non
 
 
 class _BackendPool:
-    """One loaded backend at a time (the grid is ordered by model)."""
+    """One loaded backend at a time (the grid is ordered by model), made by the one factory
+    (`promptrec.ranker.factory.make_backend`) for the settings with that model and backend."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -185,8 +186,11 @@ class _BackendPool:
 
     def __call__(self, model: str, backend: str):
         if self.key != (model, backend):
+            from promptrec.ranker.factory import make_backend
+
             self.backend = None
-            self.backend = make_backend(model, backend, self.settings)
+            ranker = self.settings.ranker.model_copy(update={"backend": backend})
+            self.backend = make_backend(self.settings.model_copy(update={"generator": model, "ranker": ranker}))
             self.key = (model, backend)
         return self.backend
 
@@ -356,7 +360,7 @@ def run_suite(
     still uses every calibration user, so that a later full session continues consistently);
     the summary then says the run is partial. ``after_user`` is called
     after each row is written (e.g. to stop a run half-way in a test). ``backend_factory``
-    (model, backend) -> LLMBackend replaces the default (`make_backend`, one model loaded at a time).
+    (model, backend) -> LLMBackend replaces the default (`_BackendPool`, one model loaded at a time).
     ``only``: run just these rankers in this session (names, or "baselines" / "llm" for a whole
     group); the others wait for a later session in the same folder, and the run stays partial.
     ``batch_users``: users per grouped LLM call (`LLMReranker.run_many`: the vLLM backends batch
@@ -433,7 +437,7 @@ def run_suite(
                     continue
                 manifest["skipped"].pop(ranker.name, None)
                 manifest["rankers"][ranker.name] = ranker.describe()
-                if isinstance(ranker, LLMRanker) and suite.calibration.enabled:
+                if ranker.kind == "llm" and suite.calibration.enabled:
                     manifest["calibration"][ranker.name] = _calibrate(
                         ranker, data, validation, run_dir, report, after_user, batch_users
                     )
@@ -441,13 +445,10 @@ def run_suite(
                 if report:
                     report(ranker.name, len(users) - len(todo), len(users))
                 length = suite.protocol.list_length
-                for batch in _batches(todo, batch_users if isinstance(ranker, LLMRanker) else 1):
+                for batch in _batches(todo, batch_users if ranker.kind == "llm" else 1):
                     histories = [data.test_histories.get(user, []) for user in batch]
                     t0 = time.perf_counter()
-                    if len(batch) == 1:
-                        outs = [ranker.rank(batch[0], histories[0], length)]
-                    else:
-                        outs = ranker.rank_many(list(zip(batch, histories)), length)
+                    outs = ranker.rank_many(list(zip(batch, histories)), length)
                     latency = (time.perf_counter() - t0) / len(batch)  # a batch's time, shared by its users
                     for user, history, out in zip(batch, histories, outs):
                         results.append(_row(ranker, user, data.test_targets[user], out, latency, data, history))

@@ -99,6 +99,14 @@ def calibration_key(reranker: Any, settings: Any, n_candidates: int | None = Non
     )
 
 
+def calibration_users(users: Iterable[str], count: int | str | None, seed: int) -> list[str]:
+    """The seeded sample of ``count`` users a calibration is fitted on (`seeded_sample` with
+    `CALIBRATION_SALT`, ids in the project's order): `promptrec calibrate`, eval and benchmarks alike."""
+    from promptrec.data.preprocess import ordered_ids, seeded_sample
+
+    return seeded_sample(ordered_ids(users), count, seed, CALIBRATION_SALT)
+
+
 class CalibrationRecord(BaseModel):
     """One user's list for fitting: candidates, their LLM scores (input order) and the held-out item."""
 

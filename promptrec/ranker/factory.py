@@ -56,7 +56,7 @@ def make_reranker(
     permutations: int | None = None,
     history_items: int | None = None,
     timeout_s: float | None = None,
-    seed: int = 0,
+    seed: int | None = None,
 ) -> LLMReranker:
     """The LLMReranker for the configured (or given) template; the keyword options override
     the settings. A letters template with more candidates than letters is a SettingsError."""
@@ -74,6 +74,7 @@ def make_reranker(
     from promptrec.ranker.adapters import check_template
 
     check_template(backend, loaded)
+    seed = r.seed if seed is None else seed
     options = {"permutations": permutations or r.permutations, "seed": seed} if loaded.strategy == "letters" else None
     return LLMReranker(
         backend,
