@@ -17,9 +17,9 @@ import argparse
 from pathlib import Path
 
 from promptrec.eval.runner import run_suite
-from promptrec.eval.suite import load_suite
+from promptrec.eval.suite import load_suite, named_suites
 
-SUITE = Path(__file__).resolve().parents[1] / "eval" / "ml100k.toml"
+SUITE = named_suites()["ml100k"]
 
 
 def main() -> None:

@@ -13,12 +13,13 @@ import pytest
 from promptrec.eval import RunMismatchError, load_suite, parse_suite, run_suite
 from promptrec.eval.baselines import BaselineUnavailable, LightFMRanker
 from promptrec.eval.rankers import prepare_data
+from promptrec.eval.suite import named_suites
 from promptrec.eval.runner import read_results
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
-SMOKE = ROOT / "eval" / "smoke.toml"
+SMOKE = named_suites()["smoke"]
 LLM = "llm:letters@smollm2-135m-instruct/transformers"
 
 

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from promptrec.eval import SuiteError, build_rankers, load_suite, parse_suite
+from promptrec.eval.suite import named_suites
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = sorted((ROOT / "eval").glob("*.toml"))
+SHIPPED = sorted(named_suites().values())
 
 
 def test_the_three_suites_are_shipped():
@@ -30,9 +31,9 @@ def test_shipped_suites_validate(path):
 
 
 def test_ml100k_is_all_users_and_ml1m_a_sample():
-    ml100k = load_suite(ROOT / "eval/ml100k.toml")
+    ml100k = load_suite("ml100k")
     assert ml100k.data.users == "all" and ml100k.grid.users == "all"  # the LLM rows too
-    ml1m = load_suite(ROOT / "eval/ml1m.toml")
+    ml1m = load_suite("ml1m")
     assert ml1m.data.dataset == "movielens-1m" and isinstance(ml1m.data.users, int) and ml1m.data.users >= 1000
     assert ml1m.grid.users == "all"  # every ranker on the same stated sample
 
@@ -76,7 +77,7 @@ def test_strategy_filter_and_unknown_template():
 def test_tie_rule_overrides_and_settings():
     from promptrec.eval.runner import run_protocol, suite_settings
 
-    suite = load_suite(ROOT / "eval/ml100k.toml")
+    suite = load_suite("ml100k")
     assert suite.data.tie_rule == "id" and suite.with_overrides(tie_rule="id").digest == suite.digest
     hashed = suite.with_overrides(tie_rule="hash", tie_seed=2, llm_users=150)
     assert hashed.digest != suite.digest and hashed.source == suite.source

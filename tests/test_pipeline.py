@@ -4,7 +4,6 @@ on the same index, history and setup give the same list, uncalibrated and calibr
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,11 +12,12 @@ from promptrec import Recommender
 from promptrec.config import RankerSettings
 from promptrec.eval import LLMRanker, load_suite, prepare_data
 from promptrec.eval.runner import suite_settings
+from promptrec.eval.suite import named_suites
 from promptrec.ranker.factory import make_backend
 
 pytestmark = pytest.mark.integration
 
-SMOKE = Path(__file__).resolve().parents[1] / "eval" / "smoke.toml"
+SMOKE = named_suites()["smoke"]
 N = 10
 
 

@@ -21,6 +21,7 @@ from typer.testing import CliRunner
 
 from promptrec import llm_server
 from promptrec.config import RankerSettings, Settings
+from promptrec.eval.suite import named_suites
 from promptrec.hardware import resolve_dtype_name
 from promptrec.llm_server import ServerOptions, ServerStartError, llm_app, server_command, server_env
 from promptrec.ranker.backends.vllm_server import (
@@ -298,7 +299,7 @@ def test_eval_suite_through_the_server_unchanged(server, asset_settings, tmp_pat
     from promptrec.eval.runner import read_results
 
     monkeypatch.setenv("PROMPTREC_RANKER__SERVER_URL", server.url)
-    text = (ROOT / "eval" / "smoke.toml").read_text()
+    text = named_suites()["smoke"].read_text()
     text = text.replace('backends = ["transformers"]', 'backends = ["vllm-server"]')
     text = text.replace('rankers = ["popularity", "retrieval", "als"]', 'rankers = ["popularity"]')
     text = text.replace("[calibration]\nenabled = true", "[calibration]\nenabled = false")

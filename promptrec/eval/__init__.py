@@ -2,7 +2,7 @@
 and paired comparisons.
 
     from promptrec.eval import load_suite, run_suite, compare_runs
-    result = run_suite("eval/ml100k.toml", "runs/ml100k", progress=True)
+    result = run_suite("ml100k", "runs/ml100k", progress=True)
     result.summary["rankers"][0]["metrics"]["ndcg@10"]   # {"mean", "low", "high"}
 """
 

@@ -2,10 +2,10 @@
 
 Mount it with ``app.add_typer(eval_app, name="eval")``. Then
 
-    promptrec eval eval/ml100k.toml            # = promptrec eval run eval/ml100k.toml
-    promptrec eval run eval/ml100k.toml --out runs/ml100k --limit 50
-    promptrec eval run eval/ml100k.toml --only baselines            # the LLM rows in a later session
-    promptrec eval run eval/ml100k.toml --tie-rule hash --out runs/ml100k-hash
+    promptrec eval ml100k            # = promptrec eval run ml100k
+    promptrec eval run ml100k --out runs/ml100k --limit 50
+    promptrec eval run ml100k --only baselines            # the LLM rows in a later session
+    promptrec eval run ml100k --tie-rule hash --out runs/ml100k-hash
     promptrec eval compare runs/a runs/b [--a RANKER] [--b RANKER] [--metric ndcg@10] [--json] [--out DIR]
     promptrec eval report runs/ml100k          # recompute summary.{json,md} and the PNGs
 """

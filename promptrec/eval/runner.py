@@ -27,6 +27,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -379,12 +380,42 @@ def run_suite(
     old = _init_run_dir(run_dir, suite, fresh)
     pool = backend_factory or _BackendPool(settings)
     rankers = build_rankers(suite, pool)
-    selected = _select(rankers, only)
+    session = _Session(suite=suite, run_dir=run_dir, results=JsonlLog(run_dir / RESULTS),
+                       validation=JsonlLog(run_dir / VALIDATION), after_user=after_user, batch_users=batch_users,
+                       limit=limit)
+    written_before = len(session.results.rows)
+    manifest = session.manifest = _session_manifest(old, suite, settings, rankers, limit, only, batch_users)
+    try:
+        with _progress(progress) as report:
+            session.report = report
+            data = session.data = prepare_data(suite, settings, progress=report)
+            manifest["data"] = _data_summary(data, settings)
+            _write_manifest(run_dir, manifest)
+            for ranker in _select(rankers, only):
+                session.run_ranker(ranker)
+    finally:
+        session.results.close()
+        session.validation.close()
+        manifest["sessions"][-1]["finished"] = time.time()
+        manifest["sessions"][-1]["rows_written"] = len(session.results.rows) - written_before
+        if (run_dir / MANIFEST).exists() or manifest.get("data"):
+            _write_manifest(run_dir, manifest)
+    expected = {r.name: (data.llm_users if r.kind == "llm" else data.users) for r in rankers
+                if r.name not in manifest["skipped"]}
+    complete = all(session.results.done(name) >= set(users) for name, users in expected.items())
+    manifest["complete"] = complete
+    _write_manifest(run_dir, manifest)
+    summary = summarize(run_dir)
+    if write_report:
+        _write_report(run_dir, summary)
+    return RunResult(run_dir=run_dir, summary=summary, skipped=dict(manifest["skipped"]),
+                     written=len(session.results.rows) - written_before, complete=complete)
 
-    results = JsonlLog(run_dir / RESULTS)
-    validation = JsonlLog(run_dir / VALIDATION)
+
+def _session_manifest(old: dict[str, Any] | None, suite: Suite, settings: Settings, rankers: list[EvalRanker],
+                      limit: int | None, only: Sequence[str] | None, batch_users: int) -> dict[str, Any]:
+    """The run manifest (the folder's earlier one, continued) with this session appended."""
     started = time.time()
-    written_before = len(results.rows)
     manifest: dict[str, Any] = old or {
         "format": FORMAT,
         "suite": suite.name,
@@ -402,75 +433,79 @@ def run_suite(
     manifest.setdefault("skipped", {})
     manifest.setdefault("calibration", {})
     manifest.setdefault("rankers", {})
-    try:
-        with _progress(progress) as report:
-            data = prepare_data(suite, settings, progress=report)
-            manifest["data"] = {
-                "dataset": settings.dataset_name(),
-                "split": data.split.rule,
-                "domain": settings.resolved_domain().name,
-                "interactions": int(len(data.frame)),
-                "users_in_log": int(data.frame["user_id"].nunique()),
-                "items": len(data.item_ids),
-                "test_users": len(data.test_targets),
-                "evaluated_users": len(data.users),
-                "llm_users": len(data.llm_users),
-                "calibration_users": len(data.calibration_users),
-            }
-            _write_manifest(run_dir, manifest)
-            for ranker in selected:
-                users = data.run_order(data.llm_users if ranker.kind == "llm" else data.users)
-                if limit:
-                    users = users[:limit]
-                done = results.done(ranker.name)
-                todo = [u for u in users if u not in done]
-                if not todo:
-                    manifest["skipped"].pop(ranker.name, None)
-                    continue
-                try:
-                    ranker.prepare(data)
-                except BaselineUnavailable as exc:
-                    if in_ci() or ranker.name not in suite.baselines.optional:
-                        raise
-                    manifest["skipped"][ranker.name] = str(exc)
-                    log.warning("skipped %s: %s", ranker.name, exc)
-                    continue
-                manifest["skipped"].pop(ranker.name, None)
-                manifest["rankers"][ranker.name] = ranker.describe()
-                if ranker.kind == "llm" and suite.calibration.enabled:
-                    manifest["calibration"][ranker.name] = _calibrate(
-                        ranker, data, validation, run_dir, report, after_user, batch_users
-                    )
-                _write_manifest(run_dir, manifest)
+    return manifest
+
+
+def _data_summary(data: EvalData, settings: Settings) -> dict[str, Any]:
+    return {
+        "dataset": settings.dataset_name(),
+        "split": data.split.rule,
+        "domain": settings.resolved_domain().name,
+        "interactions": int(len(data.frame)),
+        "users_in_log": int(data.frame["user_id"].nunique()),
+        "items": len(data.item_ids),
+        "test_users": len(data.test_targets),
+        "evaluated_users": len(data.users),
+        "llm_users": len(data.llm_users),
+        "calibration_users": len(data.calibration_users),
+    }
+
+
+@dataclass
+class _Session:
+    """One `run_suite` call's state: the run folder's logs and manifest, the prepared data."""
+
+    suite: Suite
+    run_dir: Path
+    results: JsonlLog
+    validation: JsonlLog
+    after_user: AfterUser | None
+    batch_users: int
+    limit: int | None
+    manifest: dict[str, Any] = field(default_factory=dict)
+    data: EvalData | None = None
+    report: Any = None
+
+    def run_ranker(self, ranker: EvalRanker) -> None:
+        """The rows this ranker still lacks (its calibration first, for an LLM row), appended to
+        results.jsonl one user at a time; a baseline that cannot run here is skipped if optional."""
+        data, manifest, report = self.data, self.manifest, self.report
+        assert data is not None
+        users = data.run_order(data.llm_users if ranker.kind == "llm" else data.users)
+        if self.limit:
+            users = users[: self.limit]
+        done = self.results.done(ranker.name)
+        todo = [u for u in users if u not in done]
+        if not todo:
+            manifest["skipped"].pop(ranker.name, None)
+            return
+        try:
+            ranker.prepare(data)
+        except BaselineUnavailable as exc:
+            if in_ci() or ranker.name not in self.suite.baselines.optional:
+                raise
+            manifest["skipped"][ranker.name] = str(exc)
+            log.warning("skipped %s: %s", ranker.name, exc)
+            return
+        manifest["skipped"].pop(ranker.name, None)
+        manifest["rankers"][ranker.name] = ranker.describe()
+        if ranker.kind == "llm" and self.suite.calibration.enabled:
+            manifest["calibration"][ranker.name] = _calibrate(
+                ranker, data, self.validation, self.run_dir, report, self.after_user, self.batch_users
+            )
+        _write_manifest(self.run_dir, manifest)
+        if report:
+            report(ranker.name, len(users) - len(todo), len(users))
+        length = self.suite.protocol.list_length
+        for batch in _batches(todo, self.batch_users if ranker.kind == "llm" else 1):
+            histories = [data.test_histories.get(user, []) for user in batch]
+            t0 = time.perf_counter()
+            outs = ranker.rank_many(list(zip(batch, histories)), length)
+            latency = (time.perf_counter() - t0) / len(batch)  # a batch's time, shared by its users
+            for user, history, out in zip(batch, histories, outs):
+                self.results.append(_row(ranker, user, data.test_targets[user], out, latency, data, history))
                 if report:
-                    report(ranker.name, len(users) - len(todo), len(users))
-                length = suite.protocol.list_length
-                for batch in _batches(todo, batch_users if ranker.kind == "llm" else 1):
-                    histories = [data.test_histories.get(user, []) for user in batch]
-                    t0 = time.perf_counter()
-                    outs = ranker.rank_many(list(zip(batch, histories)), length)
-                    latency = (time.perf_counter() - t0) / len(batch)  # a batch's time, shared by its users
-                    for user, history, out in zip(batch, histories, outs):
-                        results.append(_row(ranker, user, data.test_targets[user], out, latency, data, history))
-                        if report:
-                            report(ranker.name, 1, len(users))
-                        if after_user:
-                            after_user(ranker.name, user)
-                ranker.close()
-    finally:
-        results.close()
-        validation.close()
-        manifest["sessions"][-1]["finished"] = time.time()
-        manifest["sessions"][-1]["rows_written"] = len(results.rows) - written_before
-        if (run_dir / MANIFEST).exists() or manifest.get("data"):
-            _write_manifest(run_dir, manifest)
-    expected = {r.name: (data.llm_users if r.kind == "llm" else data.users) for r in rankers
-                if r.name not in manifest["skipped"]}
-    complete = all(results.done(name) >= set(users) for name, users in expected.items())
-    manifest["complete"] = complete
-    _write_manifest(run_dir, manifest)
-    summary = summarize(run_dir)
-    if write_report:
-        _write_report(run_dir, summary)
-    return RunResult(run_dir=run_dir, summary=summary, skipped=dict(manifest["skipped"]),
-                     written=len(results.rows) - written_before, complete=complete)
+                    report(ranker.name, 1, len(users))
+                if self.after_user:
+                    self.after_user(ranker.name, user)
+        ranker.close()

@@ -1,4 +1,6 @@
-"""Evaluation suites: TOML files that declare one run (see ``eval/*.toml``).
+"""Evaluation suites: TOML files that declare one run. The named suites ship inside the package
+(``promptrec/eval/suites/*.toml``: smoke, ml100k, ml1m, bookcrossing) and are given by name
+(``promptrec eval run ml100k``); a suite of your own is given by its path.
 
     name = "ml100k"                    # default: the file name without .toml
     description = "..."
@@ -34,7 +36,7 @@
     bins = 10                          # reliability diagram / ECE bins
 
     [grid]                             # LLM rankers: templates x models x backends
-    templates = ["letters", "yesno"]   # names in prompts/rerank/ or paths to .j2 files
+    templates = ["letters", "yesno"]   # template names (`promptrec prompts list`) or paths to .j2 files
     strategies = []                    # keep only templates declaring one of these (empty: all)
     models = ["smollm2-135m-instruct"]
     backends = ["transformers"]
@@ -62,6 +64,7 @@ from __future__ import annotations
 
 import hashlib
 import tomllib
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -261,9 +264,31 @@ def parse_suite(text: str, name: str, origin: str = "<string>") -> Suite:
     return suite.model_copy(update={"source": text})
 
 
+def named_suites() -> dict[str, Path]:
+    """The suites shipped with promptrec, by name."""
+    folder = Path(str(resources.files("promptrec.eval") / "suites"))
+    return {p.stem: p for p in sorted(folder.glob("*.toml"))}
+
+
+def suite_path(name_or_path: str | Path) -> Path:
+    """A suite file from a path, or the shipped suite of that name ("ml100k" or "ml100k.toml")."""
+    path = Path(name_or_path)
+    if path.is_file() or path.parent != Path("."):
+        return path
+    named = named_suites()
+    stem = path.name.removesuffix(".toml")
+    if stem in named:
+        return named[stem]
+    return path  # load_suite names it as a file that cannot be read
+
+
 def load_suite(path: str | Path) -> Suite:
-    """Read and validate a suite file; unknown keys are errors (a typo must not pass silently)."""
-    path = Path(path)
+    """Read and validate a suite file (or a shipped suite by name, see `named_suites`); unknown
+    keys are errors (a typo must not pass silently)."""
+    path = suite_path(path)
+    if not path.is_file():
+        raise SuiteError(f"cannot read suite {path}: no such file, and no shipped suite of that name "
+                         f"(shipped: {', '.join(named_suites())})")
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
