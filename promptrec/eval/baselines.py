@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from promptrec.extras import MissingExtraError, require
 from promptrec.errors import PromptrecError
 from promptrec.eval.rankers import EvalData, OneAtATime, RankOutput, top_items
 from promptrec.eval.suite import ALSParams, LightFMParams
@@ -123,11 +124,9 @@ class LightFMRanker(_MatrixRanker):
 
     def prepare(self, data: EvalData) -> None:
         try:
-            from lightfm import LightFM
-        except ImportError:
-            raise BaselineUnavailable(
-                "LightFM is not installed: pip install 'promptrec[baselines]' (lightfm-next==1.19.0)"
-            ) from None
+            LightFM = require("lightfm", "baselines", "the LightFM baseline").LightFM
+        except MissingExtraError as exc:
+            raise BaselineUnavailable(f"{exc} (lightfm-next)") from None
         self._data = data
         matrix, self._row = user_item_matrix(data)
         p = self.params

@@ -49,6 +49,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from promptrec.errors import PromptrecError
+from promptrec.extras import require
 from promptrec.metrics import ndcg_at_k
 from promptrec.paths import atomic_write_text
 from promptrec.ranker.adapters import (
@@ -128,8 +129,8 @@ class RankerTrainer:
 
     def __init__(self, model_path: str | Path, model_id: str, config: TuningConfig):
         import torch
-        from peft import LoraConfig, get_peft_model
 
+        peft = require("peft", "train", "LoRA tuning (promptrec train ranker)")
         from promptrec.hardware import resolve_device
         from promptrec.ranker.backends.transformers_backend import TransformersBackend
         from promptrec.ranker.prompts import load_template
@@ -142,9 +143,9 @@ class RankerTrainer:
         self.backend = TransformersBackend(model_path, model_id=model_id, device=str(device), dtype=self.dtype,
                                            max_batch=16 if device.type == "cuda" else 8)
         self.device = self.backend.device
-        lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+        lora = peft.LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                           target_modules=list(config.target_modules), bias="none", task_type="CAUSAL_LM")
-        self.backend.model = get_peft_model(self.backend.model, lora)
+        self.backend.model = peft.get_peft_model(self.backend.model, lora)
         self.model = self.backend.model
         self.template = load_template(config.template).with_domain(config.domain)
         options = {"permutations": config.permutations, "seed": config.seed} if self.template.strategy == "letters" else None

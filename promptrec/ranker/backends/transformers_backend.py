@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from promptrec.ranker.backends.base import TokenizerOps, common_prefix_length, record_usage
+from promptrec.extras import require
 from promptrec.hardware import HardwareInfo, hardware_info, resolve_device, resolve_dtype_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -80,9 +81,9 @@ class TransformersBackend(TokenizerOps):
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         if adapter is not None:  # a LoRA adapter (`promptrec train ranker`), applied unmerged (after the
             # signature check above: peft's forward takes **kwargs)
-            from peft import PeftModel
+            peft = require("peft", "train", "serving a LoRA-tuned ranker on transformers")
 
-            self.model = PeftModel.from_pretrained(self.model, str(adapter))
+            self.model = peft.PeftModel.from_pretrained(self.model, str(adapter))
             self.model.eval()
 
     @classmethod
