@@ -94,10 +94,6 @@ class IndexManifest(BaseModel):
     sequential_skipped: str | None = None  # why there is no sequential source
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    atomic_write(path, write)
-
-
 def read_sequential(path: Path, n_items: int) -> tuple[sp.csr_matrix, np.ndarray]:
     """The transitions matrix and popularity stored in ``sequential.npz``, verified (shapes, keys);
     a missing or damaged file is an IndexMismatchError naming it and the fix."""
@@ -289,7 +285,7 @@ class RetrievalIndex:
                         popularity=pop,
                     )
 
-            _write_atomic(sequential_path, write_sequential)
+            atomic_write(sequential_path, write_sequential)
             report("behaviour model", 1, 2)
 
         sequential = cls._build_sequential(
