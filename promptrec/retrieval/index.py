@@ -176,18 +176,16 @@ class RetrievalIndex:
         progress: ProgressFn | None = None,
         rebuild: bool = False,
         history_order: str = "time",
-        time_ordered: bool = True,
         retrain: bool = False,
     ) -> RetrievalIndex:
         """Create or update the index. Text vectors are upserted only for items whose text
         changed; behaviour vectors are refitted only when the interaction log changed. The
         sequential model is trained when no checkpoint exists (or `retrain`); a checkpoint
-        for other data or hyperparameters is refused. `time_ordered=False` (no timestamps)
+        for other data or hyperparameters is refused. `history_order="none"` (no timestamps)
         skips it: histories in item-id order are no sequence."""
         index_dir = ensure_dir(settings.resolved_index_dir(), "index folder")
         with file_lock(index_dir / LOCK, f"the index in {index_dir}"):
-            return cls._build(items, histories, settings, namespace, progress, rebuild, history_order,
-                              time_ordered, retrain)
+            return cls._build(items, histories, settings, namespace, progress, rebuild, history_order, retrain)
 
     @classmethod
     def _build(
@@ -199,7 +197,6 @@ class RetrievalIndex:
         progress: ProgressFn | None,
         rebuild: bool,
         history_order: str = "time",
-        time_ordered: bool = True,
         retrain: bool = False,
     ) -> RetrievalIndex:
         started = time.perf_counter()
@@ -289,7 +286,7 @@ class RetrievalIndex:
             report("behaviour model", 1, 2)
 
         sequential = cls._build_sequential(
-            settings, namespace, histories, inter_fp, metadatas, position, report, time_ordered, retrain
+            settings, namespace, histories, inter_fp, metadatas, position, report, history_order, retrain
         )
         manifest = IndexManifest(
             namespace=namespace,
@@ -320,14 +317,14 @@ class RetrievalIndex:
         metadatas: Sequence[dict],
         position: Mapping[str, int],
         report: ProgressFn,
-        time_ordered: bool,
+        history_order: str,
         retrain: bool,
     ) -> dict:
         """Train or load the sequential model and sync its item vectors; the manifest fields."""
         seq = settings.retrieval.sequential
         if settings.retrieval.weights.get("sequential", 0.0) <= 0:
             return {"sequential_skipped": "retrieval.weights gives the sequential source no weight"}
-        if not time_ordered:
+        if history_order != "time":
             reason = ("the interactions carry no time order (timestamps missing or all equal); a history "
                       "in item-id order is no sequence, so the sequential model is skipped")
             log.warning("sequential retriever skipped: %s", reason)
