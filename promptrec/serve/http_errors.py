@@ -75,6 +75,6 @@ def call(fn: Callable[[], T], **fields: Loc) -> T:
     """`fn()`, its exception raised as the HTTP error `classify` gives it."""
     try:
         return fn()
-    except Exception as exc:
+    except Exception as exc:  # each answered with its status
         raise classify(exc, fields) from exc
 

@@ -49,7 +49,7 @@ async def _pump(make_events: Events, timeout_s: float | None,
                 put(("event", event))
                 if stop.is_set():
                     break
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - handed to the reader
             put(("error", exc))
         finally:
             with contextlib.suppress(Exception):
@@ -122,7 +122,7 @@ async def _event_stream(entry: Entry, buffered: list[tuple[str, Any]], source: A
             yield _sse(kind, data)
         async for kind, data in source:
             yield _sse(kind, data)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the status is sent already: say it in the stream
         error = classify(exc, fields)
         status = getattr(error, "status", 503)
         log.warning("answer for conversation %s failed: %s", entry.conversation_id, error)
