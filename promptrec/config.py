@@ -393,13 +393,3 @@ def describe_validation_error(exc: Exception, source: str = "settings") -> str:
     config = os.environ.get("PROMPTREC_CONFIG") or ("promptrec.toml" if Path("promptrec.toml").is_file() else None)
     origin = f" (from {config} or PROMPTREC_* variables)" if config else " (from PROMPTREC_* variables or arguments)"
     return f"invalid {source}{origin}: " + "; ".join(problems)
-
-
-def load_settings(**overrides: object) -> Settings:
-    """`Settings(**overrides)`, with invalid values raised as one SettingsError naming each field."""
-    from pydantic import ValidationError
-
-    try:
-        return Settings(**overrides)
-    except ValidationError as exc:
-        raise SettingsError(describe_validation_error(exc)) from exc

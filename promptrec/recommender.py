@@ -112,7 +112,7 @@ class Recommender:
         items = items_for_domain(list(items), settings.resolved_domain().has_year)
         histories = histories_from_frame(frame, settings.split)
         index = RetrievalIndex.build(items, histories, settings, namespace, progress=progress, rebuild=rebuild,
-                                     history_order=order, time_ordered=order == "time", retrain=retrain)
+                                     history_order=order, retrain=retrain)
         return cls(items, histories, index, settings)
 
     @classmethod

@@ -19,15 +19,11 @@ from typing import Optional
 
 import click
 import typer
-from rich.console import Console
-from typer.core import TyperGroup
 
-from promptrec.errors import PromptrecError
-
-err = Console(stderr=True)
+from promptrec.cli_errors import OneLineErrors
 
 
-class _DefaultRunGroup(TyperGroup):
+class _DefaultRunGroup(OneLineErrors):
     """`promptrec eval SUITE ...` means `promptrec eval run SUITE ...`."""
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
@@ -41,11 +37,6 @@ eval_app = typer.Typer(
     help="Offline evaluation: `promptrec eval SUITE` runs a suite file (eval/*.toml).",
     no_args_is_help=True,
 )
-
-
-def _fail(exc: Exception) -> None:
-    err.print(f"[bold red]error:[/] {exc}")
-    raise typer.Exit(2)
 
 
 @eval_app.command("run")
@@ -76,13 +67,10 @@ def run(
         return value if value in (None, "all") else int(value) if value.isdigit() else value
 
     logging.getLogger("promptrec").setLevel(logging.WARNING)
-    try:
-        loaded = load_suite(suite).with_overrides(tie_rule=tie_rule, tie_seed=tie_seed, users=count(users),
-                                                  llm_users=count(llm_users))
-        result = run_suite(loaded, out, fresh=fresh, limit=limit, progress=not quiet, only=only,
-                           batch_users=batch_users)
-    except PromptrecError as exc:
-        _fail(exc)
+    loaded = load_suite(suite).with_overrides(tie_rule=tie_rule, tie_seed=tie_seed, users=count(users),
+                                              llm_users=count(llm_users))
+    result = run_suite(loaded, out, fresh=fresh, limit=limit, progress=not quiet, only=only,
+                       batch_users=batch_users)
     typer.echo((result.run_dir / "summary.md").read_text(encoding="utf-8"))
     state = "complete" if result.complete else "partial"
     typer.echo(f"{state} run in {result.run_dir} ({result.written} rows written in this session)", err=True)
@@ -103,10 +91,7 @@ def compare(
     """Paired differences B − A over the shared users: bootstrap intervals, permutation p-values."""
     from promptrec.eval.compare import compare_runs, render_comparison, write_comparison
 
-    try:
-        result = compare_runs(run_a, run_b, a, b, metric or None, resamples, seed=seed)
-    except PromptrecError as exc:
-        _fail(exc)
+    result = compare_runs(run_a, run_b, a, b, metric or None, resamples, seed=seed)
     if out is not None:
         paths = write_comparison(result, out)
         typer.echo(f"wrote {paths['markdown']} and {paths['chart']}", err=True)
@@ -121,8 +106,5 @@ def report(run_dir: Path = typer.Argument(..., exists=True, file_okay=False, hel
     """Recompute a run's summary from its JSONL and rewrite summary.{json,md} and the PNGs."""
     from promptrec.eval.report import summarize, write_report
 
-    try:
-        paths = write_report(run_dir, summarize(run_dir))
-    except PromptrecError as exc:
-        _fail(exc)
+    paths = write_report(run_dir, summarize(run_dir))
     typer.echo(paths["markdown"].read_text(encoding="utf-8"))

@@ -34,8 +34,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from promptrec.recommender import Recommender
     from promptrec.schema import RecommendationList
 
-SIGNALS = ("text", "behaviour", "co_occurrence")
-
 
 class ItemRef(BaseModel):
     """A catalog record, as an explanation shows it."""

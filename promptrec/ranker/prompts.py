@@ -45,7 +45,7 @@ from importlib import resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Literal
+from typing import Any
 
 import jinja2
 from jinja2 import StrictUndefined, nodes
@@ -53,7 +53,6 @@ from jinja2.sandbox import SandboxedEnvironment
 
 from promptrec.errors import PromptrecError
 
-Strategy = Literal["letters", "likelihood", "yesno"]
 STRATEGIES: tuple[str, ...] = ("letters", "likelihood", "yesno")
 BLOCKS: tuple[str, ...] = ("system", "user", "assistant", "continuation")
 

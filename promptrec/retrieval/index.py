@@ -105,12 +105,9 @@ class IndexManifest(BaseModel):
                         interactions_fingerprint=self.interactions_fingerprint)
 
 
-def _write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    atomic_write(path, write)
-
-
 def read_transitions(path: Path, n_items: int) -> tuple[sp.csr_matrix, np.ndarray]:
-    """The transitions matrix and popularity stored in the transitions file (`IndexLayout.transitions`), verified (shapes, keys);
+    """The transitions matrix and popularity of the transitions file (`IndexLayout.transitions`),
+    verified (shapes, keys);
     a missing or damaged file is an IndexMismatchError naming it and the fix."""
     try:
         with np.load(path) as data:
@@ -215,20 +212,18 @@ class RetrievalIndex:
         progress: ProgressFn | None = None,
         rebuild: bool = False,
         history_order: str = "time",
-        time_ordered: bool = True,
         retrain: bool = False,
     ) -> RetrievalIndex:
         """Create or update the index. Text vectors are upserted only for items whose text
         changed; behaviour vectors are refitted only when the interaction log changed. The
         sequential model is trained when no checkpoint exists (or `retrain`); a checkpoint
-        for other data or hyperparameters is refused. `time_ordered=False` (no timestamps)
+        for other data or hyperparameters is refused. `history_order="none"` (no timestamps)
         skips it: histories in item-id order are no sequence."""
         layout = settings.index_layout()
         ensure_dir(layout.root.parent, "folder of the index")
         layout.claim()  # refuses a folder holding files that are not promptrec's
         with file_lock(layout.build_lock, f"the index in {layout.root}"):
-            return cls._build(items, histories, settings, namespace, progress, rebuild, history_order,
-                              time_ordered, retrain)
+            return cls._build(items, histories, settings, namespace, progress, rebuild, history_order, retrain)
 
     @classmethod
     def _build(
@@ -240,7 +235,6 @@ class RetrievalIndex:
         progress: ProgressFn | None,
         rebuild: bool,
         history_order: str = "time",
-        time_ordered: bool = True,
         retrain: bool = False,
     ) -> RetrievalIndex:
         started = time.perf_counter()
@@ -335,11 +329,11 @@ class RetrievalIndex:
                         popularity=pop,
                     )
 
-            _write_atomic(transitions_path, write_transitions)
+            atomic_write(transitions_path, write_transitions)
             report("behaviour model", 1, 2)
 
         sequential = cls._build_sequential(
-            settings, namespace, histories, inter_fp, metadatas, position, report, time_ordered, retrain
+            settings, namespace, histories, inter_fp, metadatas, position, report, history_order, retrain
         )
         manifest = IndexManifest(
             namespace=namespace,
@@ -371,14 +365,14 @@ class RetrievalIndex:
         metadatas: Sequence[dict],
         position: Mapping[str, int],
         report: ProgressFn,
-        time_ordered: bool,
+        history_order: str,
         retrain: bool,
     ) -> dict:
         """Train or load the sequential model and sync its item vectors; the manifest fields."""
         seq = settings.retrieval.sequential
         if settings.retrieval.weights.get("sequential", 0.0) <= 0:
             return {"sequential_skipped": "retrieval.weights gives the sequential source no weight"}
-        if not time_ordered:
+        if history_order != "time":
             reason = ("the interactions carry no time order (timestamps missing or all equal); a history "
                       "in item-id order is no sequence, so the sequential model is skipped")
             log.warning("sequential retriever skipped: %s", reason)

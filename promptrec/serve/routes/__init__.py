@@ -1,0 +1,1 @@
+"""The server's routers, one job each: status, recommend, explain (conversations), page."""

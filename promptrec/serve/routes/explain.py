@@ -1,0 +1,91 @@
+"""Conversations about a user's recommendations: ``POST /why`` and
+``POST /conversations/{id}/ask`` (server-sent events), and a conversation's start, transcript and end."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import APIRouter, Query
+from fastapi.concurrency import run_in_threadpool
+
+from promptrec.serve.conversations import Entry
+from promptrec.serve.http_errors import ERROR_DOC, FieldError, Loc, call
+from promptrec.serve.schema import (
+    AskRequest,
+    ConversationInfo,
+    NewConversation,
+    WhyRequest,
+)
+from promptrec.serve.state import ServeState
+from promptrec.serve.streaming import SSE_DOC, answer, conversation_events
+
+router = APIRouter(tags=["explain"], responses={404: ERROR_DOC})
+
+
+def _info(entry: Entry, with_suggestions: bool = False) -> ConversationInfo:
+    conv = entry.conversation
+    return ConversationInfo(
+        conversation_id=entry.conversation_id, user_id=conv.user_id,
+        item_id=conv.evidence.item.item_id if conv.evidence else None,
+        explanations=list(conv.explanations),
+        suggestions=conv.suggestions() if with_suggestions else [],
+    )
+
+
+@router.post("/conversations", response_model=ConversationInfo, status_code=201)
+def new_conversation(body: NewConversation, state: ServeState) -> ConversationInfo:
+    """Start a conversation for a user; returns its id and the user's ranked suggestions."""
+    entry = call(lambda: state.conversations.add(state.conversation(body.user_id)))
+    return call(lambda: _info(entry, with_suggestions=True))
+
+
+@router.get("/conversations/{conversation_id}", response_model=ConversationInfo)
+def get_conversation(conversation_id: str, state: ServeState, user_id: str = Query(...)) -> ConversationInfo:
+    """The conversation's answers so far (only with the user it belongs to)."""
+    return _info(call(lambda: state.conversations.get(conversation_id, user_id), user=("query", "user_id")))
+
+
+@router.delete("/conversations/{conversation_id}", status_code=204)
+def end_conversation(conversation_id: str, state: ServeState, user_id: str = Query(...)) -> None:
+    call(lambda: state.conversations.remove(conversation_id, user_id))
+
+
+@router.post("/why", responses={200: SSE_DOC, 503: {"description": "generator failed"}})
+async def why(body: WhyRequest, state: ServeState) -> Any:
+    """Why this item for this user: the grounded answer streamed as server-sent events
+    (`conversation`, `evidence`, `delta`…, `retract`, `done` with the Explanation; `error`),
+    in a new conversation unless `conversation_id` names one of the user's."""
+    rec = state.recommender()
+    fields: dict[str, Loc] = {"conversation": ("body", "conversation_id")}
+    if body.conversation_id is not None:
+        entry = call(lambda: state.conversations.get(body.conversation_id, body.user_id), **fields)
+    else:
+        call(lambda: rec.history(body.user_id))
+    call(lambda: rec.item(body.item_id))
+    if body.conversation_id is None:
+        entry = state.conversations.add(await run_in_threadpool(state.conversation, body.user_id))
+    conv = entry.conversation
+
+    def events() -> Iterator[tuple[str, Any]]:
+        conv.focus(body.item_id)
+        yield from conversation_events(conv, conv.why_stream(body.item_id), evidence_first=True)
+
+    return await answer(entry, events, body.stream, rec.settings.ranker.timeout_s, fields)
+
+
+@router.post("/conversations/{conversation_id}/ask",
+             responses={200: SSE_DOC, 409: {"description": "no item in focus, or busy"}})
+async def ask(conversation_id: str, body: AskRequest, state: ServeState) -> Any:
+    """A follow-up question about the conversation's item in focus, streamed like /why."""
+    entry = call(lambda: state.conversations.get(conversation_id, body.user_id))
+    conv = entry.conversation
+    if conv.evidence is None:
+        raise FieldError(409, ("path", "conversation_id"),
+                         "no item in focus: ask POST /why with this conversation_id first", "no_focus")
+    question = call(lambda: conv.check_question(body.question))
+
+    def events() -> Iterator[tuple[str, Any]]:
+        yield from conversation_events(conv, conv.ask_stream(question), evidence_first=False)
+
+    return await answer(entry, events, body.stream, state.recommender().settings.ranker.timeout_s, {})
