@@ -7,10 +7,12 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from promptrec.cli_errors import OneLineErrors, err
 from promptrec.config import Settings
+from promptrec.errors import InputError
 
 app = typer.Typer(
     help="promptrec: LLM-prompting recommender with retrieval.", no_args_is_help=True, cls=OneLineErrors
@@ -21,6 +23,23 @@ app.add_typer(data_app, name="data")
 app.add_typer(models_app, name="models")
 train_app = typer.Typer(help="Train the learned parts: the retriever and the ranker.", no_args_is_help=True)
 app.add_typer(train_app, name="train")
+prompts_app = typer.Typer(help="Prompt templates: the package's defaults and yours (prompts_dir).", no_args_is_help=True)
+app.add_typer(prompts_app, name="prompts")
+
+
+def _version(value: bool) -> None:
+    if value:
+        import promptrec
+
+        typer.echo(f"promptrec {promptrec.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """promptrec: LLM-prompting recommender with retrieval."""
 
 
 def _mount_subcommands() -> None:
@@ -385,6 +404,68 @@ def serve(
 
     rec = _recommender(build=False)
     uvicorn.run(create_app(rec), host=host, port=port)
+
+
+@prompts_app.command("list")
+def prompts_list() -> None:
+    """The rerank and explanation templates: yours (prompts_dir) and the package's."""
+    from promptrec.ranker.prompts import default_prompts_dir, template_files
+
+    settings = Settings()
+    table = Table("kind", "name", "strategy", "from")
+    for kind in ("rerank", "explain"):
+        for name, path in template_files(kind, settings.prompts_dir).items():
+            strategy = _declared_strategy(path) if kind == "rerank" else ""
+            origin = "package" if path.is_relative_to(default_prompts_dir()) else str(path)
+            table.add_row(kind, name, strategy, escape(origin))
+    console.print(table)
+
+
+def _declared_strategy(path) -> str:
+    from promptrec.ranker.prompts import PromptError, parse_strategy
+
+    try:
+        return parse_strategy(path.read_text(encoding="utf-8"), str(path))
+    except (PromptError, OSError, UnicodeDecodeError):
+        return "(unreadable)"
+
+
+@prompts_app.command("show")
+def prompts_show(name: str, kind: str = typer.Option("rerank", help="rerank | explain")) -> None:
+    """Print a template's source, as it would be used (yours before the package's)."""
+    from promptrec.ranker.prompts import resolve_template_path
+
+    path = resolve_template_path(name, Settings().prompts_dir, _kind(kind))
+    typer.echo(path.read_text(encoding="utf-8"), nl=False)
+
+
+@prompts_app.command("copy")
+def prompts_copy(
+    name: str,
+    to: str = typer.Argument(..., help="A prompts folder (the copy lands in <folder>/<kind>/<name>.j2)."),
+    kind: str = typer.Option("rerank", help="rerank | explain"),
+    force: bool = typer.Option(False, help="Replace a file of that name."),
+) -> None:
+    """Copy a shipped template into a prompts folder of yours, to edit it; point prompts_dir at
+    the folder (PROMPTREC_PROMPTS_DIR) and it is used by name before the package's."""
+    from pathlib import Path
+
+    from promptrec.paths import atomic_write_text, ensure_dir
+    from promptrec.ranker.prompts import default_prompts_dir, resolve_template_path
+
+    source = resolve_template_path(name, None, _kind(kind))
+    target = Path(to) / _kind(kind) / source.name
+    if target.exists() and not force:
+        raise InputError(f"{target} exists; pass --force to replace it")
+    ensure_dir(target.parent, "prompts folder")
+    atomic_write_text(target, source.read_text(encoding="utf-8"))
+    console.print(f"copied {escape(str(source.relative_to(default_prompts_dir())))} → {escape(str(target))}")
+
+
+def _kind(kind: str) -> str:
+    if kind not in ("rerank", "explain"):
+        raise InputError(f"--kind must be rerank or explain, got {kind!r}")
+    return kind
 
 
 def main() -> None:  # pragma: no cover

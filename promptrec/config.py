@@ -271,6 +271,9 @@ class Settings(BaseSettings):
     index_dir: Path | None = None  # default: <cache_dir>/index/<dataset>
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$")  # "cpu", "cuda", "cuda:N" or "auto"
     n_candidates: int = Field(20, ge=1)
+    # A folder of your own templates (rerank/*.j2, explain/*.j2), looked up by name before the
+    # package's; `promptrec prompts copy` starts one from a default.
+    prompts_dir: Path | None = None
     min_rating: Annotated[float, Field(allow_inf_nan=False)] | None = None  # implicit-feedback threshold; None keeps every interaction
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     ranker: RankerSettings = Field(default_factory=RankerSettings)

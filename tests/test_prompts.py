@@ -57,7 +57,7 @@ def test_load_by_name_path_and_prompts_dir(tmp_path):
     assert by_dir.hash == by_path.hash == template_hash(path.read_text(encoding="utf-8"))
     assert by_dir.render(candidate={"title": "Heat"}).user == "Will they like Heat?"
     assert resolve_template_path("letters.j2") == default_prompts_dir() / "rerank" / "letters.j2"
-    with pytest.raises(PromptError, match="no rerank template 'nope'.*available: mine"):
+    with pytest.raises(PromptError, match="no rerank template 'nope'.*available: letters, likelihood, mine, yesno"):
         load_template("nope", prompts_dir=tmp_path)
 
 

@@ -282,11 +282,11 @@ class LLMRanker:
     def __init__(self, template: str, model: str, backend: str, *, n_candidates: int,
                  calibrate: bool, backend_factory: Callable[[str, str], Any], seed: int = 0,
                  permutations: int | None = None, history_items: int | None = None,
-                 timeout_s: float | None = None):
+                 timeout_s: float | None = None, prompts_dir: Path | None = None):
         from promptrec.ranker.prompts import load_template
 
         self.template_name = template
-        self.template = load_template(template)
+        self.template = load_template(template, prompts_dir)
         self.strategy = self.template.strategy
         self.model = model
         self.backend_name = backend

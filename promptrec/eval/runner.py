@@ -135,7 +135,8 @@ def package_versions() -> dict[str, str]:
 # --------------------------------------------------------------------------- rankers
 
 
-def build_rankers(suite: Suite, backend_factory: Callable[[str, str], Any] | None = None) -> list[EvalRanker]:
+def build_rankers(suite: Suite, backend_factory: Callable[[str, str], Any] | None = None,
+                  prompts_dir: Path | None = None) -> list[EvalRanker]:
     """The suite's rankers, baselines first, then the LLM grid (templates x models x backends,
     ordered by model so each model loads once). Templates are loaded here, so a missing or
     broken template fails before any work."""
@@ -155,7 +156,7 @@ def build_rankers(suite: Suite, backend_factory: Callable[[str, str], Any] | Non
     g = suite.grid
     templates = []
     for name in g.templates:
-        template = load_template(name)
+        template = load_template(name, prompts_dir)
         if g.strategies and template.strategy not in g.strategies:
             log.info("template %s (strategy %s) left out by grid.strategies", template.name, template.strategy)
             continue
@@ -168,6 +169,7 @@ def build_rankers(suite: Suite, backend_factory: Callable[[str, str], Any] | Non
                     template, model, backend, n_candidates=suite.protocol.n_candidates,
                     calibrate=suite.calibration.enabled, backend_factory=factory, seed=suite.seed,
                     permutations=g.permutations, history_items=g.history_items, timeout_s=g.timeout_s,
+                    prompts_dir=prompts_dir,
                 ))
     names = [r.name for r in rankers]
     duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -379,7 +381,7 @@ def run_suite(
     settings = suite_settings(suite, settings)
     old = _init_run_dir(run_dir, suite, fresh)
     pool = backend_factory or _BackendPool(settings)
-    rankers = build_rankers(suite, pool)
+    rankers = build_rankers(suite, pool, settings.prompts_dir)
     session = _Session(suite=suite, run_dir=run_dir, results=JsonlLog(run_dir / RESULTS),
                        validation=JsonlLog(run_dir / VALIDATION), after_user=after_user, batch_users=batch_users,
                        limit=limit)

@@ -194,7 +194,7 @@ class Conversation:
         self.user_id = str(user_id)
         rec.history(self.user_id)  # an unknown user fails here, before any model is loaded
         self._backend = backend
-        self.template = template if isinstance(template, ExplainTemplate) else load_explain_template(template)
+        self.template = template if isinstance(template, ExplainTemplate) else load_explain_template(template, rec.settings.prompts_dir)
         self._recommendations = recommendations
         self._ranker_note: str | None = None
         self.use_ranker = use_ranker

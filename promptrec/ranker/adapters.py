@@ -91,7 +91,7 @@ def tuning_template(settings: "Settings", template: str | None = None) -> "Reran
     """The rerank template as served: loaded and bound to the settings' domain words."""
     from promptrec.ranker.prompts import load_template
 
-    return load_template(template or settings.ranker.template).with_domain(settings.resolved_domain())
+    return load_template(template or settings.ranker.template, settings.prompts_dir).with_domain(settings.resolved_domain())
 
 
 # --------------------------------------------------------------------------- keys and manifest
@@ -164,7 +164,7 @@ def adapter_dir(settings: "Settings", template: str | None = None) -> Path:
     """Where `promptrec train ranker` saves the adapter for a template: beside the index."""
     from promptrec.ranker.prompts import load_template
 
-    name = load_template(template or settings.ranker.template).name
+    name = load_template(template or settings.ranker.template, settings.prompts_dir).name
     return settings.index_layout().adapter(name, str(settings.generator))
 
 

@@ -64,7 +64,7 @@ def make_reranker(
     from promptrec.ranker.reranker import LLMReranker
 
     r = settings.ranker
-    loaded = load_template(template or r.template).with_domain(settings.resolved_domain())
+    loaded = load_template(template or r.template, settings.prompts_dir).with_domain(settings.resolved_domain())
     n = n_candidates or settings.n_candidates
     if loaded.strategy == "letters" and n > LETTER_LABELS:
         raise SettingsError(

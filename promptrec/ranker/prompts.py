@@ -305,20 +305,27 @@ def _generic_domain() -> dict[str, Any]:
 
 
 def resolve_template_path(name_or_path: str | Path, prompts_dir: Path | None = None, kind: str = "rerank") -> Path:
-    """A template file from a name (``letters``, ``letters.j2``, ``rerank/letters``) or a path."""
+    """A template file from a path, or from a name (``letters``, ``letters.j2``, ``rerank/letters``)
+    looked up in ``prompts_dir`` (your templates, `Settings.prompts_dir`) first, then in the
+    templates shipped with the package."""
     candidate = Path(name_or_path)
     if candidate.suffix == ".j2" and candidate.is_file():
         return candidate
-    root = Path(prompts_dir) if prompts_dir is not None else default_prompts_dir()
+    if candidate.suffix not in ("", ".j2"):
+        raise PromptError(f"template {str(name_or_path)!r}: a template file ends in .j2; give a name "
+                          f"(`promptrec prompts list`) or the path of a .j2 file")
     name = str(name_or_path)
     if name.endswith(".j2"):
         name = name[: -len(".j2")]
-    tries = [root / kind / f"{name}.j2", root / f"{name}.j2"]
-    for path in tries:
-        if path.is_file():
-            return path
-    available = ", ".join(list_templates(kind, root)) or "none"
-    raise PromptError(f"no {kind} template {str(name_or_path)!r} in {root / kind} (available: {available})")
+    roots = [Path(prompts_dir)] if prompts_dir is not None else []
+    roots.append(default_prompts_dir())
+    for root in roots:
+        for path in (root / kind / f"{name}.j2", root / f"{name}.j2"):
+            if path.is_file():
+                return path
+    available = ", ".join(list_templates(kind, prompts_dir)) or "none"
+    where = " or ".join(str(root / kind) for root in roots)
+    raise PromptError(f"no {kind} template {str(name_or_path)!r} in {where} (available: {available})")
 
 
 def load_template(name_or_path: str | Path, prompts_dir: Path | None = None) -> RerankTemplate:
@@ -332,12 +339,15 @@ def load_template(name_or_path: str | Path, prompts_dir: Path | None = None) -> 
 
 
 def list_templates(kind: str = "rerank", prompts_dir: Path | None = None) -> list[str]:
-    """Names of the templates of one kind (``rerank``, ``explain``)."""
-    root = Path(prompts_dir) if prompts_dir is not None else default_prompts_dir()
-    folder = root / kind
-    if not folder.is_dir():
-        return []
-    return sorted(p.stem for p in folder.glob("*.j2"))
+    """Names of the templates of one kind (``rerank``, ``explain``): yours in ``prompts_dir`` and
+    the package's."""
+    return sorted(template_files(kind, prompts_dir))
+
+
+def template_files(kind: str = "rerank", prompts_dir: Path | None = None) -> dict[str, Path]:
+    """name → file of each template of one kind; one in ``prompts_dir`` hides the package's."""
+    roots = [default_prompts_dir()] + ([Path(prompts_dir)] if prompts_dir is not None else [])
+    return {p.stem: p for root in roots if (root / kind).is_dir() for p in sorted((root / kind).glob("*.j2"))}
 
 
 # --------------------------------------------------------------------------- template variables

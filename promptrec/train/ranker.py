@@ -127,7 +127,7 @@ class RankerTrainer:
     """Holds the model being tuned (a `TransformersBackend` whose model is wrapped by peft), the
     template, and the rows a training example becomes."""
 
-    def __init__(self, model_path: str | Path, model_id: str, config: TuningConfig):
+    def __init__(self, model_path: str | Path, model_id: str, config: TuningConfig, prompts_dir: Path | None = None):
         import torch
 
         peft = require("peft", "train", "LoRA tuning (promptrec train ranker)")
@@ -147,7 +147,7 @@ class RankerTrainer:
                           target_modules=list(config.target_modules), bias="none", task_type="CAUSAL_LM")
         self.backend.model = peft.get_peft_model(self.backend.model, lora)
         self.model = self.backend.model
-        self.template = load_template(config.template).with_domain(config.domain)
+        self.template = load_template(config.template, prompts_dir).with_domain(config.domain)
         options = {"permutations": config.permutations, "seed": config.seed} if self.template.strategy == "letters" else None
         self.reranker = LLMReranker(self.backend, self.template, strategy_options=options, timeout_s=None,
                                     max_history=config.history_items, max_item_chars=config.max_item_chars)
@@ -344,7 +344,8 @@ class _TrainingRun:
         self.ckpt.mkdir(parents=True, exist_ok=True)
         # the prompts are rendered with the settings' domain words, as `make_reranker` serves them
         self.config = config = config.model_copy(update={"domain": settings.resolved_domain().template_vars()})
-        self.trainer = RankerTrainer(resolve_model(settings.generator, settings), str(settings.generator), config)
+        self.trainer = RankerTrainer(resolve_model(settings.generator, settings), str(settings.generator), config,
+                                     settings.prompts_dir)
         if self.trainer.template.hash != key.template_hash:
             raise AdapterMismatchError(
                 f"template {self.trainer.template.name} renders as {self.trainer.template.hash} with these settings' "
