@@ -108,3 +108,30 @@ def test_a_hostile_title_is_one_title_even_when_it_names_another(ml100k):
     assert check.ok and [m.item_ids for m in check.mentions] == [[item.item_id]]
     titanic = titles.check('Because you watched "Titanic (1997)".', allowed={item.item_id})
     assert [m.text for m in titanic.unsupported] == ["Titanic (1997)"]
+
+
+# ----------------------------------------------------------------------------- not an answer
+
+RETRY = ('Why "Fargo (1996)"?\n(Your last answer named movies or numbers that are not in the facts. Say which '
+         'of the movies I watched, "Heat (1995)", led to "Fargo (1996)".)')
+
+
+def test_an_answer_that_parrots_the_retry_note_is_not_ok(titles, ids):
+    parroted = ("(Your last answer named movies or numbers that are not in the facts. Say which of the movies I "
+                'watched, "Heat (1995)", led to "Fargo (1996)".)')
+    check = titles.check(parroted, {ids["Heat (1995)"], ids["Fargo (1996)"]}, instructions=[RETRY])
+    assert check.echoed and not check.ok
+    assert any("repeats the instructions" in o for o in check.offending())
+
+
+def test_an_answer_that_says_one_clause_again_and_again_is_not_ok(titles, ids):
+    filler = ("They have a lot in common. They both have a movie that is a comedy film. "
+              "They also both have a movie that is a comedy film.")
+    check = titles.check(filler, set(), instructions=[RETRY])
+    assert check.repeated == ["both have a movie that is"] and not check.ok
+
+
+def test_a_plain_grounded_answer_is_still_ok(titles, ids):
+    answer = 'You watched "Heat (1995)", a crime film like "Fargo (1996)", so I recommend "Fargo (1996)".'
+    check = titles.check(answer, {ids["Heat (1995)"], ids["Fargo (1996)"]}, instructions=[RETRY])
+    assert check.ok, check

@@ -417,7 +417,8 @@ class Conversation:
                 if cut > emitted:
                     yield StreamEvent("delta", raw[emitted:cut])
             facts = "\n".join(m["content"] for m in msgs)
-            check = self.titles.check(text, self.allowed, ignore=ignore, history=history, facts=facts)
+            check = self.titles.check(text, self.allowed, ignore=ignore, history=history, facts=facts,
+                                      instructions=_instructions(msgs))
             checks.append(check)
             # A "why" answer must name at least one history item of the evidence, when there is one.
             uncited = kind == "why" and bool(history_ids) and not check.cited_item_ids(history_ids)
@@ -490,6 +491,15 @@ def _title_index(rec: Recommender) -> TitleIndex:
     if index is None:
         index = _TITLE_INDEXES[rec] = TitleIndex(rec.catalog, rec.settings.resolved_domain())
     return index
+
+
+def _instructions(messages: list[dict[str, str]]) -> list[str]:
+    """What the model was told to do, apart from the facts it may restate: the system message's
+    lines that are not fact lines ("- ..."), and the last user message (the question or the retry note)."""
+    system = "\n".join(m["content"] for m in messages if m["role"] == "system")
+    told = [line for line in system.splitlines() if line.strip() and not line.lstrip().startswith("- ")]
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    return told + users[-1:]
 
 
 def explain(

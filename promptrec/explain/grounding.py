@@ -140,10 +140,15 @@ class GroundingCheck(BaseModel):
     misattributed: list[TitleMention] = Field(default_factory=list)
     # Numbers and years the answer states that the facts do not contain:
     unsupported_claims: list[str] = Field(default_factory=list)
+    # Not an answer: runs of the instructions it was given, parroted back (e.g. the retry note),
+    # and phrases it repeats (the same clause twice is filler, not an explanation):
+    echoed: list[str] = Field(default_factory=list)
+    repeated: list[str] = Field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not self.unsupported and not self.invented and not self.misattributed and not self.unsupported_claims
+        return (not self.unsupported and not self.invented and not self.misattributed and not self.unsupported_claims
+                and not self.echoed and not self.repeated)
 
     def cited_item_ids(self, among: Iterable[str] | None = None) -> list[str]:
         """Allowed item ids the answer names (in order of first mention), optionally only ``among``."""
@@ -161,7 +166,8 @@ class GroundingCheck(BaseModel):
         """The offending titles as written, unsupported first (each once)."""
         out: list[str] = []
         for text in ([m.text for m in self.unsupported] + self.invented + [m.text for m in self.misattributed]
-                     + self.unsupported_claims):
+                     + self.unsupported_claims + [f"(repeats the instructions: {e!r})" for e in self.echoed]
+                     + [f"(repeats itself: {r!r})" for r in self.repeated]):
             if text not in out:
                 out.append(text)
         return out
@@ -422,6 +428,7 @@ class TitleIndex:
         ignore: Iterable[str] = (),
         history: Iterable[str] | None = None,
         facts: str | None = None,
+        instructions: Iterable[str] = (),
     ) -> GroundingCheck:
         """Mentions, unsupported mentions (not in ``allowed`` ids) and invented titles of an answer.
 
@@ -431,6 +438,9 @@ class TitleIndex:
         ``ignore``: phrases that are not titles even when quoted (genre names, the question).
         ``history``: the user's item ids; when given, an allowed title the answer says the
         user watched ("you watched X", "I saw X") but that is not in it is ``misattributed``.
+        ``instructions``: what the model was told to do (not the facts it may restate); a run of
+        ``ECHO_WORDS`` of their words in the answer is ``echoed``. A clause of ``REPEAT_WORDS``
+        words that the answer says twice (titles aside) is ``repeated``.
         """
         allowed_set = set(allowed)
         mentions = self.find_mentions(answer, allowed_set)
@@ -456,8 +466,61 @@ class TitleIndex:
                     year = _YEAR.match(answer, end)
                     spans.append((start, year.end() if year else end))
             claims = unsupported_numbers(answer, facts, spans)
+        titles_out = _blank_spans(answer, [(m.start, m.end) for m in mentions])
         return GroundingCheck(mentions=mentions, unsupported=unsupported, invented=invented,
-                              misattributed=misattributed, unsupported_claims=claims)
+                              misattributed=misattributed, unsupported_claims=claims,
+                              echoed=echoed_runs(titles_out, instructions), repeated=repeated_runs(titles_out))
+
+
+ECHO_WORDS = 8  # a run this long copied from the instructions is parroting, not an answer
+REPEAT_WORDS = 6  # a clause this long said twice is filler
+_WORD = re.compile(r"[a-z0-9']+")
+
+
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _blank_spans(text: str, spans: Iterable[tuple[int, int]]) -> str:
+    """The text with the given spans (title mentions) replaced by a separator."""
+    out, last = [], 0
+    for start, end in sorted(spans):
+        if start >= last:
+            out += [text[last:start], " | "]
+            last = end
+    return "".join(out) + text[last:]
+
+
+def _runs(words: list[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+
+
+def echoed_runs(answer: str, instructions: Iterable[str], n: int = ECHO_WORDS) -> list[str]:
+    """Runs of ``n`` words of the answer that stand word for word in one of the instructions."""
+    told = {run for text in instructions for run in _runs(_words(text), n)}
+    found = [" ".join(run) for run in _runs(_words(answer), n) if run in told]
+    return _merged(found)
+
+
+def repeated_runs(answer: str, n: int = REPEAT_WORDS) -> list[str]:
+    """Runs of ``n`` words the answer says more than once (separators such as titles break runs)."""
+    seen: set[tuple[str, ...]] = set()
+    found = []
+    for part in answer.split(" | "):
+        for run in _runs(_words(part), n):
+            if run in seen and " ".join(run) not in found:
+                found.append(" ".join(run))
+            seen.add(run)
+    return _merged(found)
+
+
+def _merged(runs: list[str]) -> list[str]:
+    """At most three runs, overlapping ones reported once."""
+    out: list[str] = []
+    for run in runs:
+        if not any(run[: len(run) // 2] in kept for kept in out):
+            out.append(run)
+    return out[:3]
 
 
 def _claim_pattern(verbs: Iterable[str]) -> re.Pattern[str]:
