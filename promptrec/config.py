@@ -172,6 +172,14 @@ class ChromaSettings(_Section):
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
 
 
+class ServeSettings(_Section):
+    """The HTTP service (`promptrec serve`)."""
+
+    # Host headers the service answers (DNS rebinding: a web page must not reach a service bound
+    # to localhost through a name of its own). Add the names it is deployed under; "*" allows any.
+    allowed_hosts: list[str] = Field(default_factory=lambda: ["localhost", "127.0.0.1", "::1"])
+
+
 class DomainSettings(BaseModel):
     """What the catalog holds and what users do with it, in the words every prompt uses.
 
@@ -281,6 +289,7 @@ class Settings(BaseSettings):
     split: SplitSettings = Field(default_factory=SplitSettings)
     data: DataSettings = Field(default_factory=DataSettings)  # files of your own instead of `dataset`
     domain: DomainSettings = Field(default_factory=DomainSettings)
+    serve: ServeSettings = Field(default_factory=ServeSettings)
 
     @classmethod
     def settings_customise_sources(

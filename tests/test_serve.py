@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from serve_support import CONVERSATION_OPTIONS, FaultyBackend, slice_recommender, sse_events
 
 from promptrec.explain import Evidence, Explanation
+from promptrec.recommender import Recommender
 from promptrec.retrieval.schema import CandidateList
 from promptrec.schema import RecommendationList
 from promptrec.serve import create_app
@@ -24,7 +25,7 @@ def rec(ml_slice, asset_settings, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def client(rec):
-    with TestClient(create_app(rec, conversation_options=CONVERSATION_OPTIONS)) as client:
+    with TestClient(create_app(rec, conversation_options=CONVERSATION_OPTIONS), base_url="http://localhost") as client:
         yield client
 
 
@@ -64,6 +65,14 @@ def test_candidates_for_a_user_an_anonymous_history_and_a_filter(client, rec):
     assert comedy["candidates"] and all("Comedy" in rec.item(c["item_id"]).genres for c in comedy["candidates"])
 
 
+def test_only_trusted_host_names_are_served(client):
+    """DNS rebinding: a page on another name must not read a service bound to localhost."""
+    assert client.get("/health").status_code == 200
+    assert client.get("/users", headers={"Host": "127.0.0.1:8000"}).status_code == 200
+    refused = client.get("/users", headers={"Host": "evil.example"})
+    assert refused.status_code == 400 and "1" not in refused.text
+
+
 def test_recommend(client, rec):
     body = client.post("/recommend", json={"user_id": "1", "k": 3}).json()
     result = RecommendationList.model_validate(body)
@@ -86,6 +95,10 @@ def test_bad_input_names_the_field(client):
     assert detail["loc"] == ["body", "template"]
     assert ["body", "k"] in [d["loc"] for d in client.post("/recommend", json={"user_id": "1", "k": 0}).json()["detail"]]
     assert client.post("/recommend", json={"k": 3}).status_code == 422  # neither user_id nor history
+    for path, body in (("/recommend", {"user_id": "1", "K": 3}), ("/candidates", {"user_id": "1", "limit": 3}),
+                       ("/why", {"user_id": "1", "item_id": "50", "strem": False}), ("/conversations", {"user": "1"})):
+        misspelt = next(k for k in body if k not in ("user_id", "item_id"))
+        assert ["body", misspelt] in [d["loc"] for d in client.post(path, json=body).json()["detail"]], path
 
 
 def test_why_streams_a_grounded_answer_and_follow_ups_stay_with_the_user(client, rec):
@@ -189,7 +202,7 @@ def test_the_conversation_store_binds_users_and_stays_bounded(rec):
     store = ConversationStore(max_conversations=2)
     first, second, third = (store.add(Conversation(rec, user)) for user in ("1", "2", "3"))
     assert len(store) == 2 and len({first.conversation_id, second.conversation_id, third.conversation_id}) == 3
-    with pytest.raises(ConversationNotFound):
+    with pytest.raises(ConversationNotFound, match="closed: the server was full"):
         store.get(first.conversation_id, "1")  # the least recently used went first
     with pytest.raises(ConversationNotFound):
         store.get(second.conversation_id, "3")
@@ -200,3 +213,34 @@ def test_the_conversation_store_binds_users_and_stays_bounded(rec):
     second.release()
     second.claim()
     second.release()
+    # one client starting many conversations for one user closes only that user's older ones
+    store = ConversationStore(max_conversations=100, max_per_user=2)
+    others = store.add(Conversation(rec, "2"))
+    flood = [store.add(Conversation(rec, "1")) for _ in range(5)]
+    assert store.get(others.conversation_id, "2") is others and len(store) == 3
+    assert store.get(flood[-1].conversation_id, "1") is flood[-1]
+    with pytest.raises(ConversationNotFound, match=r"closed: the user's newer conversations replaced it \(at most 2"):
+        store.get(flood[0].conversation_id, "1")
+
+
+def test_health_reports_each_dependency(client, rec):
+    from test_backend_contract import free_port
+
+    health = client.get("/health").json()
+    assert {d["name"]: d["ok"] for d in health["dependencies"]} == {"index files": True, "vector store": True}
+    manifest = rec.settings.index_layout().manifest
+    aside = manifest.with_name("manifest.aside")
+    manifest.rename(aside)
+    try:
+        gone = client.get("/health").json()
+    finally:
+        aside.rename(manifest)
+    assert gone["status"] == "degraded"
+    assert [d["detail"] for d in gone["dependencies"] if d["name"] == "index files"] == [f"{manifest} is gone"]
+    dead = rec.settings.model_copy(update={"ranker": rec.settings.ranker.model_copy(update={
+        "backend": "vllm-server", "server_url": f"http://127.0.0.1:{free_port()}/v1"})})
+    other = Recommender(rec.items, rec.histories, rec.index, dead)
+    with TestClient(create_app(other, preload=False), base_url="http://localhost") as down:
+        body = down.get("/health").json()
+    server = [d for d in body["dependencies"] if d["name"] == "generator server"]
+    assert body["status"] == "degraded" and server and not server[0]["ok"] and "promptrec llm serve" in server[0]["detail"]

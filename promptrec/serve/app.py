@@ -27,7 +27,9 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from promptrec.config import Settings
 from promptrec.recommender import Recommender
 from promptrec.serve.conversations import ConversationStore
 from promptrec.serve.http_errors import add_error_handlers
@@ -58,6 +60,8 @@ def create_app(rec: Recommender | None = None, *, preload: bool = True,
         lifespan=lifespan,
     )
     app.state.serve = state
+    settings = rec.settings if rec is not None else Settings()
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.serve.allowed_hosts)
     add_error_handlers(app)
     for router in (status.router, recommend.router, explain.router, page.router):
         app.include_router(router)

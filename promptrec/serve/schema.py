@@ -5,14 +5,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from promptrec.explain.conversation import MAX_QUESTION_CHARS, Explanation, Suggestion
 
 ANONYMOUS = "anonymous"
 
 
-class UserQuery(BaseModel):
+class _Request(BaseModel):
+    """A request body: an unknown (e.g. misspelt) field is a 422 naming it, never ignored."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class UserQuery(_Request):
     """Who to retrieve for: a known user, or an anonymous history (item ids, oldest first)."""
 
     user_id: str | None = Field(None, description="A user of the interaction log.")
@@ -43,11 +49,11 @@ class RecommendRequest(UserQuery):
     k: int = Field(10, ge=1, le=100, description="How many recommendations.")
     n_candidates: int | None = Field(None, ge=1, le=500, description="Candidates to rerank.")
     template: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9_-]{1,100}$", description="A rerank template name in prompts/rerank (default: settings)."
+        None, pattern=r"^[A-Za-z0-9_-]{1,100}$", description="A rerank template name (`promptrec prompts list`; default: settings)."
     )
 
 
-class WhyRequest(BaseModel):
+class WhyRequest(_Request):
     """Explain why an item is recommended; starts a conversation unless one is given."""
 
     user_id: str
@@ -56,7 +62,7 @@ class WhyRequest(BaseModel):
     stream: bool = Field(True, description="Server-sent events (delta, retract, evidence, done); false: one JSON body.")
 
 
-class AskRequest(BaseModel):
+class AskRequest(_Request):
     """A follow-up question about the item in focus of a conversation."""
 
     user_id: str
@@ -64,7 +70,7 @@ class AskRequest(BaseModel):
     stream: bool = True
 
 
-class NewConversation(BaseModel):
+class NewConversation(_Request):
     user_id: str
 
 
@@ -110,8 +116,17 @@ class CalibrationStatus(BaseModel):
     detail: str | None = None  # why not
 
 
+class DependencyStatus(BaseModel):
+    """One thing the service needs, checked when /health is asked."""
+
+    name: str  # "index files", "vector store", "generator server"
+    ok: bool
+    detail: str | None = None  # what is wrong and what to do
+
+
 class Health(BaseModel):
-    status: str  # "ok" | "degraded" (the generator is not loaded or the calibration mismatches)
+    status: str  # "ok" | "degraded" (a dependency fails, the generator is not loaded or the calibration mismatches)
+    dependencies: list[DependencyStatus]
     index: IndexStatus
     model: ModelStatus
     calibration: CalibrationStatus | None

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import httpx
 from fastapi import APIRouter, Query
 
 from promptrec.errors import PromptrecError
+from promptrec.retrieval.index import read_index_manifest
 from promptrec.serve.schema import (
     CalibrationStatus,
+    DependencyStatus,
     Health,
     IndexStatus,
     ModelStatus,
@@ -34,16 +37,52 @@ def _calibration(state: AppState) -> tuple[CalibrationStatus | None, bool]:
     return CalibrationStatus(template=reranker.template.name, fitted=fitted, detail=detail), mismatch
 
 
+def _dependencies(state: AppState) -> list[DependencyStatus]:
+    """The index's files (still there, still the ones served), the vector store (answers a
+    count) and, with ranker.backend = "vllm-server", the generator server (answers /models)."""
+    rec = state.recommender()
+    settings, layout = rec.settings, rec.settings.index_layout()
+    out = []
+    try:
+        on_disk = read_index_manifest(layout.root)
+        changed = on_disk is None or on_disk.key() != rec.index.manifest.key()
+        detail = (f"{layout.manifest} is gone" if on_disk is None else
+                  "the index on disk was rebuilt for other data; restart the service") if changed else None
+        out.append(DependencyStatus(name="index files", ok=not changed, detail=detail))
+    except PromptrecError as exc:
+        out.append(DependencyStatus(name="index files", ok=False, detail=str(exc)))
+    try:
+        gone = settings.chroma.mode == "persistent" and not (layout.chroma / "chroma.sqlite3").is_file()
+        rec.index.text.count()
+        out.append(DependencyStatus(name="vector store", ok=not gone,
+                                    detail=f"{layout.chroma} is gone; run `promptrec index`" if gone else None))
+    except PromptrecError as exc:
+        out.append(DependencyStatus(name="vector store", ok=False, detail=str(exc)))
+    if settings.ranker.backend == "vllm-server":
+        url = settings.ranker.server_url.rstrip("/") + "/models"
+        try:
+            httpx.get(url, timeout=2.0).raise_for_status()
+            out.append(DependencyStatus(name="generator server", ok=True))
+        except httpx.HTTPError as exc:
+            out.append(DependencyStatus(name="generator server", ok=False,
+                                        detail=f"{url} does not answer ({type(exc).__name__}); start it with `promptrec llm serve`"))
+    return out
+
+
 @router.get("/health", response_model=Health)
 def health(state: ServeState) -> Health:
-    """Index, generator (dtype, loaded or not), calibration and adapter status."""
+    """Each dependency (index files, vector store, generator server), the generator (dtype,
+    loaded or not), calibration and adapter status; "ok" only when all of them are."""
     settings = state.recommender().settings
     manifest = state.recommender().index.manifest
     backend = state.backend
     dtype = getattr(backend, "dtype", None)
     calibration, mismatch = _calibration(state)
+    dependencies = _dependencies(state)
+    healthy = backend is not None and not mismatch and all(d.ok for d in dependencies)
     return Health(
-        status="ok" if backend is not None and not mismatch else "degraded",
+        status="ok" if healthy else "degraded",
+        dependencies=dependencies,
         index=IndexStatus(namespace=manifest.namespace, items=len(manifest.item_ids), users=manifest.n_users,
                           encoder=settings.encoder),
         model=ModelStatus(
