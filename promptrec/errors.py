@@ -15,6 +15,10 @@ class InputError(PromptrecError, ValueError):
     """An argument or an in-memory record is invalid (e.g. k <= 0, a frame without item_id)."""
 
 
+class FilterError(InputError):
+    """A metadata filter is invalid, too large, or matches no item of the catalog."""
+
+
 class AssetError(PromptrecError):
     """A named model or data set cannot be fetched, verified or found."""
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from promptrec.config import Settings, SplitSettings
 from promptrec.data.schema import Interaction, Item, interactions_frame, items_for_domain
-from promptrec.errors import InputError, PromptrecError, UnknownItemError, UnknownUserError
+from promptrec.errors import FilterError, InputError, UnknownItemError, UnknownUserError
 from promptrec.paths import slug
 from promptrec.retrieval.index import ProgressFn, RetrievalIndex
 from promptrec.retrieval.retriever import Retriever
@@ -204,7 +204,7 @@ class Recommender:
         wanted = [k for k in _filter_keys(where)]
         hints = [f"{w!r} → did you mean {k!r}?" for w in wanted if w not in keys
                  for k in keys if k.lower() == w.lower()]
-        raise PromptrecError(
+        raise FilterError(
             f"the filter {where!r} matches no item of the catalog"
             + (f" ({'; '.join(hints)})" if hints else f"; metadata keys: {', '.join(keys[:30])}")
         )

@@ -3,6 +3,7 @@ SmolLM2-135M-Instruct; FastAPI's TestClient (the app's real lifespan and threads
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -244,3 +245,34 @@ def test_health_reports_each_dependency(client, rec):
         body = down.get("/health").json()
     server = [d for d in body["dependencies"] if d["name"] == "generator server"]
     assert body["status"] == "degraded" and server and not server[0]["ok"] and "promptrec llm serve" in server[0]["detail"]
+
+
+def test_client_mistakes_are_422s_naming_the_field_and_server_faults_say_so(client, rec, tmp_path):
+    deep: dict = {"genre_Drama": True}
+    for _ in range(200):
+        deep = {"$and": [deep, {"genre_Drama": True}]}
+    cases = [
+        ({"user_id": "1", "where": {}}, ["body", "where"]),
+        ({"user_id": "1", "where": deep}, ["body", "where"]),
+        ({"user_id": "1", "where": {"item_id": {"$in": [str(i) for i in range(100_000)]}}}, ["body", "where"]),
+        ({"user_id": "1", "where": {"\ud800": True}}, ["body", "where"]),
+        ({"user_id": "1", "where": {"genre_comedy": True}}, ["body", "where"]),  # matches nothing: a typo
+        ({"user_id": "1", "n_candidates": 30}, ["body", "n_candidates"]),  # letters labels 26 at most
+        ({"history": ["1", "2", "1"]}, ["body", "history", 2]),
+    ]
+    for body, loc in cases:  # sent as ASCII JSON: a lone surrogate travels as its \u escape
+        response = client.post("/recommend", content=json.dumps(body).encode(), headers={"content-type": "application/json"})
+        assert response.status_code == 422, (loc, response.status_code, response.text[:300])
+        assert loc in [d["loc"] for d in response.json()["detail"]], (loc, response.text[:300])
+        assert "/tmp/" not in response.text and "/root/" not in response.text
+    nan = client.post("/recommend", content=b'{"user_id": "1", "where": {"year": NaN}}',
+                      headers={"content-type": "application/json"})
+    assert nan.status_code == 422 and nan.headers["content-type"].startswith("application/json")
+    broken = tmp_path / "broken.j2"
+    broken.write_text("{# strategy: letters #}\n{% block user %}{{ no_such_variable }}{% endblock %}\n", encoding="utf-8")
+    settings = rec.settings.model_copy(update={"ranker": rec.settings.ranker.model_copy(update={"template": str(broken)})})
+    with TestClient(create_app(Recommender(rec.items, rec.histories, rec.index, settings), preload=False),
+                    base_url="http://localhost") as misconfigured:
+        response = misconfigured.post("/recommend", json={"user_id": "1", "k": 3})
+    assert response.status_code == 500 and "server's prompt template" in response.json()["detail"]
+    assert str(tmp_path) not in response.text

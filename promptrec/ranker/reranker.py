@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from promptrec.data.schema import Item
-from promptrec.errors import PromptrecError
+from promptrec.errors import InputError, PromptrecError
 from promptrec.ranker.backends.base import LLMBackend, TokenUsage, track_usage
 from promptrec.ranker.prompts import PromptError, RerankTemplate, load_template, sanitize_text
 from promptrec.ranker.strategies import (
@@ -205,7 +205,7 @@ class LLMReranker:
     def _check_size(self, candidates: CandidateList) -> None:
         limit = getattr(self.strategy, "max_candidates", None)
         if limit is not None and len(candidates.candidates) > limit:
-            raise PromptrecError(
+            raise InputError(
                 f"the {self.strategy.name} strategy (template {self.template.origin}) labels {limit} candidates "
                 f"at most, got {len(candidates.candidates)}: lower n_candidates or use a likelihood/yesno template"
             )

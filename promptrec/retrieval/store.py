@@ -14,7 +14,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from promptrec.config import ChromaSettings
-from promptrec.errors import IndexMismatchError, PromptrecError
+from promptrec.errors import FilterError, IndexMismatchError, PromptrecError
 from promptrec.index_layout import IndexLayout
 
 Space = Literal["cosine", "ip"]
@@ -162,7 +162,7 @@ class ItemVectorCollection:
             except ValueError as exc:
                 if where is None or "where" not in str(exc):
                     raise
-                raise PromptrecError(f"invalid metadata filter {where!r}: {exc}") from exc
+                raise FilterError(f"invalid metadata filter {where!r}: {exc}") from exc
 
         return wrap()
 

@@ -9,10 +9,29 @@ from typing import TypeVar
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from promptrec.errors import IndexMismatchError, UnknownItemError, UnknownUserError
+import logging
+import re
+
+from promptrec.errors import (
+    FilterError,
+    IndexMismatchError,
+    InputError,
+    SettingsError,
+    UnknownItemError,
+    UnknownUserError,
+)
 from promptrec.explain.conversation import QuestionError
 from promptrec.ranker.prompts import PromptError
 from promptrec.serve.conversations import ConversationBusy, ConversationNotFound
+
+log = logging.getLogger("promptrec")
+_PATH = re.compile(r"(?<![\w.:/])/(?:[^/\s'\"]+/)+([^/\s'\"]+)")
+
+
+def public(message: str) -> str:
+    """A message for an HTTP client: machine paths shortened to their last part ("…/manifest.json")."""
+    return _PATH.sub(r"…/\1", message)
+
 
 ERROR_DOC = {"description": "the field named in detail[].loc is unknown", "content": {"application/json": {}}}
 Loc = tuple[str | int, ...]
@@ -28,21 +47,36 @@ class FieldError(Exception):
 
     def response(self) -> JSONResponse:
         return JSONResponse(
-            {"detail": [{"loc": list(self.loc), "msg": self.msg, "type": self.kind}]}, status_code=self.status
+            {"detail": [{"loc": list(self.loc), "msg": public(self.msg), "type": self.kind}]}, status_code=self.status
         )
 
 
 class GeneratorUnavailable(Exception):
     """The generator failed or stalled: a 503 with the reason."""
 
+    status = 503
+
     def response(self) -> JSONResponse:
-        return JSONResponse({"detail": str(self)}, status_code=503)
+        return JSONResponse({"detail": public(str(self))}, status_code=self.status)
+
+
+class ServerMisconfigured(GeneratorUnavailable):
+    """The server's own settings or templates are broken: a 500 that says so (not the client's fault)."""
+
+    status = 500
+
+
+def _internal_error(request: object, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error answering a request")
+    return JSONResponse({"detail": "internal server error (logged on the server)"}, status_code=500)
 
 
 def add_error_handlers(app: FastAPI) -> None:
-    """Answer `FieldError` and `GeneratorUnavailable` with their own responses."""
+    """Answer `FieldError` and `GeneratorUnavailable` with their own responses, anything else
+    with a JSON 500 that carries no traceback or path."""
     for error in (FieldError, GeneratorUnavailable):
         app.add_exception_handler(error, lambda request, exc: exc.response())
+    app.add_exception_handler(Exception, _internal_error)
 
 
 def classify(exc: BaseException, fields: dict[str, Loc]) -> Exception:
@@ -60,10 +94,18 @@ def classify(exc: BaseException, fields: dict[str, Loc]) -> Exception:
     if isinstance(exc, QuestionError):
         return FieldError(422, ("body", "question"), str(exc), "bad_question")
     if isinstance(exc, PromptError):
+        if "template" not in fields:  # the server's own template: its configuration, not the request
+            return ServerMisconfigured(f"the server's prompt template is broken (its configuration): {exc}")
         from promptrec.ranker.prompts import list_templates
 
-        return FieldError(422, ("body", "template"),
+        return FieldError(422, fields["template"],
                           f"no such rerank template (available: {', '.join(list_templates('rerank'))})", "bad_template")
+    if isinstance(exc, FilterError):
+        return FieldError(422, fields.get("where", ("body", "where")), str(exc), "bad_filter")
+    if isinstance(exc, (SettingsError, InputError)) and "n_candidates" in fields and "n_candidates" in str(exc):
+        return FieldError(422, fields["n_candidates"], str(exc), "bad_n_candidates")
+    if isinstance(exc, SettingsError):
+        return ServerMisconfigured(f"the server's settings are invalid: {exc}")
     if isinstance(exc, TimeoutError):
         return GeneratorUnavailable(f"the generator did not answer in time: {exc or 'timed out'}")
     if isinstance(exc, IndexMismatchError):
