@@ -40,6 +40,7 @@ ContinuationScript = float | Callable[[str, list[str]], Sequence[float]]
 AnswerScript = str | Sequence[str] | Callable[[Messages], str]
 
 _TOKEN = re.compile(r"\s*\S+")
+_PIECE = re.compile(r"\s*\S+(?:\s+$)?")  # a word and its leading space; the last keeps trailing space
 
 
 class FakeBackendError(RuntimeError):
@@ -158,7 +159,7 @@ class FakeBackend(TokenizerOps):
     def chat_stream(self, messages: Messages, max_new_tokens: int, temperature: float = 0.0) -> Iterator[str]:
         """The answer `chat` would give, one whitespace-led word at a time."""
         text = self._model_call("chat_stream", lambda: self._answer(messages))
-        yield from _TOKEN.findall(text)
+        yield from _PIECE.findall(text)
 
     # ------------------------------------------------------------------ tokenizer operations
 

@@ -16,6 +16,7 @@ from promptrec.explain import Conversation
 from promptrec.explain.grounding import TitleIndex
 from promptrec.ranker.prompts import list_templates, load_template
 from promptrec.recommender import Recommender
+from promptrec.testing import FakeBackend
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOP = ROOT / "examples" / "shop"
@@ -36,29 +37,6 @@ def shop_settings(base: Settings, index_dir: Path, **data) -> Settings:
 @pytest.fixture(scope="module")
 def shop(asset_settings, tmp_path_factory) -> Recommender:
     return Recommender.from_settings(shop_settings(asset_settings, tmp_path_factory.mktemp("shop-index")))
-
-
-class CitingBackend:
-    """A scripted model that cites the first history item of the facts, then claims a year."""
-
-    model_id = "scripted"
-
-    def __init__(self, answer):
-        self.answer = answer
-        self.calls: list[list[dict[str, str]]] = []
-
-    def chat(self, messages, max_new_tokens, temperature=0.0) -> str:
-        self.calls.append([dict(m) for m in messages])
-        return self.answer(messages)
-
-    def chat_stream(self, messages, max_new_tokens, temperature=0.0):
-        yield self.chat(messages, max_new_tokens, temperature)
-
-    def render_chat(self, messages) -> str:
-        return "".join(f"<{m['role']}>{m['content']}\n" for m in messages)
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
 
 
 def first_fact(messages) -> str:
@@ -93,15 +71,15 @@ def test_no_shop_prompt_or_explanation_speaks_of_movies(shop):
     assert any("products" in t for t in texts) and any("buy next" in t for t in texts)
     # Explanations: a model-written one that passes, a fallback one, and every prompt they sent.
     item = found.candidates[0].item_id
-    good = CitingBackend(lambda m: first_fact(m) + ", so I recommend it.")
+    good = FakeBackend(answers=lambda m: first_fact(m) + ", so I recommend it.")
     conv = Conversation(shop, user, good, use_ranker=False)
     kept = conv.why(item)
     assert kept.grounding == "ok" and kept.cites_history
-    bad = CitingBackend(lambda m: "You will love it.")
+    bad = FakeBackend(answers="You will love it.")
     conv2 = Conversation(shop, user, bad, use_ranker=False)
     fell = conv2.why(item)
     assert fell.grounding == "fallback" and fell.cites_history  # names the real history items
-    texts += [kept.text, fell.text, *(m["content"] for call in good.calls + bad.calls for m in call)]
+    texts += [kept.text, fell.text, *(m["content"] for call in good.chats + bad.chats for m in call)]
     conv2.recommend_more(3)
     texts += [t.content for t in conv2.turns]
     offending = [t for t in texts if MOVIE_WORDS.search(t)]
