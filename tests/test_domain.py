@@ -46,6 +46,7 @@ def first_fact(messages) -> str:
 # ---------------------------------------------------------------------------- the shop domain
 
 
+@pytest.mark.integration
 def test_the_shop_example_loads_with_its_domain(shop):
     assert shop.domain.name == "shop" and shop.domain.item == "product" and not shop.domain.has_year
     assert len(shop.catalog) == 30 and len(shop.histories) == 24
@@ -55,6 +56,7 @@ def test_the_shop_example_loads_with_its_domain(shop):
     assert "(" not in shop.candidates("u01", 5).candidates[0].title  # no "(year)" in a shop
 
 
+@pytest.mark.integration
 def test_no_shop_prompt_or_explanation_speaks_of_movies(shop):
     user = "u01"
     history = [shop.item(i) for i in shop.history(user)]
@@ -104,6 +106,7 @@ def shop_titles(shop) -> TitleIndex:
     return TitleIndex(shop.catalog, shop.domain)
 
 
+@pytest.mark.integration
 def test_invented_product_names_are_caught_with_no_year(shop_titles):
     allowed, history = {"p01", "p02", "p03"}, {"p01", "p02"}
     quoted = shop_titles.check('You bought "Acme Turbo Blender", so try "Pacer GPS Running Tracker".', allowed,
@@ -125,6 +128,7 @@ def test_invented_product_names_are_caught_with_no_year(shop_titles):
     assert branded.invented == ["Northwind Kettle Pro"]  # a real brand does not make a real product
 
 
+@pytest.mark.integration
 def test_misattribution_follows_the_domain_verbs(shop_titles):
     allowed, history = {"p01", "p03"}, {"p01"}
     bad = shop_titles.check('You bought "Pacer GPS Running Tracker" last month.', allowed, history=history)
@@ -140,6 +144,7 @@ def test_misattribution_follows_the_domain_verbs(shop_titles):
     assert listened.misattributed
 
 
+@pytest.mark.integration
 def test_years_and_numbers_the_facts_do_not_hold_are_caught(shop_titles):
     facts = 'You bought "Northwind Trail Running Shoes". Of the 7 products you bought, 3 are Running. 2004'
     allowed, history = {"p01"}, {"p01"}
@@ -185,6 +190,7 @@ def test_the_order_free_split_is_a_seeded_random_holdout():
     assert temporal_split(timed).rule == "temporal"
 
 
+@pytest.mark.integration
 def test_order_free_logs_turn_transitions_off_and_say_so(asset_settings, tmp_path):
     events = tmp_path / "events.jsonl"
     rows = [json.loads(line) for line in (SHOP / "events.jsonl").read_text().splitlines()]

@@ -123,6 +123,7 @@ def test_answers_in_order_then_a_clear_error():
         backend.chat(messages, 10)
     assert FakeBackend(answers=lambda m: m[-1]["content"].upper()).chat(messages, 10) == "WHY?"
     assert FakeBackend().chat(messages, 10) == FakeBackend().chat(messages, 10) == "I cannot say."
+    assert "".join(FakeBackend(answers=" Two  words.\n").chat_stream(messages, 10)) == " Two  words.\n"
 
 
 def test_tokenizer_operations():
@@ -147,7 +148,7 @@ def test_close_marks_it_closed():
 
 @pytest.mark.xfail(strict=True, reason="promptrec.ranker imports promptrec.retrieval, whose index.py imports sasrec "
                    "(torch) at import time; its import lines are being made lazy on another branch")
-def test_importing_it_loads_neither_torch_nor_transformers():
+def test_importing_it_loads_neither_torch_nor_transformers(allow_subprocess):
     """`promptrec.testing` and what it imports, without the package's own `__init__` (which
     imports the whole library)."""
     package = Path(__file__).resolve().parents[1] / "promptrec"
