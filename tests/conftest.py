@@ -13,8 +13,11 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import os
+import shutil
 import socket
+import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -193,3 +196,46 @@ def slice_env(ml_slice_dir, asset_settings, tmp_path, monkeypatch) -> dict[str, 
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ChromaServer:
+    """A real `chroma run` server on a loopback port, its data in a temp folder."""
+
+    def __init__(self, data_dir: Path, port: int) -> None:
+        self.port = port
+        exe = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
+        self.process = subprocess.Popen(
+            [exe, "run", "--path", str(data_dir), "--host", "127.0.0.1", "--port", str(port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.2)
+        self.stop()
+        pytest.fail("chroma server did not start in 60 s")
+
+    def stop(self) -> None:
+        """Stop the server (a test may do it early, to see a server die mid-use)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def chroma_server(tmp_path, free_port) -> Iterator[ChromaServer]:
+    server = ChromaServer(tmp_path / "chroma-server-data", free_port)
+    try:
+        yield server
+    finally:
+        server.stop()
