@@ -6,9 +6,8 @@ deterministically::
 
     from promptrec.testing import FakeBackend
 
-    backend = FakeBackend(logprobs=lambda prompts, ids: [[-1.0 * (j + 1) for j in range(len(ids))]
-                                                         for _ in prompts])
-    LLMReranker(backend, "letters").run(history, candidates)     # "A" scores best
+    backend = FakeBackend(logprobs=lambda prompts, ids: my_scores(prompts, ids))   # shape (prompts, ids)
+    LLMReranker(backend, "letters").run(history, candidates)     # the real template and strategy
     FakeBackend(error=RuntimeError("CUDA out of memory"))        # every model call raises
     FakeBackend(hang_s=30)                                       # every call stalls until .release()
     FakeBackend(answers=['Because you watched "Heat".'])         # chat answers, in order
