@@ -36,16 +36,9 @@ import statistics
 import time
 from pathlib import Path
 
+from _common import percentile
+
 FOLLOW_UP = "What else do these {items} have in common?"
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    pos = (len(ordered) - 1) * q
-    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
 def summarise(rows: list[dict]) -> dict[str, float]:

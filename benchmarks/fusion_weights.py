@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,8 +24,7 @@ from promptrec.data.preprocess import temporal_split
 from promptrec.recommender import Recommender
 from promptrec.train.fusion import all_source_rankings, grid_search
 
-sys.path.insert(0, str(Path(__file__).parent))
-from retrieval import print_epochs  # noqa: E402  (benchmarks/retrieval.py)
+from _common import print_epochs
 
 GRID = {
     "sequential": [0.0, 0.5, 1.0, 2.0, 3.0],

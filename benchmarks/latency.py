@@ -38,6 +38,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import percentile
+
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
@@ -67,11 +69,6 @@ def matmul_params(model) -> int:
     left out too (an untied head is counted, a slight overestimate for the same reason)."""
     embedding = model.get_input_embeddings().weight
     return sum(p.numel() for p in model.parameters()) - embedding.numel()
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
 def main() -> None:

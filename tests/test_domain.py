@@ -17,6 +17,7 @@ from promptrec.explain import Conversation
 from promptrec.explain.grounding import TitleIndex
 from promptrec.ranker.prompts import list_templates, load_template
 from promptrec.recommender import Recommender
+from promptrec.testing import FakeBackend
 
 ROOT = Path(__file__).resolve().parents[1]
 SHOP = ROOT / "examples" / "shop"
@@ -39,29 +40,6 @@ def shop(asset_settings, tmp_path_factory) -> Recommender:
     return Recommender.from_settings(shop_settings(asset_settings, tmp_path_factory.mktemp("shop-index")))
 
 
-class CitingBackend:
-    """A scripted model that cites the first history item of the facts, then claims a year."""
-
-    model_id = "scripted"
-
-    def __init__(self, answer):
-        self.answer = answer
-        self.calls: list[list[dict[str, str]]] = []
-
-    def chat(self, messages, max_new_tokens, temperature=0.0) -> str:
-        self.calls.append([dict(m) for m in messages])
-        return self.answer(messages)
-
-    def chat_stream(self, messages, max_new_tokens, temperature=0.0):
-        yield self.chat(messages, max_new_tokens, temperature)
-
-    def render_chat(self, messages) -> str:
-        return "".join(f"<{m['role']}>{m['content']}\n" for m in messages)
-
-    def count_tokens(self, text: str) -> int:
-        return len(text.split())
-
-
 def first_fact(messages) -> str:
     return re.search(r'You bought "[^"]+"', messages[0]["content"]).group(0)
 
@@ -69,6 +47,7 @@ def first_fact(messages) -> str:
 # ---------------------------------------------------------------------------- the shop domain
 
 
+@pytest.mark.integration
 def test_the_shop_example_loads_with_its_domain(shop):
     assert shop.domain.name == "shop" and shop.domain.item == "product" and not shop.domain.has_year
     assert len(shop.catalog) == 30 and len(shop.histories) == 24
@@ -78,6 +57,7 @@ def test_the_shop_example_loads_with_its_domain(shop):
     assert "(" not in shop.candidates("u01", 5).candidates[0].title  # no "(year)" in a shop
 
 
+@pytest.mark.integration
 def test_no_shop_prompt_or_explanation_speaks_of_movies(shop):
     user = "u01"
     history = [shop.item(i) for i in shop.history(user)]
@@ -94,15 +74,15 @@ def test_no_shop_prompt_or_explanation_speaks_of_movies(shop):
     assert any("products" in t for t in texts) and any("buy next" in t for t in texts)
     # Explanations: a model-written one that passes, a fallback one, and every prompt they sent.
     item = found.candidates[0].item_id
-    good = CitingBackend(lambda m: first_fact(m) + ", so I recommend it.")
+    good = FakeBackend(answers=lambda m: first_fact(m) + ", so I recommend it.")
     conv = Conversation(shop, user, good, use_ranker=False)
     kept = conv.why(item)
     assert kept.grounding == "ok" and kept.cites_history
-    bad = CitingBackend(lambda m: "You will love it.")
+    bad = FakeBackend(answers="You will love it.")
     conv2 = Conversation(shop, user, bad, use_ranker=False)
     fell = conv2.why(item)
     assert fell.grounding == "fallback" and fell.cites_history  # names the real history items
-    texts += [kept.text, fell.text, *(m["content"] for call in good.calls + bad.calls for m in call)]
+    texts += [kept.text, fell.text, *(m["content"] for call in good.chats + bad.chats for m in call)]
     conv2.recommend_more(3)
     texts += [t.content for t in conv2.turns]
     offending = [t for t in texts if MOVIE_WORDS.search(t)]
@@ -127,6 +107,7 @@ def shop_titles(shop) -> TitleIndex:
     return TitleIndex(shop.catalog, shop.domain)
 
 
+@pytest.mark.integration
 def test_invented_product_names_are_caught_with_no_year(shop_titles):
     allowed, history = {"p01", "p02", "p03"}, {"p01", "p02"}
     quoted = shop_titles.check('You bought "Acme Turbo Blender", so try "Pacer GPS Running Tracker".', allowed,
@@ -148,6 +129,7 @@ def test_invented_product_names_are_caught_with_no_year(shop_titles):
     assert branded.invented == ["Northwind Kettle Pro"]  # a real brand does not make a real product
 
 
+@pytest.mark.integration
 def test_misattribution_follows_the_domain_verbs(shop_titles):
     allowed, history = {"p01", "p03"}, {"p01"}
     bad = shop_titles.check('You bought "Pacer GPS Running Tracker" last month.', allowed, history=history)
@@ -163,6 +145,7 @@ def test_misattribution_follows_the_domain_verbs(shop_titles):
     assert listened.misattributed
 
 
+@pytest.mark.integration
 def test_years_and_numbers_the_facts_do_not_hold_are_caught(shop_titles):
     facts = 'You bought "Northwind Trail Running Shoes". Of the 7 products you bought, 3 are Running. 2004'
     allowed, history = {"p01"}, {"p01"}
@@ -208,6 +191,7 @@ def test_the_order_free_split_is_a_seeded_random_holdout():
     assert temporal_split(timed).rule == "temporal"
 
 
+@pytest.mark.integration
 def test_order_free_logs_turn_transitions_off_and_say_so(asset_settings, tmp_path):
     events = tmp_path / "events.jsonl"
     rows = [json.loads(line) for line in (SHOP / "events.jsonl").read_text().splitlines()]

@@ -18,6 +18,8 @@ from promptrec.eval.report import per_user_metrics
 from promptrec.eval.runner import read_results
 from promptrec.eval.stats import paired_difference, paired_permutation_p
 
+pytestmark = pytest.mark.integration
+
 SUITE = """
 seed = {seed}
 [data]

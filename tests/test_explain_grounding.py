@@ -29,6 +29,7 @@ def test_title_forms():
     assert title_variants("unkonwn") == set()  # MovieLens' placeholder item is no title
 
 
+@pytest.mark.integration
 def test_lookup_handles_article_forms_and_years(titles, ids):
     suspects = ids["Usual Suspects, The (1995)"]
     for written in ("The Usual Suspects", "Usual Suspects, The (1995)", "the usual suspects (1995)"):
@@ -39,6 +40,7 @@ def test_lookup_handles_article_forms_and_years(titles, ids):
     assert titles.lookup("A Film Nobody Made") == []
 
 
+@pytest.mark.integration
 def test_evidence_titles_are_cited_and_others_flagged(titles, ids):
     toy, heat, fargo, suspects = (ids[t] for t in ("Toy Story (1995)", "Heat (1995)", "Fargo (1996)",
                                                     "Usual Suspects, The (1995)"))
@@ -52,6 +54,7 @@ def test_evidence_titles_are_cited_and_others_flagged(titles, ids):
     assert check.offending() == ["Fargo"]
 
 
+@pytest.mark.integration
 def test_invented_titles_are_found(titles, ids):
     toy = ids["Toy Story (1995)"]
     answer = ('You liked Toy Story (1995), so try "The Midnight Gardener" or Space Cowboys Return (2003). '
@@ -61,6 +64,7 @@ def test_invented_titles_are_found(titles, ids):
     assert not check.unsupported
 
 
+@pytest.mark.integration
 def test_prose_that_contains_titles_is_not_a_mention(titles, ids):
     # "heat", "big", "now and then", "home alone", "contact": all MovieLens titles.
     answer = ("Now and then a film feels big. In the heat of summer you may be home alone. "
@@ -69,18 +73,21 @@ def test_prose_that_contains_titles_is_not_a_mention(titles, ids):
     assert check.mentions == [] and check.invented == [] and check.ok
 
 
+@pytest.mark.integration
 def test_a_genre_is_not_the_film_of_that_name(titles, ids):
     war = titles.lookup("War, The (1994)")
     assert war and titles.check("Both are Drama and War films.", allowed=set()).mentions == []
     assert titles.check("Try The War (1994).", allowed=set()).unsupported[0].item_ids == war
 
 
+@pytest.mark.integration
 def test_one_invented_title_is_reported_once(titles):
     check = titles.check('You watched "St. Vincent (1997)" and "Moon Harbour" (1999).', allowed=set())
     assert check.invented == ["St. Vincent (1997)", "Moon Harbour"]
     assert titles.check('You watched "The (1996)".', allowed=set()).invented == ["The (1996)"]
 
 
+@pytest.mark.integration
 def test_misattributed_watch_claims(titles, ids):
     toy, heat, fargo = ids["Toy Story (1995)"], ids["Heat (1995)"], ids["Fargo (1996)"]
     allowed, history = {toy, heat, fargo}, {toy, heat}
@@ -94,6 +101,7 @@ def test_misattributed_watch_claims(titles, ids):
     assert led.ok
 
 
+@pytest.mark.integration
 def test_a_hostile_title_is_one_title_even_when_it_names_another(ml100k):
     """A title that contains another title ("... Titanic (1997)") is matched whole, also in the
     sanitised form prompts show, so quoting it does not count as naming Titanic."""

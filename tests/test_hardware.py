@@ -24,13 +24,13 @@ def _auto_in_subprocess(env: dict[str, str]) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_avx2_cpu_gets_float32():
+def test_avx2_cpu_gets_float32(allow_subprocess):
     # ATen capped at AVX2 (as on an AVX2-only CPU): bf16 has no hardware path, auto is float32.
     got = _auto_in_subprocess({"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2"})
     assert got == {"dtype": "float32", "cap": "AVX2", "bf16": False}
 
 
-def test_auto_follows_the_bf16_path_of_this_cpu():
+def test_auto_follows_the_bf16_path_of_this_cpu(allow_subprocess):
     import torch
 
     native = _auto_in_subprocess({})

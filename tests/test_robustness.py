@@ -31,54 +31,9 @@ from promptrec.ranker.calibration import (
 from promptrec.ranker.factory import make_reranker
 from promptrec.ranker.reranker import LLMReranker
 from promptrec.retrieval.schema import Candidate, CandidateList
+from promptrec.testing import FakeBackend
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-class ConstantBackend:
-    """A stand-in generator that answers instantly with equal log-probs (for configuration tests)."""
-
-    model_id = "constant"
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.closed = False
-
-    def render_chat(self, messages):
-        return "\n".join(m["content"] for m in messages) + "\n"
-
-    def label_token_ids(self, labels):
-        return list(range(len(labels)))
-
-    def count_tokens(self, text):
-        return len(text.split())
-
-    def next_token_logprobs(self, prompts, token_ids):
-        with self._lock:
-            return np.log(np.full((len(prompts), len(token_ids)), 0.01))
-
-    def continuation_logprobs(self, prefix, continuations):
-        with self._lock:
-            return [[-1.0] for _ in continuations]
-
-    def close(self):
-        self.closed = True
-
-
-class GatedBackend(ConstantBackend):
-    """Holds its lock on the first call until `gate` is set: a computation that outlives its timeout."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.gate = threading.Event()
-        self.calls = 0
-
-    def next_token_logprobs(self, prompts, token_ids):
-        with self._lock:
-            self.calls += 1
-            if self.calls == 1:
-                self.gate.wait(30)
-            return np.log(np.full((len(prompts), len(token_ids)), 0.01))
 
 
 def _candidates(n: int, user: str = "u") -> CandidateList:
@@ -92,28 +47,25 @@ def _candidates(n: int, user: str = "u") -> CandidateList:
 
 
 def test_more_candidates_than_letters_is_an_error_not_a_degradation():
-    reranker = LLMReranker(ConstantBackend(), "letters", timeout_s=5)
+    reranker = LLMReranker(FakeBackend(), "letters", timeout_s=5)
     with pytest.raises(PromptrecError, match="26 candidates at most, got 27"):
         reranker.run([], _candidates(27))
     with pytest.raises(SettingsError, match="n_candidates = 30.*26"):
-        make_reranker(Settings(n_candidates=30), ConstantBackend())
-    assert make_reranker(Settings(n_candidates=30), ConstantBackend(), "yesno").strategy.name == "yesno"
+        make_reranker(Settings(n_candidates=30), FakeBackend())
+    assert make_reranker(Settings(n_candidates=30), FakeBackend(), "yesno").strategy.name == "yesno"
 
 
 def test_timeout_must_be_positive():
     with pytest.raises(ValidationError, match="timeout_s"):
         RankerSettings(timeout_s=0)
     with pytest.raises(PromptrecError, match="timeout_s must be > 0"):
-        LLMReranker(ConstantBackend(), "letters", timeout_s=-1)
+        LLMReranker(FakeBackend(), "letters", timeout_s=-1)
 
 
 def test_generator_failures_degrade_and_are_logged(caplog):
-    class Broken(ConstantBackend):
-        def next_token_logprobs(self, prompts, token_ids):
-            raise RuntimeError("CUDA out of memory")
-
+    broken = FakeBackend(error=RuntimeError("CUDA out of memory"))
     with caplog.at_level(logging.WARNING, logger="promptrec"):
-        result = LLMReranker(Broken(), "letters", timeout_s=5).run([], _candidates(4))
+        result = LLMReranker(broken, "letters", timeout_s=5).run([], _candidates(4))
     assert result.degraded and "out of memory" in result.degraded_reason
     assert any("degraded" in r.message and "out of memory" in r.message for r in caplog.records)
 
@@ -123,15 +75,15 @@ def test_generator_failures_degrade_and_are_logged(caplog):
 
 def test_calibration_key_changes_with_everything_that_changes_the_features():
     settings = Settings()
-    base = calibration_key(make_reranker(settings, ConstantBackend()), settings)
+    base = calibration_key(make_reranker(settings, FakeBackend()), settings)
     variants = {
-        "n_candidates": calibration_key(make_reranker(settings, ConstantBackend()), settings, 15),
+        "n_candidates": calibration_key(make_reranker(settings, FakeBackend()), settings, 15),
         "retrieval": calibration_key(
-            make_reranker(settings, ConstantBackend()),
+            make_reranker(settings, FakeBackend()),
             settings.model_copy(update={"retrieval": RetrievalSettings(weights={"transitions": 1.0})}),
         ),
-        "permutations": calibration_key(make_reranker(settings, ConstantBackend(), permutations=5), settings),
-        "history_items": calibration_key(make_reranker(settings, ConstantBackend(), history_items=3), settings),
+        "permutations": calibration_key(make_reranker(settings, FakeBackend(), permutations=5), settings),
+        "history_items": calibration_key(make_reranker(settings, FakeBackend(), history_items=3), settings),
     }
     for field, key in variants.items():
         assert [d[0] for d in base.differences(key)] == [field]
@@ -276,28 +228,28 @@ def test_model_folder_without_tokenizer_fails_at_backend_construction(tmp_path):
 
 
 def test_a_timed_out_computation_does_not_time_out_the_next_user():
-    backend = GatedBackend()
+    backend = FakeBackend(hang_s=30, hang_calls=1)
     first = LLMReranker(backend, "letters", timeout_s=0.2).run([], _candidates(4, "slow"))
     assert first.degraded and "RerankTimeout" in first.degraded_reason
     # the abandoned computation holds the backend for another second; the next user's timeout
     # starts once it is done, so that user gets scores
-    threading.Timer(1.0, backend.gate.set).start()
+    threading.Timer(1.0, backend.release).start()
     reranker = LLMReranker(backend, "letters", timeout_s=0.6)
     second = reranker.run([], _candidates(4, "next"))
     assert not second.degraded, second.degraded_reason
-    assert backend.calls == 2 and reranker.timeouts == 0
+    assert backend.calls["next_token_logprobs"] == 2 and reranker.timeouts == 0
 
 
 def test_recommender_close_and_context_manager(monkeypatch):
     from promptrec.recommender import Recommender
     from promptrec.ranker import factory
 
-    owned = ConstantBackend()
+    owned = FakeBackend()
     monkeypatch.setattr(factory, "make_backend", lambda settings: owned)
     with Recommender([], {}, index=None, settings=Settings()) as rec:
         assert rec.backend is owned
     assert owned.closed and rec._backend is None
-    shared = ConstantBackend()
+    shared = FakeBackend()
     rec = Recommender([], {}, index=None, settings=Settings())
     rec.use_backend(shared)
     rec.close()

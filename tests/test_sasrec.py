@@ -38,6 +38,7 @@ def trained() -> SequentialModel:
     return SequentialModel.fit(planted_histories(), TINY, seed=0, interactions_fingerprint="planted", device="cpu")
 
 
+@pytest.mark.integration
 def test_learns_the_planted_sequence_and_chroma_retrieves_it(trained, tmp_path):
     assert trained.stats.epochs_run == TINY.max_epochs
     assert trained.stats.history[-1].loss < trained.stats.history[0].loss

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
-from serve_support import CONVERSATION_OPTIONS, FaultyBackend, slice_recommender, sse_events
+from serve_support import CONVERSATION_OPTIONS, faulty_backend, slice_recommender, sse_events
 
 from promptrec.explain import Evidence, Explanation
 from promptrec.recommender import Recommender
@@ -168,7 +168,7 @@ def test_a_failing_generator_degrades_or_is_a_503(client, rec):
     real = rec.backend
     item = rec.candidates("1", 3).candidates[0].item_id
     try:
-        rec.use_backend(FaultyBackend(real, "fail"))
+        rec.use_backend(faulty_backend(real, "fail"))
         result = client.post("/recommend", json={"user_id": "1", "k": 3}).json()
         assert result["degraded"] and "generator down" in result["degraded_reason"]
         assert [r["retrieval_rank"] for r in result["recommendations"]] == [1, 2, 3]
@@ -181,7 +181,7 @@ def test_a_failing_generator_degrades_or_is_a_503(client, rec):
 def test_a_stalled_generator_times_out(client, rec):
     real = rec.backend
     item = rec.candidates("1", 3).candidates[0].item_id
-    stalled = FaultyBackend(real, "stall")
+    stalled = faulty_backend(real, "stall")
     old_timeout = rec.settings.ranker.timeout_s
     try:
         rec.settings.ranker.timeout_s = 1.0
@@ -191,7 +191,7 @@ def test_a_stalled_generator_times_out(client, rec):
         response = client.post("/why", json={"user_id": "1", "item_id": item})
         assert response.status_code == 503 and "did not answer in time" in response.json()["detail"]
     finally:
-        stalled.released.set()
+        stalled.release()
         rec.settings.ranker.timeout_s = old_timeout
         rec.use_backend(real)
 

@@ -58,6 +58,7 @@ def test_helpers():
             check_logprob(bad, "x")
 
 
+@pytest.mark.integration
 def test_constructing_without_vllm_says_how_to_get_it(monkeypatch):
     import builtins
 
@@ -145,6 +146,7 @@ def test_labels_beyond_the_top_k_cap(engine):
     assert got.shape == (1, 56) and np.all(np.isfinite(got)) and got.min() < -20
 
 
+@pytest.mark.integration
 def test_closed_engine_raises(reference):
     backend = vllm_engine.VLLMEngineBackend(
         model_dir(), model_id=MODEL_NAME, llm=_FakeLLM(reference.tokenizer)

@@ -116,6 +116,7 @@ def test_root_url():
     assert root_url("http://h:1/v1/") == "http://h:1" and root_url("http://h:1") == "http://h:1"
 
 
+@pytest.mark.integration
 def test_requests_carry_token_ids_and_label_ids(tokenizer):
     backend, server = scripted_backend(tokenizer)
     prompts = ["<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\nAnswer:"] * 2
@@ -133,6 +134,7 @@ def test_requests_carry_token_ids_and_label_ids(tokenizer):
     assert len(conts) == 2 and all(c < 0 for c in conts)
 
 
+@pytest.mark.integration
 def test_server_without_logprob_token_ids_falls_back_to_echo(tokenizer):
     backend, server = scripted_backend(tokenizer, "ignores-ids")
     ids = backend.label_token_ids([" A", " B"])
@@ -142,12 +144,14 @@ def test_server_without_logprob_token_ids_falls_back_to_echo(tokenizer):
     assert last["echo"] and [p[-1] for p in last["prompt"]] == ids
 
 
+@pytest.mark.integration
 def test_retries_with_backoff_then_succeeds(tokenizer):
     backend, server = scripted_backend(tokenizer, fail_first=2, max_retries=3)
     assert backend.chat([{"role": "user", "content": "hi"}], 8) == "Try Blade Runner."
     assert len(server.calls) >= 3
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("mode, match", [
     ("positive", "not a log-probability"),
     ("wrong-count", "choices for 2 prompts"),
@@ -160,6 +164,7 @@ def test_garbage_answers_raise_clear_errors(tokenizer, mode, match):
         backend.next_token_logprobs(["a prompt", "another prompt"], backend.label_token_ids([" A"]))
 
 
+@pytest.mark.integration
 def test_garbage_degrades_the_rerank_to_retrieval_order(tokenizer):
     backend, _ = scripted_backend(tokenizer, "positive")
     result = LLMReranker(backend, "letters", timeout_s=None).run(HISTORY, candidate_list())
@@ -167,6 +172,7 @@ def test_garbage_degrades_the_rerank_to_retrieval_order(tokenizer):
     assert [c.retrieval_rank for c in result.candidates] == list(range(1, len(result.candidates) + 1))
 
 
+@pytest.mark.integration
 def test_http_errors_are_reported_not_retried(tokenizer):
     backend, server = scripted_backend(tokenizer)
     with pytest.raises(ServerResponseError, match="HTTP 404"):
@@ -174,11 +180,13 @@ def test_http_errors_are_reported_not_retried(tokenizer):
     assert len(server.calls) == 1
 
 
+@pytest.mark.integration
 def test_chat_stream_parses_server_sent_events(tokenizer):
     backend, _ = scripted_backend(tokenizer)
     assert list(backend.chat_stream([{"role": "user", "content": "hi"}], 8)) == ["Try", " Blade", " Runner", "."]
 
 
+@pytest.mark.integration
 def test_chat_stream_retries_before_the_first_byte_and_can_be_closed(tokenizer):
     backend, server = scripted_backend(tokenizer, fail_first=2, max_retries=3, check_tokenizer=False, model=MODEL_NAME)
     stream = backend.chat_stream([{"role": "user", "content": "hi"}], 8)
@@ -191,6 +199,7 @@ def test_chat_stream_retries_before_the_first_byte_and_can_be_closed(tokenizer):
     assert len(server.calls) == 2
 
 
+@pytest.mark.integration
 def test_dead_server_fails_fast_and_degrades(tokenizer):
     url = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     backend = VLLMServerBackend(url, model_dir(), model_id=MODEL_NAME, max_retries=2, backoff_s=0.05, cooldown_s=30)
@@ -234,6 +243,7 @@ def test_missing_vllm_python_is_a_clear_error(monkeypatch, tmp_path):
         llm_server.find_vllm_python()
 
 
+@pytest.mark.integration
 def test_server_that_exits_early_reports_its_log(monkeypatch, tmp_path):
     monkeypatch.setattr(llm_server, "SERVER_MODULE", "promptrec_no_such_module")
     options = ServerOptions(tmp_path, served_model_name=MODEL_NAME, port=free_port(), python=sys.executable)
@@ -241,6 +251,7 @@ def test_server_that_exits_early_reports_its_log(monkeypatch, tmp_path):
         llm_server.start_server(options, log_path=tmp_path / "server.log", ready_timeout_s=30)
 
 
+@pytest.mark.integration
 def test_cli_ready_and_dry_run(monkeypatch):
     runner = CliRunner()
     dead = f"http://127.0.0.1:{free_port()}/v1"

@@ -1,4 +1,4 @@
-"""Offline evaluation: suites (eval/*.toml), metrics, baselines, a resumable runner, reports
+"""Offline evaluation: suites (shipped: promptrec/eval/suites/*.toml), metrics, baselines, a resumable runner, reports
 and paired comparisons.
 
     from promptrec.eval import load_suite, run_suite, compare_runs
