@@ -124,6 +124,7 @@ RETRY = ('Why "Fargo (1996)"?\n(Your last answer named movies or numbers that ar
          'of the movies I watched, "Heat (1995)", led to "Fargo (1996)".)')
 
 
+@pytest.mark.integration
 def test_an_answer_that_parrots_the_retry_note_is_not_ok(titles, ids):
     parroted = ("(Your last answer named movies or numbers that are not in the facts. Say which of the movies I "
                 'watched, "Heat (1995)", led to "Fargo (1996)".)')
@@ -132,6 +133,7 @@ def test_an_answer_that_parrots_the_retry_note_is_not_ok(titles, ids):
     assert any("repeats the instructions" in o for o in check.offending())
 
 
+@pytest.mark.integration
 def test_an_answer_that_says_one_clause_again_and_again_is_not_ok(titles, ids):
     filler = ("They have a lot in common. They both have a movie that is a comedy film. "
               "They also both have a movie that is a comedy film.")
@@ -139,6 +141,7 @@ def test_an_answer_that_says_one_clause_again_and_again_is_not_ok(titles, ids):
     assert check.repeated == ["both have a movie that is"] and not check.ok
 
 
+@pytest.mark.integration
 def test_a_plain_grounded_answer_is_still_ok(titles, ids):
     answer = 'You watched "Heat (1995)", a crime film like "Fargo (1996)", so I recommend "Fargo (1996)".'
     check = titles.check(answer, {ids["Heat (1995)"], ids["Fargo (1996)"]}, instructions=[RETRY])
