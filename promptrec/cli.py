@@ -9,8 +9,9 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
-from promptrec.cli_errors import OneLineErrors, err
+from promptrec.cli_errors import OneLineErrors, data_text, err
 from promptrec.config import Settings
 from promptrec.errors import InputError
 
@@ -165,12 +166,12 @@ def candidates(
         console.print_json(found.model_dump_json())
         return
     if found.cold_start:
-        console.print(f"[yellow]user {user} has no history: cold-start list (most popular items)[/]")
+        console.print(data_text(f"user {user} has no history: cold-start list (most popular items)", "yellow"))
     sources = sorted({s for c in found.candidates for s in c.source_scores})
-    table = Table("rank", "item", "title", "fused", *sources, title=f"candidates for user {user}")
+    table = Table("rank", "item", "title", "fused", *sources, title=data_text(f"candidates for user {user}"))
     for c in found.candidates:
         table.add_row(
-            str(c.rank), c.item_id, c.title, f"{c.fused_score:.4f}",
+            str(c.rank), data_text(c.item_id), data_text(c.title), f"{c.fused_score:.4f}",
             *[f"{c.source_scores[s]:.3g} (#{c.source_ranks[s]})" if s in c.source_scores else "-" for s in sources],
         )
     console.print(table)
@@ -183,20 +184,20 @@ def _print_recommendations(result) -> None:
     if result.degraded:
         order = ("order by the calibration's retrieval features alone" if result.calibrated
                  else "retrieval order shown")
-        console.print(f"[yellow]the LLM failed ({result.degraded_reason}): {order}[/]")
+        console.print(data_text(f"the LLM failed ({result.degraded_reason}): {order}", "yellow"))
     if result.cold_start:
         console.print("[yellow]no history: cold-start candidates[/]")
     how = "calibrated P(relevant)" if result.calibrated else "no calibration fitted: run `promptrec calibrate`"
     table = Table(
         "rank", "item", "title", "probability", "LLM score", "retrieval (rank)",
-        title=f"recommendations for user {result.user_id}",
+        title=data_text(f"recommendations for user {result.user_id}"),
         caption=f"{result.model_id} ({result.dtype or 'dtype n/a'}), template {result.template} "
         f"({result.strategy}, {result.template_hash}); {how}; {result.latency_s:.2f} s, "
         f"{result.computed_tokens} tokens computed ({result.prompt_tokens} in the prompts)",
     )
     for r in result.recommendations:
         table.add_row(
-            str(r.rank), r.item_id, r.title,
+            str(r.rank), data_text(r.item_id), data_text(r.title),
             f"{r.probability:.3f}" if r.probability is not None else "-",
             f"{r.llm_score:.3f}" if r.llm_score is not None else "-",
             f"{r.retrieval_score:.4f} (#{r.retrieval_rank})",
@@ -382,7 +383,7 @@ def demo(
     result = rec.recommend(user, k=10)
     _print_recommendations(result)
     top = result.recommendations[0]
-    console.print(f"\n[bold]why {top.title}?[/]")
+    console.print(Text("\nwhy ", style="bold") + data_text(top.title, "bold") + Text("?", style="bold"))
     from promptrec.explain.cli import why_command
 
     why_command(rec, user, top.item_id, console=console)

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from promptrec.cli_errors import data_text
 from promptrec.errors import PromptrecError
 from promptrec.explain.conversation import Conversation, Explanation, StreamEvent, Suggestion
 
@@ -66,13 +67,13 @@ def parse_command(line: str) -> tuple[str, str]:
 
 
 def _plain(value: Any) -> Text:
-    return Text(str(value))
+    return data_text(value)
 
 
 def evidence_table(explanation: Explanation) -> Table:
     """The evidence as a table: related history items, shared attributes, scores."""
     ev = explanation.evidence
-    table = Table(title=Text(f"Evidence for {ev.item.title} (item {ev.item.item_id}), user {ev.user_id}"),
+    table = Table(title=data_text(f"Evidence for {ev.item.title} (item {ev.item.item_id}), user {ev.user_id}"),
                   show_lines=False)
     for column in ("kind", "record", "detail"):
         table.add_column(column)
@@ -117,7 +118,7 @@ def _stream(console: Console, events: Iterator[StreamEvent]) -> Explanation:
         elif event.kind == "retract":
             if streamed:
                 console.out("")
-            console.print(Text(f"[withdrawn: {event.text}]", style="yellow"))
+            console.print(data_text(f"[withdrawn: {event.text}]", style="yellow"))
             streamed = False
         else:
             final = event.explanation
@@ -125,7 +126,7 @@ def _stream(console: Console, events: Iterator[StreamEvent]) -> Explanation:
             if streamed and final.attempts == 1:
                 console.out("")
             else:
-                console.print(Text(final.text))
+                console.print(data_text(final.text))
     assert final is not None
     return final
 
@@ -134,7 +135,7 @@ def _footer(console: Console, explanation: Explanation) -> None:
     note = _GROUNDING_NOTE[explanation.grounding]
     if explanation.offending:
         note += " (" + ", ".join(explanation.offending) + ")"
-    console.print(Text(f"[{note}; {explanation.model_id}, {explanation.latency_s:.1f} s]", style="dim"))
+    console.print(data_text(f"[{note}; {explanation.model_id}, {explanation.latency_s:.1f} s]", style="dim"))
 
 
 def explanation_json(explanation: Explanation) -> str:
@@ -168,7 +169,7 @@ def why_command(
         explanation = _stream(console, conv.why_stream(item_id))
     else:
         explanation = conv.why(item_id)
-        console.print(Text(explanation.text))
+        console.print(data_text(explanation.text))
     _footer(console, explanation)
     console.print(evidence_table(explanation))
     return conv
@@ -176,12 +177,12 @@ def why_command(
 
 def _print_suggestions(console: Console, conv: Conversation, fresh: list[Suggestion]) -> None:
     if not fresh:
-        console.print(Text("No more recommendations."))
+        console.print(data_text("No more recommendations."))
         return
     start = len(conv.shown) - len(fresh)
     for n, s in enumerate(fresh, start=start + 1):
         extra = f"  P={s.probability:.2f}" if s.probability is not None else ""
-        console.print(Text(f"#{n}  {s.title}  [item {s.item_id}]{extra}"))
+        console.print(data_text(f"#{n}  {s.title}  [item {s.item_id}]{extra}"))
 
 
 def chat_command(
@@ -201,7 +202,7 @@ def chat_command(
     console = console or Console()
     read = input_fn or (lambda prompt: console.input(prompt))
     conv = Conversation(rec, user, backend, **options)
-    console.print(Text(f"Chat about user {conv.user_id}'s recommendations. {HELP}"))
+    console.print(data_text(f"Chat about user {conv.user_id}'s recommendations. {HELP}"))
     _print_suggestions(console, conv, conv.recommend_more(k))
     while True:
         try:
@@ -216,15 +217,15 @@ def chat_command(
             if command == "empty":
                 continue
             if command == "help":
-                console.print(Text(HELP))
+                console.print(data_text(HELP))
             elif command == "more":
                 _print_suggestions(console, conv, conv.recommend_more(k))
             elif command == "why":
                 _footer(console, _stream(console, conv.why_stream(conv.resolve_item(arg))))
             elif conv.evidence is None:
-                console.print(Text("Ask 'why #1' (or 'why ITEM') first: questions are about an item in focus."))
+                console.print(data_text("Ask 'why #1' (or 'why ITEM') first: questions are about an item in focus."))
             else:
                 _footer(console, _stream(console, conv.ask_stream(arg)))
         except PromptrecError as exc:
-            console.print(Text(f"error: {exc}", style="red"))
+            console.print(data_text(f"error: {exc}", style="red"))
     return conv
