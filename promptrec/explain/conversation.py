@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -375,6 +375,29 @@ class Conversation:
         else:
             yield self.backend.chat(messages, self.max_new_tokens, temperature=0.0)
 
+    def _streamed_sentences(self, msgs: list[dict[str, str]], stream: bool) -> Generator[StreamEvent, None, str]:
+        """Generate an answer; when streaming, yield it as "delta" events of whole sentences (a
+        sentence end followed by whitespace: "3." then "5" is no end yet), the rest at the end.
+        Returns the raw answer."""
+        pieces: list[str] = []
+        emitted = 0  # characters of the raw answer streamed so far
+        for piece in self._generate(msgs, stream):
+            pieces.append(piece)
+            if stream:
+                raw = "".join(pieces)
+                ends = [m.end() for m in _SENTENCE_END_FOLLOWED.finditer(raw, emitted)]
+                end = ends[-1] if ends else emitted
+                if end > emitted:
+                    yield StreamEvent("delta", raw[emitted:end])
+                    emitted = end
+        raw = "".join(pieces)
+        if stream:  # up to the last sentence end (all of it if it has none)
+            ends = [m.end() for m in _SENTENCE_END.finditer(raw)]
+            cut = ends[-1] if ends else len(raw)
+            if cut > emitted:
+                yield StreamEvent("delta", raw[emitted:cut])
+        return raw
+
     def _answer(
         self, question: str, kind: Literal["why", "free"], stream: bool, started: float | None = None
     ) -> Iterator[StreamEvent]:
@@ -396,26 +419,9 @@ class Conversation:
         for attempt in (1, 2):
             msgs = self.messages(user_message)
             prompt_tokens = self.backend.count_tokens(self.backend.render_chat(msgs))
-            pieces: list[str] = []
-            emitted = 0  # characters of the raw answer streamed so far: whole sentences only
-            for piece in self._generate(msgs, stream and attempt == 1):
-                pieces.append(piece)
-                if stream and attempt == 1:
-                    raw = "".join(pieces)
-                    # a sentence end followed by whitespace: "3." then "5" is no end yet
-                    ends = [m.end() for m in _SENTENCE_END_FOLLOWED.finditer(raw, emitted)]
-                    end = ends[-1] if ends else emitted
-                    if end > emitted:
-                        yield StreamEvent("delta", raw[emitted:end])
-                        emitted = end
+            raw = yield from self._streamed_sentences(msgs, stream and attempt == 1)
             # An answer cut off at the token cap ends mid-sentence: drop the broken tail.
-            raw = "".join(pieces)
             text = last_full_sentence(clean_answer(raw))
-            if stream and attempt == 1:  # up to the last sentence end (all of it if it has none)
-                ends = [m.end() for m in _SENTENCE_END.finditer(raw)]
-                cut = ends[-1] if ends else len(raw)
-                if cut > emitted:
-                    yield StreamEvent("delta", raw[emitted:cut])
             facts = "\n".join(m["content"] for m in msgs)
             check = self.titles.check(text, self.allowed, ignore=ignore, history=history, facts=facts,
                                       instructions=_instructions(msgs))

@@ -239,44 +239,19 @@ class RetrievalIndex:
     ) -> RetrievalIndex:
         started = time.perf_counter()
         layout = settings.index_layout()
-        index_dir = layout.root
         encoder = TextEncoder(settings.encoder, settings)
         rs = settings.retrieval
-        if rebuild:  # start from nothing: files that cannot be read are deleted, not opened
-            foreign = layout.foreign_in_chroma() if settings.chroma.mode == "persistent" else []
-            if foreign:
-                raise ForeignFilesError(
-                    f"{layout.chroma} holds files Chroma did not write ({', '.join(foreign[:5])}); a rebuild "
-                    "deletes that folder, so nothing was changed: move them out first"
-                )
-            for path in layout.stale_files:
-                path.unlink(missing_ok=True)
-            if settings.chroma.mode == "persistent":
-                drop_persistent_store(index_dir)
-        text, behaviour = cls._collections(settings, namespace, settings.encoder, encoder.dimension, rs.als_factors)
-        if rebuild and settings.chroma.mode == "http":
-            client = chroma_client(settings.chroma, index_dir)
-            for coll in (text, behaviour):
-                client.delete_collection(coll.name)
-            with contextlib.suppress(Exception):  # absent when the model was never trained
-                client.delete_collection(collection_name(namespace, "sequential"))
-            text, behaviour = cls._collections(settings, namespace, settings.encoder, encoder.dimension, rs.als_factors)
-        text.check_identity()
-        behaviour.check_identity()
-        for coll in (text, behaviour):
-            _rewrite_if_unreadable(coll)
-
+        text, behaviour = cls._open_collections(settings, namespace, encoder.dimension, rebuild)
         item_ids = [item.item_id for item in items]
         position = {item_id: n for n, item_id in enumerate(item_ids)}
         metadatas = [item.metadata() for item in items]
-        hashes = [content_hash(item) for item in items]
         texts = [item.text() for item in items]
         report = progress or (lambda stage, advance, total: None)
 
         catalog_fp = catalog_fingerprint(items)
         text_sync = text.sync(
             item_ids,
-            hashes,
+            [content_hash(item) for item in items],
             metadatas,
             lambda batch: encoder.encode([texts[n] for n in batch]),
             on_progress=lambda advance, total: report("text vectors", advance, total),
@@ -288,50 +263,9 @@ class RetrievalIndex:
             raise IndexMismatchError(
                 f"{len(unknown)} interacted item id(s) are not in the catalog, e.g. {sorted(unknown)[:5]}"
             )
-        positions = {user: [position[i] for i in h] for user, h in histories.items()}
         inter_fp = interactions_fingerprint(histories)
-        transitions_path = layout.transitions
-        old = read_index_manifest(index_dir, strict=False)
-        behaviour_current = (
-            old is not None
-            and old.interactions_fingerprint == inter_fp
-            and old.item_ids == item_ids
-            and old.namespace == namespace
-            and behaviour.count() == len(item_ids)
-            and behaviour.metadata().get("interactions_fingerprint") == inter_fp
-            and cls._sequential_ok(transitions_path, len(item_ids))
-        )
-        if behaviour_current:
-            behaviour_sync = SyncReport(unchanged=len(item_ids))
-        else:
-            report("behaviour model", 0, 2)
-            model = BehaviourModel.fit(positions, len(item_ids), rs)
-            report("behaviour model", 1, 2)
-            # Every factor changes on a refit: the hash is the log's fingerprint per item.
-            vectors = model.item_factors.astype(np.float32)
-            behaviour_sync = behaviour.sync(
-                item_ids,
-                [inter_fp] * len(item_ids),
-                metadatas,
-                lambda batch: vectors[batch],
-            )
-            behaviour.set_metadata(interactions_fingerprint=inter_fp, catalog_fingerprint=catalog_fp)
-            transitions = TransitionModel.fit(positions, len(item_ids), rs)
-            pop = popularity(positions, len(item_ids))
-
-            def write_transitions(tmp: Path) -> None:
-                with open(tmp, "wb") as fh:
-                    np.savez_compressed(
-                        fh,
-                        transitions_data=transitions.transitions.data,
-                        transitions_indices=transitions.transitions.indices,
-                        transitions_indptr=transitions.transitions.indptr,
-                        popularity=pop,
-                    )
-
-            atomic_write(transitions_path, write_transitions)
-            report("behaviour model", 1, 2)
-
+        behaviour_sync = cls._sync_behaviour(settings, namespace, behaviour, histories, item_ids, metadatas,
+                                             catalog_fp, inter_fp, report)
         sequential = cls._build_sequential(
             settings, namespace, histories, inter_fp, metadatas, position, report, history_order, retrain
         )
@@ -354,6 +288,82 @@ class RetrievalIndex:
         atomic_write_text(layout.manifest, manifest.model_dump_json(indent=1))
         layout.legacy_transitions.unlink(missing_ok=True)  # rewritten under its own name above
         return cls._load(manifest, settings, encoder)
+
+    @classmethod
+    def _open_collections(cls, settings: Settings, namespace: str, text_dim: int,
+                          rebuild: bool) -> tuple[ItemVectorCollection, ItemVectorCollection]:
+        """The text and behaviour collections, checked (built with these settings, readable);
+        with ``rebuild``, the index's derived files and vectors are deleted first."""
+        layout = settings.index_layout()
+        rs = settings.retrieval
+        if rebuild:  # start from nothing: files that cannot be read are deleted, not opened
+            foreign = layout.foreign_in_chroma() if settings.chroma.mode == "persistent" else []
+            if foreign:
+                raise ForeignFilesError(
+                    f"{layout.chroma} holds files Chroma did not write ({', '.join(foreign[:5])}); a rebuild "
+                    "deletes that folder, so nothing was changed: move them out first"
+                )
+            for path in layout.stale_files:
+                path.unlink(missing_ok=True)
+            if settings.chroma.mode == "persistent":
+                drop_persistent_store(layout.root)
+        text, behaviour = cls._collections(settings, namespace, settings.encoder, text_dim, rs.als_factors)
+        if rebuild and settings.chroma.mode == "http":
+            client = chroma_client(settings.chroma, layout.root)
+            for coll in (text, behaviour):
+                client.delete_collection(coll.name)
+            with contextlib.suppress(Exception):  # absent when the model was never trained
+                client.delete_collection(collection_name(namespace, "sequential"))
+            text, behaviour = cls._collections(settings, namespace, settings.encoder, text_dim, rs.als_factors)
+        for coll in (text, behaviour):
+            coll.check_identity()
+            _rewrite_if_unreadable(coll)
+        return text, behaviour
+
+    @classmethod
+    def _sync_behaviour(cls, settings: Settings, namespace: str, behaviour: ItemVectorCollection,
+                        histories: Mapping[str, Sequence[str]], item_ids: list[str], metadatas: Sequence[dict],
+                        catalog_fp: str, inter_fp: str, report: ProgressFn) -> SyncReport:
+        """Refit the behaviour vectors, transitions and popularity when the log changed (or their
+        files are missing or damaged); otherwise leave them."""
+        layout, rs = settings.index_layout(), settings.retrieval
+        old = read_index_manifest(layout.root, strict=False)
+        current = (
+            old is not None
+            and old.interactions_fingerprint == inter_fp
+            and old.item_ids == item_ids
+            and old.namespace == namespace
+            and behaviour.count() == len(item_ids)
+            and behaviour.metadata().get("interactions_fingerprint") == inter_fp
+            and cls._sequential_ok(layout.transitions, len(item_ids))
+        )
+        if current:
+            return SyncReport(unchanged=len(item_ids))
+        position = {item_id: n for n, item_id in enumerate(item_ids)}
+        positions = {user: [position[i] for i in h] for user, h in histories.items()}
+        report("behaviour model", 0, 2)
+        model = BehaviourModel.fit(positions, len(item_ids), rs)
+        report("behaviour model", 1, 2)
+        # Every factor changes on a refit: the hash is the log's fingerprint per item.
+        vectors = model.item_factors.astype(np.float32)
+        sync = behaviour.sync(item_ids, [inter_fp] * len(item_ids), metadatas, lambda batch: vectors[batch])
+        behaviour.set_metadata(interactions_fingerprint=inter_fp, catalog_fingerprint=catalog_fp)
+        transitions = TransitionModel.fit(positions, len(item_ids), rs)
+        pop = popularity(positions, len(item_ids))
+
+        def write_transitions(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(
+                    fh,
+                    transitions_data=transitions.transitions.data,
+                    transitions_indices=transitions.transitions.indices,
+                    transitions_indptr=transitions.transitions.indptr,
+                    popularity=pop,
+                )
+
+        atomic_write(layout.transitions, write_transitions)
+        report("behaviour model", 1, 2)
+        return sync
 
     @classmethod
     def _build_sequential(
