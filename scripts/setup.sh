@@ -16,7 +16,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   .venv/bin/python -m pip install --quiet -e ".[all,dev,docs]"
   echo "$want" > "$stamp"
 fi
-# The chat page's browser test (tests/test_serve_browser.py) drives Debian's chromium; install it
+# The chat page's browser test (tests/serve/test_serve_browser.py) drives Debian's chromium; install it
 # once where we may (root with apt-get). Elsewhere that test is skipped (a failure under CI=true).
 if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \

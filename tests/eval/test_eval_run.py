@@ -18,7 +18,7 @@ from promptrec.eval.runner import read_results
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SMOKE = named_suites()["smoke"]
 LLM = "llm:letters@smollm2-135m-instruct/transformers"
 

@@ -9,7 +9,7 @@ import pytest
 from promptrec.eval import SuiteError, build_rankers, load_suite, parse_suite
 from promptrec.eval.suite import named_suites
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted(named_suites().values())
 
 

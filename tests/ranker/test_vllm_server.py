@@ -32,7 +32,7 @@ from promptrec.ranker.backends.vllm_server import (
 )
 from promptrec.ranker.reranker import LLMReranker
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def free_port() -> int:

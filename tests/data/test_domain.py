@@ -19,7 +19,7 @@ from promptrec.ranker.prompts import list_templates, load_template
 from promptrec.recommender import Recommender
 from promptrec.testing import FakeBackend
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHOP = ROOT / "examples" / "shop"
 MOVIE_WORDS = re.compile(r"movie|film|watch|viewer|cinema", re.IGNORECASE)
 
