@@ -363,6 +363,19 @@ def test_rebuild_keeps_a_users_file_in_the_chroma_folder_and_adopts_an_unmarked_
 
 
 @pytest.mark.integration
+def test_a_truncated_sequential_checkpoint_is_named_and_a_build_retrains_it(built, ml_slice, index_settings):
+    from promptrec.recommender import Recommender
+
+    items, frame = ml_slice
+    checkpoint = index_settings.index_layout().sequential_checkpoint
+    checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    with pytest.raises(IndexMismatchError, match=r"sequential_model\.pt is damaged.*promptrec train retriever"):
+        Recommender.open(items, frame, index_settings, "robust")
+    rebuilt = Recommender.from_interactions(items, frame, index_settings, namespace="robust")
+    assert rebuilt.index.manifest.sequential_trained and len(rebuilt.candidates("2", 5).candidates) == 5
+
+
+@pytest.mark.integration
 def test_a_plain_build_rewrites_a_damaged_vector_segment(built, ml_slice, index_settings):
     """The item list lives in SQLite and still looks complete; the HNSW files hold the vectors."""
     from chromadb.api.shared_system_client import SharedSystemClient

@@ -146,6 +146,9 @@ class ExplainTemplate:
             raise PromptError(f"{self.origin}: unsafe template operation: {exc}") from exc
         except jinja2.TemplateError as exc:
             raise PromptError(f"{self.origin}: block {block!r}: {exc}") from exc
+        except (TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError, OverflowError,
+                RecursionError) as exc:
+            raise PromptError(f"{self.origin}: block {block!r}: rendering failed: {type(exc).__name__}: {exc}") from exc
         if not text:
             raise PromptError(f"{self.origin}: block {block!r} rendered empty")
         return text

@@ -285,7 +285,8 @@ class RerankTemplate:
             raise PromptError(f"{self.origin}: {exc}") from exc
         except jinja2.TemplateError as exc:
             raise PromptError(f"{self.origin}: {exc}") from exc
-        except (TypeError, ValueError, AttributeError, KeyError, IndexError, ZeroDivisionError) as exc:
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError, ZeroDivisionError, OverflowError,
+                RecursionError) as exc:
             raise PromptError(f"{self.origin}: rendering failed: {type(exc).__name__}: {exc}") from exc
         if not user:
             raise PromptError(f"{self.origin}: the user message rendered empty")

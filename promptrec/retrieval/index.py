@@ -29,6 +29,7 @@ from promptrec.keys import ArtifactKey
 from promptrec.paths import atomic_write, atomic_write_text, ensure_dir, file_lock
 from promptrec.retrieval.encoder import TextEncoder
 from promptrec.retrieval.sasrec import (
+    DamagedCheckpointError,
     RETRAIN,
     CheckpointMismatchError,
     EpochStats,
@@ -392,7 +393,13 @@ class RetrievalIndex:
             return {"sequential_skipped": "fewer than two interacted items"}
         key = checkpoint_key(inter_fp, vocab, seq, settings.retrieval.seed)
         path = settings.index_layout().sequential_checkpoint
-        trained = retrain or not path.is_file()
+        model = None
+        if not retrain and path.is_file():
+            try:
+                model = SequentialModel.load(path, key, settings.device)
+            except DamagedCheckpointError as exc:  # a build rewrites what it cannot read
+                log.warning("%s; training it again", exc)
+        trained = model is None
         if trained:
             stage = "sequential model"
             report(stage, 0, seq.max_epochs)
@@ -404,8 +411,6 @@ class RetrievalIndex:
             model = SequentialModel.fit(histories, seq, settings.retrieval.seed, inter_fp, settings.device, on_epoch)
             report(stage, seq.max_epochs - model.stats.epochs_run, seq.max_epochs)  # early stop: fill the bar
             model.save(path)
-        else:
-            model = SequentialModel.load(path, key, settings.device)
         coll = cls._sequential_collection(settings, namespace, seq.hidden)
         if trained and coll.count() and coll.metadata().get("dimension") != seq.hidden:
             coll.recreate()  # a retrain with another hidden size: the old vectors cannot be upserted over

@@ -21,6 +21,7 @@ import copy
 import hashlib
 import json
 import math
+import pickle
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -41,6 +42,10 @@ FORMAT = "promptrec.sequential/2"  # 2: trained on every window of a history, no
 CHECKPOINT = "sequential_model.pt"
 RETRAIN = "`promptrec train retriever`"
 EpochFn = Callable[["EpochStats"], None]
+
+
+class DamagedCheckpointError(IndexMismatchError):
+    """The sequential model's checkpoint cannot be read (truncated, not a checkpoint)."""
 
 
 class CheckpointMismatchError(IndexMismatchError):
@@ -306,8 +311,14 @@ class SequentialModel:
         """Load a checkpoint, refusing one trained on other data or hyperparameters."""
         if not path.is_file():
             raise CheckpointMismatchError(f"no sequential model at {path}: train it with {RETRAIN}")
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        if payload.get("format") != FORMAT:
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except (OSError, RuntimeError, EOFError, ValueError, KeyError, pickle.UnpicklingError) as exc:
+            raise DamagedCheckpointError(
+                f"{path} is damaged ({type(exc).__name__}); retrain it with {RETRAIN} "
+                "(or `promptrec index --rebuild`, which trains it again)"
+            ) from exc
+        if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise CheckpointMismatchError(f"{path} is not a {FORMAT} checkpoint; retrain it with {RETRAIN}")
         if payload["key"] != expected_key:
             raise CheckpointMismatchError(

@@ -146,3 +146,11 @@ def test_template_variables_are_sanitised_by_the_reranker_not_the_template():
     # Rendering itself does not escape: the reranker hands the template sanitised strings.
     template = RerankTemplate.from_string("{# strategy: yesno #}\n{{ candidate.title }}")
     assert template.render(candidate={"title": "{{ 7*7 }}"}).user == "{{ 7*7 }}"  # data, not code
+
+
+def test_a_template_that_runs_away_is_a_prompt_error_naming_the_file(tmp_path):
+    path = tmp_path / "huge.j2"
+    path.write_text("{# strategy: yesno #}\n{% for i in range(10**7) %}x{% endfor %}{{ candidate.title }}\n",
+                    encoding="utf-8")
+    with pytest.raises(PromptError, match=r"huge\.j2: rendering failed: OverflowError"):
+        load_template(path)
