@@ -34,6 +34,9 @@ def public(message: str) -> str:
 
 
 ERROR_DOC = {"description": "the field named in detail[].loc is unknown", "content": {"application/json": {}}}
+NOT_JSON_DOC = {"description": "the body is not JSON (or not UTF-8 text)", "content": {"application/json": {}}}
+#: What every operation with a request body may answer besides its own statuses.
+BODY_ERRORS = {400: NOT_JSON_DOC, 404: ERROR_DOC}
 Loc = tuple[str | int, ...]
 T = TypeVar("T")
 

@@ -21,6 +21,12 @@ class _Request(BaseModel):
 class UserQuery(_Request):
     """Who to retrieve for: a known user, or an anonymous history (item ids, oldest first)."""
 
+    # The rule below in the schema too: a body with neither is not schema-valid.
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"anyOf": [
+        {"required": ["user_id"], "properties": {"user_id": {"type": "string"}}},
+        {"required": ["history"], "properties": {"history": {"type": "array"}}},
+    ]})
+
     user_id: str | None = Field(None, description="A user of the interaction log.")
     history: list[str] | None = Field(
         None, max_length=2000,

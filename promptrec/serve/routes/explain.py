@@ -10,7 +10,7 @@ from fastapi import APIRouter, Query
 from fastapi.concurrency import run_in_threadpool
 
 from promptrec.serve.conversations import Entry
-from promptrec.serve.http_errors import ERROR_DOC, FieldError, Loc, call
+from promptrec.serve.http_errors import BODY_ERRORS, FieldError, Loc, call
 from promptrec.serve.schema import (
     AskRequest,
     ConversationInfo,
@@ -20,7 +20,7 @@ from promptrec.serve.schema import (
 from promptrec.serve.state import ServeState
 from promptrec.serve.streaming import SSE_DOC, answer, conversation_events
 
-router = APIRouter(tags=["explain"], responses={404: ERROR_DOC})
+router = APIRouter(tags=["explain"], responses=BODY_ERRORS)
 
 
 def _info(entry: Entry, with_suggestions: bool = False) -> ConversationInfo:

@@ -9,11 +9,11 @@ from fastapi import APIRouter
 from promptrec.errors import UnknownItemError
 from promptrec.retrieval.schema import CandidateList
 from promptrec.schema import RecommendationList
-from promptrec.serve.http_errors import ERROR_DOC, FieldError, call
+from promptrec.serve.http_errors import BODY_ERRORS, FieldError, call
 from promptrec.serve.schema import CandidatesRequest, RecommendRequest, UserQuery
 from promptrec.serve.state import AppState, ServeState
 
-router = APIRouter(tags=["recommend"], responses={404: ERROR_DOC})
+router = APIRouter(tags=["recommend"], responses=BODY_ERRORS)
 
 
 def _history(state: AppState, query: UserQuery) -> list[str] | None:
