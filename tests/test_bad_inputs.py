@@ -36,6 +36,7 @@ from pydantic import ValidationError
 
 from promptrec.config import ChromaSettings, RankerSettings, RetrievalSettings, Settings
 from promptrec.errors import PromptrecError
+from promptrec.explain import explain
 from promptrec.testing import FakeBackend
 
 REPO = Path(__file__).resolve().parents[1]
@@ -325,7 +326,7 @@ def lookup_cases() -> list[Case]:
         Case(k, "unknown user", lambda c: c.w.rec.candidates("nobody"), error="unknown user 'nobody'"),
         Case(k, "unknown item in a given history", lambda c: c.w.rec.candidates("1", history=["1", "no-such"]),
              error="unknown item 'no-such'"),
-        Case(k, "explain an unknown item", lambda c: c.w.rec.explain("1", "no-such", backend=FakeBackend()),
+        Case(k, "explain an unknown item", lambda c: explain(c.w.rec, "1", "no-such", backend=FakeBackend()),
              error="unknown item"),
         Case(k, "empty history (cold start)", lambda c: c.w.rec.candidates("1", 5, history=[]),
              handled=lambda f: f.cold_start and len(f.candidates) == 5),
