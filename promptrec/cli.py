@@ -130,24 +130,22 @@ def index(rebuild: bool = typer.Option(False, help="Drop the stored vectors and 
 
 
 @train_app.command("retriever")
-def train_retriever() -> None:
+def train_retriever_command() -> None:
     """Train the sequential retriever on the configured data set (early stopping on each user's
     held-out last item) and store its item vectors in the index."""
-    from promptrec.recommender import Recommender
+    from promptrec.train.retriever import train_retriever
 
-    settings = Settings()
     with progress_bars() as report:
-        rec = Recommender.from_settings(settings, build=True, progress=report, retrain=True)
-    m, model = rec.index.manifest, rec.index.sequential_model
-    if model is None or model.stats is None:
-        console.print(f"[yellow]no sequential model: {m.sequential_skipped}[/]")
+        run = train_retriever(Settings(), report)
+    if run.stats is None:
+        console.print(data_text(f"no sequential model: {run.skipped}", "yellow"))
         return
-    st = model.stats
-    console.print(
-        f"sequential retriever for {m.namespace}: {st.epochs_run} epochs in {st.seconds:.1f} s on {st.device} "
+    st = run.stats
+    console.print(data_text(
+        f"sequential retriever for {run.namespace}: {st.epochs_run} epochs in {st.seconds:.1f} s on {st.device} "
         f"({st.threads} threads), best validation NDCG@10 {st.best_val_ndcg10:.4f} at epoch {st.best_epoch} "
-        f"({st.val_users} users); vectors {m.sequential_sync.model_dump()} → {rec.settings.resolved_index_dir()}"
-    )
+        f"({st.val_users} users); vectors {run.vectors.model_dump() if run.vectors else None} → {run.index_dir}"
+    ))
 
 
 @app.command()

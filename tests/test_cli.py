@@ -120,6 +120,13 @@ def test_index_candidates_recommend_calibrate_why_chat(slice_env):
     assert invoke("index", "--rebuild").exit_code == 0
     assert invoke("candidates", "1", "--json").exit_code == 0
 
+    checkpoint = Path(slice_env["PROMPTREC_INDEX_DIR"], "sequential_model.pt")
+    before = checkpoint.stat().st_mtime_ns
+    result = invoke("train", "retriever")
+    assert result.exit_code == 0, result.output
+    assert "sequential retriever for" in result.output and "best validation NDCG@10" in result.output
+    assert checkpoint.stat().st_mtime_ns > before  # trained again, not loaded
+
 
 @pytest.mark.integration
 def test_llm_timeout_exits_cleanly_with_the_right_banner(slice_env):

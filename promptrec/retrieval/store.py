@@ -129,18 +129,20 @@ class ItemVectorCollection:
             )
 
     def vectors_readable(self, probes: int = 3) -> bool:
-        """Whether the vector index answers: a few stored vectors, queried, find a vector at
-        distance ~0 (themselves). A damaged HNSW segment file raises or answers wrongly here,
-        while the item list (kept in SQLite) still looks complete."""
+        """Whether the vector index answers: a few stored vectors (read from SQLite), queried,
+        find something at least as near as the vector itself is (distance 0 for cosine, 1 - |v|^2
+        for inner product). A damaged HNSW segment file raises or answers farther, while the item
+        list (kept in SQLite) still looks complete."""
         try:
             if self._collection.count() == 0:
                 return True
             got = self._collection.get(limit=probes, include=["embeddings"])
-            found = self._collection.query(query_embeddings=np.asarray(got["embeddings"], dtype=np.float32),
-                                           n_results=1, include=["distances"])
+            vectors = np.asarray(got["embeddings"], dtype=np.float32)
+            found = self._collection.query(query_embeddings=vectors, n_results=1, include=["distances"])
         except Exception:  # noqa: BLE001 - any failure to answer means the segment is unreadable
             return False
-        return all(d and abs(float(d[0])) < 1e-3 for d in found["distances"])
+        own = 1.0 - (vectors.astype(np.float64) ** 2).sum(axis=1) if self.space == "ip" else np.zeros(len(vectors))
+        return all(bool(d) and float(d[0]) <= o + 1e-3 * max(1.0, abs(o)) for d, o in zip(found["distances"], own))
 
     def recreate(self) -> None:
         """Drop the collection and start it empty (its vectors are written again by `sync`)."""

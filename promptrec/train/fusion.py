@@ -8,24 +8,17 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Mapping, Sequence
 
-from pydantic import BaseModel
-
-from promptrec.metrics import ndcg_at_k, recall_at_k
 from promptrec.config import RETRIEVAL_SOURCES
 from promptrec.retrieval.retriever import Retriever
+from promptrec.train.validation import ValidationScore, score_users
 
 Rankings = dict[str, list[tuple[str, float]]]
 
 
-class WeightScore(BaseModel):
+class WeightScore(ValidationScore):
     """Retrieval quality of one weight setting (means over users, one relevant item each)."""
 
     weights: dict[str, float]
-    users: int
-    ndcg10: float
-    recall10: float
-    recall20: float
-    recall50: float
 
 
 def all_source_rankings(
@@ -56,16 +49,10 @@ def score_weights(
     targets: Mapping[str, str],
     weights: Mapping[str, float],
 ) -> WeightScore:
-    """NDCG@10 and Recall@10/20/50 of the lists fused with `weights`."""
-    totals = {"ndcg10": 0.0, "recall10": 0.0, "recall20": 0.0, "recall50": 0.0}
-    for user, ranked in rankings.items():
-        found = [i for i, _ in retriever.fuse(ranked, bool(histories[user]), weights)[:50]]
-        target = targets[user]
-        totals["ndcg10"] += ndcg_at_k(found, target, 10)
-        for k in (10, 20, 50):
-            totals[f"recall{k}"] += recall_at_k(found, target, k)
-    n = max(len(rankings), 1)
-    return WeightScore(weights=dict(weights), users=len(rankings), **{k: v / n for k, v in totals.items()})
+    """NDCG@10 and Recall@10/20/50 of the lists fused with `weights` (`train.validation`)."""
+    fused = {user: [i for i, _ in retriever.fuse(ranked, bool(histories[user]), weights)[:50]]
+             for user, ranked in rankings.items()}
+    return WeightScore(weights=dict(weights), **score_users(fused, targets).model_dump())
 
 
 def grid_search(

@@ -50,7 +50,6 @@ from pydantic import BaseModel
 
 from promptrec.errors import PromptrecError
 from promptrec.extras import require
-from promptrec.metrics import ndcg_at_k
 from promptrec.paths import atomic_write_text
 from promptrec.ranker.adapters import (
     MANIFEST,
@@ -62,6 +61,7 @@ from promptrec.ranker.adapters import (
     TuningConfig,
     file_hash,
 )
+from promptrec.train.validation import score_users
 
 if TYPE_CHECKING:  # pragma: no cover
     from promptrec.config import Settings
@@ -160,7 +160,11 @@ class RankerTrainer:
 
     def rows(self, example: TrainingExample, catalog: dict[str, Any], rng: random.Random) -> list[_Row]:
         """The token rows and loss targets of one example, prompts built by the serving code."""
-        from promptrec.ranker.strategies import build_letters_prompts, build_likelihood_prompts, build_yesno_prompts
+        from promptrec.ranker.strategies import (
+            build_letters_prompts,
+            build_likelihood_prompts,
+            build_yesno_prompts,
+        )
 
         rr = self.reranker
         history = rr._history_views([catalog[i] for i in example.prefix])
@@ -236,16 +240,15 @@ class RankerTrainer:
         import torch
 
         self.model.eval()
-        values = []
+        ranked = {}
         with torch.no_grad():
             for user in users:
                 if user not in cache:
                     cache[user] = rec.candidates(user, self.config.n_candidates)
                 found = cache[user]
-                result = self.reranker.run([rec.catalog[i] for i in found.history], found)
-                values.append(ndcg_at_k(result.ranked_item_ids(), targets[user], 10))
+                ranked[user] = self.reranker.run([rec.catalog[i] for i in found.history], found).ranked_item_ids()
         self.model.train()
-        return float(np.mean(values)) if values else 0.0
+        return score_users(ranked, targets).ndcg10 if ranked else 0.0
 
     # ------------------------------------------------------------------ state
 
