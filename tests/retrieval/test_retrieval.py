@@ -73,7 +73,7 @@ def test_stale_or_mismatched_index_is_refused(ml_slice, built):
     items, frame = ml_slice
     index_settings = built.settings
     fewer = frame.iloc[:-10]
-    with pytest.raises(IndexMismatchError, match="interactions fingerprint.*promptrec index"):
+    with pytest.raises(IndexMismatchError, match="interactions_fingerprint: built for .*promptrec index"):
         Recommender.open(items, fewer, index_settings, "slice")
     other_encoder = index_settings.model_copy(update={"encoder": "some-other-encoder"})
     with pytest.raises(IndexMismatchError, match="encoder"):
@@ -106,6 +106,6 @@ def test_the_tie_rule_orders_histories_and_is_recorded_in_the_index(ml_slice, bu
     moved = [u for u in built.histories if built.histories[u] != hashed.histories[u]]
     assert moved and all(sorted(built.histories[u]) == sorted(hashed.histories[u]) for u in moved)
     # the index of hash-ordered histories is not opened for id-ordered ones
-    with pytest.raises(IndexMismatchError, match="interactions fingerprint"):
+    with pytest.raises(IndexMismatchError, match="interactions_fingerprint: built for"):
         Recommender.open(items, frame, settings.model_copy(update={"split": built.settings.split}), "slice")
     assert Recommender.open(items, frame, settings, "slice").history(moved[0]) == hashed.histories[moved[0]]
