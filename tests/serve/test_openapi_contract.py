@@ -2,7 +2,8 @@
 operation from /openapi.json, schema-valid (positive) and schema-invalid (negative) ones,
 streaming answers included, and checks each response against the schema: a valid request is
 accepted, an invalid one refused, the status is documented, the body matches, no 5xx. The real
-app over the ML-100K slice and SmolLM2."""
+app over the ML-100K slice and SmolLM2. Valid cases leave out the few fields whose validity the
+schema cannot state (see STATE_DEPENDENT)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,18 @@ def api_schema(ml_slice, asset_settings, tmp_path_factory):
     return schemathesis.openapi.from_asgi("/openapi.json", app)
 
 
+#: Body fields whose validity depends on the server's state, not on the schema: a `where` filter
+#: must name the catalog's metadata keys (one that matches no item is a 422 by design), a
+#: `template` must be installed, and the letters template labels 26 candidates. Schema-valid
+#: cases that set them are left to the explicit tests in test_serve.py.
+STATE_DEPENDENT = ("where", "template")
+
+
+def _state_free(case) -> bool:
+    body = case.body if isinstance(case.body, dict) else {}
+    return not any(body.get(name) is not None for name in STATE_DEPENDENT) and (body.get("n_candidates") or 0) <= 26
+
+
 def test_every_operation_keeps_its_contract(api_schema):
     """Each operation in turn (its label names it when one fails), a bounded number of cases each."""
     labels = []
@@ -39,8 +52,12 @@ def test_every_operation_keeps_its_contract(api_schema):
     for operation, mode in itertools.product(operations, schemathesis.GenerationMode):
         labels.append(f"{operation.label} ({mode.value})")
 
-        @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(max_examples=10, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        strategy = operation.as_strategy(generation_mode=mode)
+        if mode is schemathesis.GenerationMode.POSITIVE:
+            strategy = strategy.filter(_state_free)
+
+        @given(case=strategy)
+        @settings(max_examples=10, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck))
         def check(case):
             case.call_and_validate()
 
