@@ -21,5 +21,19 @@ class ArtifactKey(BaseModel):
                 if getattr(self, name) != getattr(other, name)]
 
     def describe_differences(self, current: ArtifactKey, made: str = "made") -> str:
-        """'field: <made> for X, now Y; ...' of this stored key against ``current`` ('' when equal)."""
-        return "; ".join(f"{name}: {made} for {have!r}, now {want!r}" for name, have, want in self.differences(current))
+        """'field: <made> for X, now Y; ...' of this stored key against ``current`` ('' when equal);
+        a mapping field names the entries that differ, a long list its length."""
+        parts = []
+        for name, have, want in self.differences(current):
+            if isinstance(have, dict) and isinstance(want, dict):
+                parts += [f"{name}.{k}: {made} for {have.get(k)!r}, now {want.get(k)!r}"
+                          for k in sorted(set(have) | set(want), key=str) if have.get(k) != want.get(k)]
+            else:
+                parts.append(f"{name}: {made} for {_shown(have)}, now {_shown(want)}")
+        return "; ".join(parts)
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (list, tuple)) and len(value) > 6:
+        return f"{len(value)} values ({', '.join(map(repr, value[:3]))}, ...)"
+    return repr(value)

@@ -279,12 +279,23 @@ def _init_run_dir(run_dir: Path, suite: Suite, fresh: bool) -> dict[str, Any] | 
         old = None
     if old is not None and old.get("suite_digest") != suite.digest:
         raise RunMismatchError(
-            f"{run_dir} holds a run of another suite (digest {old.get('suite_digest')}, now {suite.digest}); "
+            f"{run_dir} holds a run of another suite ({_suite_differences(run_dir, suite, old)}); "
             "choose another output folder, or start it over (fresh=True, `--fresh`)"
         )
     (run_dir / SUITE_FILE).write_text(suite.source or "", encoding="utf-8")
     (run_dir / SUITE_JSON).write_text(suite.model_dump_json(indent=1) + "\n", encoding="utf-8")
     return old
+
+
+def _suite_differences(run_dir: Path, suite: Suite, old: dict[str, Any]) -> str:
+    """How the suite a run folder holds differs from ``suite``, value by value where its
+    suite.json can be read, else by digest."""
+    with contextlib.suppress(OSError, ValueError):
+        ran = Suite.model_validate_json((run_dir / SUITE_JSON).read_text(encoding="utf-8"))
+        described = ran.key().describe_differences(suite.key(), "run")
+        if described:
+            return described
+    return f"digest {old.get('suite_digest')}, now {suite.digest}"
 
 
 def _write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:

@@ -63,6 +63,7 @@ may not set `split` itself.
 from __future__ import annotations
 
 import hashlib
+import json
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -72,6 +73,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from promptrec.config import CatalogFile, LogFile, RetrievalSettings, TieRule
 from promptrec.errors import PromptrecError
+from promptrec.keys import ArtifactKey
 from promptrec.metrics import RANKING_METRICS
 
 __all__ = ["BASELINES", "Suite", "SuiteError", "load_suite"]
@@ -247,6 +249,17 @@ class Suite(_Strict):
         """sha256 of the suite's non-default values (what a run folder is tied to): comments,
         key order and a new optional field in a later version do not change it."""
         return hashlib.sha256(self.model_dump_json(exclude_defaults=True).encode()).hexdigest()[:16]
+
+    def key(self) -> SuiteKey:
+        """The suite's values as an artifact key (to say how two suites differ)."""
+        return SuiteKey(suite=json.loads(self.model_dump_json(exclude={"source"})))
+
+
+class SuiteKey(ArtifactKey):
+    """What a run folder is tied to: the non-default values of the suite it ran (`Suite.digest`
+    is their short form)."""
+
+    suite: dict[str, Any]
 
 
 def parse_suite(text: str, name: str, origin: str = "<string>") -> Suite:

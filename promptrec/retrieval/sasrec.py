@@ -24,6 +24,7 @@ import math
 import pickle
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,7 @@ from torch import nn
 from promptrec.config import SequentialSettings
 from promptrec.errors import IndexMismatchError
 from promptrec.hardware import auto_dtype, resolve_device
+from promptrec.keys import ArtifactKey
 from promptrec.metrics import ndcg_of_ranks
 from promptrec.paths import atomic_write
 
@@ -75,15 +77,27 @@ class TrainStats(BaseModel):
     history: list[EpochStats]
 
 
-def checkpoint_key(interactions_fingerprint: str, item_ids: Sequence[str], settings: SequentialSettings, seed: int) -> str:
-    """What a checkpoint is valid for: the log, the item vocabulary and every hyperparameter
-    (not `precision`: a model trained in bf16 on one machine is valid on another)."""
-    payload = json.dumps(
-        {"log": interactions_fingerprint, "items": list(item_ids), "seed": seed,
-         "hp": settings.model_dump(exclude={"precision"})},
-        sort_keys=True,
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+class SequentialKey(ArtifactKey):
+    """What a checkpoint is valid for: the log, the item vocabulary, the seed and every
+    hyperparameter (not `precision`: a model trained in bf16 on one machine is valid on another)."""
+
+    interactions_fingerprint: str
+    item_ids: tuple[str, ...]
+    seed: int
+    hyperparameters: dict[str, Any]
+
+    def digest(self) -> str:
+        """The short form stored in the index manifest and the sequential collection's metadata."""
+        payload = json.dumps({"log": self.interactions_fingerprint, "items": list(self.item_ids), "seed": self.seed,
+                              "hp": self.hyperparameters}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def checkpoint_key(interactions_fingerprint: str, item_ids: Sequence[str], settings: SequentialSettings,
+                   seed: int) -> SequentialKey:
+    """The key of a model trained on this log, vocabulary, seed and settings."""
+    return SequentialKey(interactions_fingerprint=interactions_fingerprint, item_ids=tuple(item_ids), seed=seed,
+                         hyperparameters=settings.model_dump(exclude={"precision"}))
 
 
 # --------------------------------------------------------------------------- the network
@@ -194,13 +208,14 @@ def _deterministic(seed: int) -> Iterator[None]:
 class SequentialModel:
     """A trained SASRecNet and its item vocabulary (index item ids that have interactions)."""
 
-    def __init__(self, net: SASRecNet, item_ids: list[str], settings: SequentialSettings, key: str,
+    def __init__(self, net: SASRecNet, item_ids: list[str], settings: SequentialSettings, key: SequentialKey | str,
                  stats: TrainStats | None = None):
         self.net = net.eval()
         self.item_ids = item_ids
         self.position = {item_id: n for n, item_id in enumerate(item_ids)}
         self.settings = settings
-        self.key = key
+        self.key = key.digest() if isinstance(key, SequentialKey) else key  # the digest
+        self.fields = key if isinstance(key, SequentialKey) else None
         self.stats = stats
 
     @property
@@ -299,6 +314,7 @@ class SequentialModel:
         payload = {
             "format": FORMAT,
             "key": self.key,
+            "key_fields": self.fields.model_dump() if self.fields is not None else None,
             "item_ids": self.item_ids,
             "settings": self.settings.model_dump(),
             "stats": self.stats.model_dump_json() if self.stats else None,
@@ -307,8 +323,9 @@ class SequentialModel:
         return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
     @classmethod
-    def load(cls, path: Path, expected_key: str, device: str = "auto") -> SequentialModel:
-        """Load a checkpoint, refusing one trained on other data or hyperparameters."""
+    def load(cls, path: Path, expected_key: SequentialKey | str, device: str = "auto") -> SequentialModel:
+        """Load a checkpoint, refusing one trained on other data or hyperparameters (``expected_key``:
+        the key, or its digest as an index manifest records it)."""
         if not path.is_file():
             raise CheckpointMismatchError(f"no sequential model at {path}: train it with {RETRAIN}")
         try:
@@ -320,17 +337,21 @@ class SequentialModel:
             ) from exc
         if not isinstance(payload, dict) or payload.get("format") != FORMAT:
             raise CheckpointMismatchError(f"{path} is not a {FORMAT} checkpoint; retrain it with {RETRAIN}")
-        if payload["key"] != expected_key:
+        expected = expected_key.digest() if isinstance(expected_key, SequentialKey) else expected_key
+        if payload["key"] != expected:
+            what = f"key {payload['key']}, the current log and retrieval.sequential settings give {expected}"
+            if isinstance(expected_key, SequentialKey) and payload.get("key_fields"):
+                what = SequentialKey(**payload["key_fields"]).describe_differences(expected_key, "trained")
             raise CheckpointMismatchError(
                 f"the sequential model in {path} was trained on other data or hyperparameters "
-                f"(key {payload['key']}, the current log and retrieval.sequential settings give "
-                f"{expected_key}); retrain it with {RETRAIN}"
+                f"({what}); retrain it with {RETRAIN}"
             )
         settings = SequentialSettings(**payload["settings"])
         net = SASRecNet(len(payload["item_ids"]), settings)
         net.load_state_dict(payload["state_dict"])
         stats = TrainStats.model_validate_json(payload["stats"]) if payload["stats"] else None
-        return cls(net.to(torch.device(resolve_device(device))), list(payload["item_ids"]), settings, payload["key"], stats)
+        key = SequentialKey(**payload["key_fields"]) if payload.get("key_fields") else payload["key"]
+        return cls(net.to(torch.device(resolve_device(device))), list(payload["item_ids"]), settings, key, stats)
 
 
 @torch.no_grad()

@@ -178,7 +178,7 @@ def test_resumed_run_equals_uninterrupted_run(smoke_run, resumed_run):
 
 def test_a_run_folder_refuses_another_suite(smoke_run, eval_settings):
     other = load_suite(SMOKE).model_copy(update={"seed": 1})
-    with pytest.raises(RunMismatchError, match="another suite"):
+    with pytest.raises(RunMismatchError, match=r"another suite \(suite\.seed: run for 0, now 1\)"):
         run_suite(other, smoke_run.run_dir, settings=eval_settings)
 
 

@@ -74,8 +74,9 @@ def test_checkpoint_round_trip_and_mismatch_refused(trained, tmp_path):
     assert loaded.stats.best_epoch == trained.stats.best_epoch
     other_hp = checkpoint_key("planted", trained.item_ids, TINY.model_copy(update={"hidden": 16}), seed=0)
     other_data = checkpoint_key("changed-log", trained.item_ids, TINY, seed=0)
-    for key in (other_hp, other_data):
-        with pytest.raises(CheckpointMismatchError, match="promptrec train retriever"):
+    for key, what in ((other_hp, r"hyperparameters\.hidden: trained for 32, now 16"),
+                      (other_data, "interactions_fingerprint: trained for 'planted', now 'changed-log'")):
+        with pytest.raises(CheckpointMismatchError, match=f"{what}.*promptrec train retriever"):
             SequentialModel.load(path, key, device="cpu")
     with pytest.raises(CheckpointMismatchError, match="no sequential model.*promptrec train retriever"):
         SequentialModel.load(tmp_path / "absent.pt", trained.key, device="cpu")
