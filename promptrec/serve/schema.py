@@ -72,7 +72,8 @@ class AskRequest(_Request):
     """A follow-up question about the item in focus of a conversation."""
 
     user_id: str
-    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
+    question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS, pattern=r"\w",
+                          description="Holds at least one letter or digit (control characters are removed).")
     stream: bool = True
 
 

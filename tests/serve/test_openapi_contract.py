@@ -13,6 +13,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
+from schemathesis.specs.openapi.checks import ensure_resource_availability
 from serve_support import CONVERSATION_OPTIONS, slice_recommender
 
 from promptrec.recommender import Recommender
@@ -68,3 +69,38 @@ def test_every_operation_keeps_its_contract(api_schema):
         except Exception as exc:
             raise AssertionError(f"{labels[-1]}: {exc}") from exc
     assert len(operations) >= 7, labels
+
+
+def test_conversation_links_keep_their_contract(api_schema, ml_slice):
+    """The stateful phase: schemathesis follows the schema's links from a started conversation
+    (its answers, why its first suggestion, a follow-up question, its end), with each step's
+    response checked like the operations above. Conversations start for a user the slice knows,
+    so that the links have something to follow."""
+    _, frame = ml_slice
+    known_user = str(frame["user_id"].iloc[0])
+    seen: list[tuple[str, int]] = []
+
+    api_schema.config.phases.stateful.inference.algorithms = []  # the schema's own links, not guessed ones
+
+    class Conversations(api_schema.as_state_machine()):
+        def before_call(self, case):
+            valid = case.meta is None or case.meta.generation.mode is schemathesis.GenerationMode.POSITIVE
+            if case.operation.label == "POST /conversations" and isinstance(case.body, dict) and valid:
+                case.body["user_id"] = known_user
+
+        def after_call(self, response, case):
+            super().after_call(response, case)
+            seen.append((case.operation.label, response.status_code))
+
+        def validate_response(self, response, case, additional_checks=None, **kwargs):
+            # A conversation is found only with its own user's id: schemathesis also sends a linked
+            # conversation_id with a generated user_id, which is a 404 by design (whether the
+            # conversation exists is not told to another user), not a created resource gone missing.
+            case.validate_response(response, additional_checks=additional_checks, transport_kwargs=kwargs or None,
+                                   excluded_checks=[ensure_resource_availability], recorder=self.recorder)
+
+    Conversations.run(settings=settings(max_examples=12, stateful_step_count=6, deadline=None, database=None,
+                                        derandomize=True, suppress_health_check=list(HealthCheck)))
+    print(seen)
+    followed = {label for label, status in seen if status < 300}
+    assert {"POST /conversations", "POST /why", "POST /conversations/{conversation_id}/ask"} <= followed, seen

@@ -33,25 +33,50 @@ def _info(entry: Entry, with_suggestions: bool = False) -> ConversationInfo:
     )
 
 
-@router.post("/conversations", response_model=ConversationInfo, status_code=201)
+_CONVERSATION = {"conversation_id": "$response.body#/conversation_id", "user_id": "$response.body#/user_id"}
+#: OpenAPI links: how a client (and the contract test's stateful phase) goes on from a response.
+_STARTED_LINKS = {
+    "GetConversation": {"operationId": "get_conversation", "parameters": _CONVERSATION,
+                        "description": "The conversation's answers so far."},
+    "EndConversation": {"operationId": "end_conversation", "parameters": _CONVERSATION,
+                        "description": "End the conversation."},
+    "Ask": {"operationId": "ask", "description": "A question (answered once an item is in focus: POST /why first).",
+            "parameters": {"conversation_id": "$response.body#/conversation_id"},
+            "requestBody": {"user_id": "$response.body#/user_id"}},
+    "WhyFirstSuggestion": {
+        "operationId": "why", "description": "Ask why the first suggestion, in this conversation.",
+        "requestBody": {**_CONVERSATION, "item_id": "$response.body#/suggestions/0/item_id", "stream": False},
+    },
+}
+_ANSWERED_LINKS = {
+    "AskFollowUp": {"operationId": "ask", "description": "A follow-up question about the item in focus.",
+                    "parameters": {"conversation_id": "$response.body#/conversation_id"},
+                    "requestBody": {"user_id": "$request.body#/user_id", "question": "What else is it like?",
+                                    "stream": False}},
+}
+
+
+@router.post("/conversations", response_model=ConversationInfo, status_code=201, operation_id="new_conversation",
+             responses={201: {"description": "The conversation started", "links": _STARTED_LINKS}})
 def new_conversation(body: NewConversation, state: ServeState) -> ConversationInfo:
     """Start a conversation for a user; returns its id and the user's ranked suggestions."""
     entry = call(lambda: state.conversations.add(state.conversation(body.user_id)))
     return call(lambda: _info(entry, with_suggestions=True))
 
 
-@router.get("/conversations/{conversation_id}", response_model=ConversationInfo)
+@router.get("/conversations/{conversation_id}", response_model=ConversationInfo, operation_id="get_conversation")
 def get_conversation(conversation_id: str, state: ServeState, user_id: str = Query(...)) -> ConversationInfo:
     """The conversation's answers so far (only with the user it belongs to)."""
     return _info(call(lambda: state.conversations.get(conversation_id, user_id), user=("query", "user_id")))
 
 
-@router.delete("/conversations/{conversation_id}", status_code=204)
+@router.delete("/conversations/{conversation_id}", status_code=204, operation_id="end_conversation")
 def end_conversation(conversation_id: str, state: ServeState, user_id: str = Query(...)) -> None:
     call(lambda: state.conversations.remove(conversation_id, user_id))
 
 
-@router.post("/why", responses={200: SSE_DOC, 503: {"description": "generator failed"}})
+@router.post("/why", operation_id="why",
+             responses={200: {**SSE_DOC, "links": _ANSWERED_LINKS}, 503: {"description": "generator failed"}})
 async def why(body: WhyRequest, state: ServeState) -> Any:
     """Why this item for this user: the grounded answer streamed as server-sent events
     (`conversation`, `evidence`, `delta`…, `retract`, `done` with the Explanation; `error`),
@@ -74,7 +99,7 @@ async def why(body: WhyRequest, state: ServeState) -> Any:
     return await answer(entry, events, body.stream, rec.settings.ranker.timeout_s, fields)
 
 
-@router.post("/conversations/{conversation_id}/ask",
+@router.post("/conversations/{conversation_id}/ask", operation_id="ask",
              responses={200: SSE_DOC, 409: {"description": "no item in focus, or busy"}})
 async def ask(conversation_id: str, body: AskRequest, state: ServeState) -> Any:
     """A follow-up question about the conversation's item in focus, streamed like /why."""
