@@ -1,15 +1,21 @@
 """Every path inside one index folder, decided in one place.
 
-An index folder holds the embedded Chroma store, the transitions and popularity arrays, the
-sequential model's checkpoint, the build manifest and lock, the calibrations, the tuned
-adapters and the validation-split index that calibration and tuning use. Modules ask an
+An index folder holds built versions (each: the embedded Chroma store, the transitions and
+popularity arrays, the sequential model's checkpoint, the build manifest), a pointer to the
+version served, the build lock, the calibrations, the tuned adapters and the validation-split
+index that calibration and tuning use. A build writes a new version beside the served one and
+switches the pointer atomically, so a running server never reads a half-built index. Modules ask an
 `IndexLayout` for a path; none builds one by hand or opens another module's files by name.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import secrets
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +26,9 @@ FORMAT = "promptrec.index/1"
 #: Every name an index folder holds; a folder without the marker that holds anything else is not
 #: promptrec's to write in.
 INDEX_NAMES = frozenset({".promptrec-index", "manifest.json", ".build.lock", "chroma", "transitions.npz",
-                         "sequential.npz", "sequential_model.pt", "calibration", "ranker", "validation"})
+                         "sequential.npz", "sequential_model.pt", "calibration", "ranker", "validation",
+                         "current", "current.tmp", "versions"})
+_VERSION_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}-[0-9a-f]{6}$")
 #: What Chroma writes in its persistent folder: its SQLite file (and journals) and one folder
 #: per vector segment, named by a UUID.
 _CHROMA_NAME = re.compile(r"^(chroma\.sqlite3(-wal|-shm|-journal)?|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
@@ -31,54 +39,18 @@ class ForeignFilesError(PromptrecError):
 
 
 @dataclass(frozen=True)
-class IndexLayout:
-    """The files and folders of the index in ``root``."""
+class VersionLayout:
+    """The files of one built version of an index: a build writes a new version beside the one
+    being served and switches to it atomically (`IndexLayout.switch_to`). ``name`` is ``""`` for
+    an index written before versions existed, whose files lie in the index folder itself."""
 
     root: Path
-
-    @property
-    def marker(self) -> Path:
-        """Says the folder is a promptrec index (its format): only then are its files promptrec's."""
-        return self.root / ".promptrec-index"
-
-    def claim(self) -> None:
-        """Check that promptrec may write in ``root`` and mark it as an index folder: a new or
-        empty folder, one with the marker, or an index written before the marker existed (its
-        files all bear index names and its manifest is an index manifest). Anything else raises
-        ForeignFilesError naming the files, before anything is written."""
-        if self.root.exists() and not self.root.is_dir():
-            raise ForeignFilesError(f"index_dir {self.root} is a file, not a folder; point index_dir at a folder")
-        if self.marker.is_file():
-            return
-        if self.root.is_dir():
-            foreign = sorted(p.name for p in self.root.iterdir() if p.name not in INDEX_NAMES)
-            if self.manifest.is_file() and not _is_index_manifest(self.manifest):
-                foreign.insert(0, "manifest.json (not an index manifest)")
-            if self.chroma.is_dir():
-                foreign += [f"chroma/{name}" for name in self.foreign_in_chroma()]
-            if foreign:
-                raise ForeignFilesError(
-                    f"index_dir {self.root} holds files promptrec did not write ({', '.join(foreign[:5])}"
-                    f"{', ...' if len(foreign) > 5 else ''}); nothing was changed: point index_dir at a new or "
-                    "empty folder"
-                )
-        self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.marker, json.dumps({"format": FORMAT}) + "\n")
-
-    def foreign_in_chroma(self) -> list[str]:
-        """Names in the embedded Chroma folder that Chroma does not write (deleting it would lose them)."""
-        if not self.chroma.is_dir():
-            return []
-        return sorted(p.name for p in self.chroma.iterdir() if not _CHROMA_NAME.match(p.name))
+    name: str
 
     @property
     def manifest(self) -> Path:
-        """What the index was built from (`promptrec.retrieval.index.IndexManifest`)."""
+        """What the version was built from (`promptrec.retrieval.index.IndexManifest`)."""
         return self.root / "manifest.json"
-
-    @property
-    def build_lock(self) -> Path:
-        return self.root / ".build.lock"
 
     @property
     def chroma(self) -> Path:
@@ -102,14 +74,111 @@ class IndexLayout:
         return self.transitions
 
     @property
-    def stale_files(self) -> tuple[Path, ...]:
-        """Files a rebuild deletes before it starts (everything derived that a build rewrites)."""
-        return (self.manifest, self.transitions, self.legacy_transitions)
-
-    @property
     def sequential_checkpoint(self) -> Path:
         """The trained sequential model (`promptrec.retrieval.sasrec`)."""
         return self.root / "sequential_model.pt"
+
+    @property
+    def files(self) -> tuple[Path, ...]:
+        """Everything the version holds (what copying or deleting it touches)."""
+        return (self.manifest, self.chroma, self.transitions, self.legacy_transitions, self.sequential_checkpoint)
+
+    def foreign_in_chroma(self) -> list[str]:
+        """Names in the embedded Chroma folder that Chroma does not write (deleting it would lose them)."""
+        if not self.chroma.is_dir():
+            return []
+        return sorted(p.name for p in self.chroma.iterdir() if not _CHROMA_NAME.match(p.name))
+
+
+@dataclass(frozen=True)
+class IndexLayout:
+    """The files and folders of the index in ``root``: its built versions, the pointer to the
+    one served, and what outlives a version (calibrations, adapters, the validation index)."""
+
+    root: Path
+
+    @property
+    def marker(self) -> Path:
+        """Says the folder is a promptrec index (its format): only then are its files promptrec's."""
+        return self.root / ".promptrec-index"
+
+    def claim(self) -> None:
+        """Check that promptrec may write in ``root`` and mark it as an index folder: a new or
+        empty folder, one with the marker, or an index written before the marker existed (its
+        files all bear index names and its manifest is an index manifest). Anything else raises
+        ForeignFilesError naming the files, before anything is written."""
+        if self.root.exists() and not self.root.is_dir():
+            raise ForeignFilesError(f"index_dir {self.root} is a file, not a folder; point index_dir at a folder")
+        if self.marker.is_file():
+            return
+        if self.root.is_dir():
+            foreign = sorted(p.name for p in self.root.iterdir() if p.name not in INDEX_NAMES)
+            legacy = self.legacy_version()
+            if legacy.manifest.is_file() and not _is_index_manifest(legacy.manifest):
+                foreign.insert(0, "manifest.json (not an index manifest)")
+            foreign += [f"chroma/{name}" for name in legacy.foreign_in_chroma()]
+            if foreign:
+                raise ForeignFilesError(
+                    f"index_dir {self.root} holds files promptrec did not write ({', '.join(foreign[:5])}"
+                    f"{', ...' if len(foreign) > 5 else ''}); nothing was changed: point index_dir at a new or "
+                    "empty folder"
+                )
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.marker, json.dumps({"format": FORMAT}) + "\n")
+
+    @property
+    def build_lock(self) -> Path:
+        return self.root / ".build.lock"
+
+    @property
+    def pointer(self) -> Path:
+        """Names the version served (replaced atomically by `switch_to`)."""
+        return self.root / "current"
+
+    @property
+    def versions(self) -> Path:
+        return self.root / "versions"
+
+    def legacy_version(self) -> VersionLayout:
+        """The files of an index written before versions existed, in the folder itself."""
+        return VersionLayout(self.root, "")
+
+    def version(self, name: str) -> VersionLayout:
+        return VersionLayout(self.versions / name, name) if name else self.legacy_version()
+
+    def live(self) -> VersionLayout:
+        """The version served: the pointer's, else an unversioned index's files (which may not exist)."""
+        try:
+            name = self.pointer.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return self.legacy_version()
+        if not _VERSION_NAME.match(name):
+            raise PromptrecError(f"{self.pointer} does not name a version ({name[:40]!r}); run `promptrec index --rebuild`")
+        return self.version(name)
+
+    def new_version(self) -> VersionLayout:
+        """A new, empty version folder beside the others, named by its creation time."""
+        self.versions.mkdir(parents=True, exist_ok=True)
+        while True:
+            name = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"-{secrets.token_hex(3)}"
+            with contextlib.suppress(FileExistsError):
+                (self.versions / name).mkdir()
+                return self.version(name)
+
+    def switch_to(self, version: VersionLayout) -> None:
+        """Serve ``version`` from now on: one atomic rename, so a reader sees the old or the new."""
+        atomic_write_text(self.pointer, version.name + "\n")
+
+    def stale_versions(self, keep: Sequence[VersionLayout]) -> list[VersionLayout]:
+        """Built versions other than ``keep`` (the one served and the one before it, which a
+        running server may still read until it notices the switch), oldest first."""
+        kept = {v.name for v in keep}
+        found = [self.version(p.name) for p in sorted(self.versions.iterdir())
+                 if p.is_dir() and _VERSION_NAME.match(p.name)] if self.versions.is_dir() else []
+        legacy = self.legacy_version()
+        if any(p.exists() for p in legacy.files):
+            found.insert(0, legacy)
+        return [v for v in found if v.name not in kept]
 
     def calibration(self, template_name: str, model_id: str) -> Path:
         """The calibration fitted for one template and generator."""

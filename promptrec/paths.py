@@ -7,6 +7,7 @@ import errno
 import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -35,6 +36,31 @@ def ensure_dir(path: Path, what: str = "folder") -> Path:
     return path
 
 
+class DiskFullError(PromptrecError):
+    """The disk holding a file promptrec writes has no space left."""
+
+
+def disk_full(path: Path, what: str) -> DiskFullError:
+    """The error for a write that ran out of space, naming the folder and what space is left."""
+    folder = Path(path)
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        free = f"{shutil.disk_usage(folder).free / 2**20:.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return DiskFullError(f"no space left on the disk holding {folder} ({free}) while {what}; free some space "
+                         "(or point the setting at another disk) and run the command again")
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether an error (an OSError, or a store's error that quotes one) says the disk is full."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(exc).lower()
+    return "no space left" in text or "database or disk is full" in text
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -61,6 +87,8 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
+        if is_disk_full(exc):
+            raise disk_full(path, f"writing {path.name}") from exc
         if exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
             raise PromptrecError(f"cannot write {path}: {exc.strerror}; fix the folder's permissions") from exc
         raise

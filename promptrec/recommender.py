@@ -152,6 +152,22 @@ class Recommender:
             settings = settings.model_copy(update={"index_dir": settings.resolved_index_dir()})
         return cls.open(dataset.items, dataset.interactions, settings, namespace)
 
+    def reopened(self) -> Recommender:
+        """This recommender over the index version served now (after a build switched to a new
+        one): the same data when the new version was built for it, else the data loaded again
+        from the settings. The loaded generator (and its ownership) moves to the new recommender."""
+        from promptrec.errors import IndexMismatchError
+
+        try:
+            index = RetrievalIndex.open(self.settings, self.index.manifest.namespace, self.items, self.histories)
+            rec = Recommender(self.items, self.histories, index, self.settings)
+        except IndexMismatchError:  # built for a changed catalog or log: read them again
+            rec = Recommender.from_settings(self.settings, build=False)
+        with self._lock:
+            rec._backend, rec._owns_backend = self._backend, self._owns_backend
+            self._owns_backend = False
+        return rec
+
     def history(self, user_id: str) -> list[str]:
         """The user's item ids, oldest first; an unknown user is an error."""
         user_id = str(user_id)

@@ -36,6 +36,7 @@ from pydantic import ValidationError
 
 from promptrec.config import ChromaSettings, RankerSettings, RetrievalSettings, Settings
 from promptrec.errors import PromptrecError
+from promptrec.index_layout import IndexLayout
 from promptrec.explain import explain
 from promptrec.testing import FakeBackend
 
@@ -111,8 +112,9 @@ class World:
 
         target = self.root / name
         shutil.copytree(self.root / "main", target)
-        SharedSystemClient._identifier_to_system.pop(str(target / "chroma"), None)
-        return self.settings.model_copy(update={"index_dir": target})
+        settings = self.settings.model_copy(update={"index_dir": target})
+        SharedSystemClient._identifier_to_system.pop(str(settings.index_layout().live().chroma), None)
+        return settings
 
     def open(self, settings: Settings):
         from promptrec.recommender import Recommender
@@ -218,7 +220,7 @@ def index_cases() -> list[Case]:
     def truncated(name: str) -> Callable[[Ctx], Any]:
         def run(c: Ctx):
             s = c.w.copy_index(f"trunc-{name}")
-            path = s.resolved_index_dir() / name
+            path = s.index_layout().live().root / name
             path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
             return c.w.open(s)
 
@@ -226,16 +228,16 @@ def index_cases() -> list[Case]:
 
     def corrupt_chroma(c: Ctx):
         s = c.w.copy_index("chroma-bad")
-        (s.resolved_index_dir() / "chroma" / "chroma.sqlite3").write_bytes(b"garbage" * 200)
+        (s.index_layout().live().chroma / "chroma.sqlite3").write_bytes(b"garbage" * 200)
         return c.w.open(s)
 
     def mended(name: str, rebuild: bool) -> Callable[[Ctx], Any]:
         def run(c: Ctx):
             s = c.w.copy_index(f"mend-{name}-{rebuild}")
             if name == "chroma.sqlite3":
-                (s.resolved_index_dir() / "chroma" / name).write_bytes(b"garbage" * 200)
+                (s.index_layout().live().chroma / name).write_bytes(b"garbage" * 200)
             else:
-                path = s.resolved_index_dir() / name
+                path = s.index_layout().live().root / name
                 path.write_bytes(path.read_bytes()[:100])
             Recommender.from_interactions(c.w.items, c.w.frame, s, namespace="campaign", rebuild=rebuild)
             return c.w.open(s).candidates("1", 5)
@@ -504,7 +506,7 @@ def cli_cases() -> list[Case]:
     def truncated_sequential(run: Callable[[Ctx], Any], restore: bool) -> Callable[[Ctx], Any]:
         def wrapped(c: Ctx):
             c.fixture("cli_index")
-            path = Path(c.fixture("cli_env")["PROMPTREC_INDEX_DIR"]) / "transitions.npz"
+            path = IndexLayout(Path(c.fixture("cli_env")["PROMPTREC_INDEX_DIR"])).live().transitions
             whole = path.read_bytes()
             path.write_bytes(whole[:200])
             try:

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from promptrec.cli import app
+from promptrec.index_layout import IndexLayout
 
 runner = CliRunner()
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +79,7 @@ def test_python_dash_m_runs(allow_subprocess):
 def test_index_candidates_recommend_calibrate_why_chat(slice_env):
     result = invoke("index")
     assert result.exit_code == 0, result.output
-    assert "index for" in result.output and Path(slice_env["PROMPTREC_INDEX_DIR"], "manifest.json").is_file()
+    assert "index for" in result.output and IndexLayout(Path(slice_env["PROMPTREC_INDEX_DIR"])).live().manifest.is_file()
 
     result = invoke("candidates", "1", "-n", "5", "--json")
     assert result.exit_code == 0, result.output
@@ -114,18 +115,18 @@ def test_index_candidates_recommend_calibrate_why_chat(slice_env):
     assert "Chat about user 1" in result.output
 
     # a damaged index file is a one-line error naming it and the fix; --rebuild mends it
-    manifest = Path(slice_env["PROMPTREC_INDEX_DIR"], "transitions.npz")
+    manifest = IndexLayout(Path(slice_env["PROMPTREC_INDEX_DIR"])).live().transitions
     manifest.write_bytes(manifest.read_bytes()[:100])
     _one_line_error(invoke("candidates", "1"), "transitions.npz", "promptrec index --rebuild")
     assert invoke("index", "--rebuild").exit_code == 0
     assert invoke("candidates", "1", "--json").exit_code == 0
 
-    checkpoint = Path(slice_env["PROMPTREC_INDEX_DIR"], "sequential_model.pt")
-    before = checkpoint.stat().st_mtime_ns
+    layout = IndexLayout(Path(slice_env["PROMPTREC_INDEX_DIR"]))
+    before = layout.live().sequential_checkpoint.stat().st_mtime_ns
     result = invoke("train", "retriever")
     assert result.exit_code == 0, result.output
     assert "sequential retriever for" in result.output and "best validation NDCG@10" in result.output
-    assert checkpoint.stat().st_mtime_ns > before  # trained again, not loaded
+    assert layout.live().sequential_checkpoint.stat().st_mtime_ns > before  # trained again, not loaded
 
 
 @pytest.mark.integration

@@ -305,20 +305,21 @@ def test_damaged_index_files_are_named_and_rebuild_mends_them(built, ml_slice, i
     from promptrec.recommender import Recommender
 
     items, frame = ml_slice
-    index_dir = index_settings.resolved_index_dir()
+    layout = index_settings.index_layout()
     for name in ("manifest.json", "transitions.npz"):
-        original = (index_dir / name).read_bytes()
-        (index_dir / name).write_bytes(original[: len(original) // 2])
+        path = layout.live().root / name
+        original = path.read_bytes()
+        path.write_bytes(original[: len(original) // 2])
         with pytest.raises(IndexMismatchError, match=f"{name}.*promptrec index --rebuild"):
             Recommender.open(items, frame, index_settings, "robust")
         # a plain build notices the damaged file and writes it again
         Recommender.from_interactions(items, frame, index_settings, namespace="robust")
         assert len(Recommender.open(items, frame, index_settings, "robust").candidates("2", 5).candidates) == 5
-    sqlite = index_dir / "chroma" / "chroma.sqlite3"
+    sqlite = layout.live().chroma / "chroma.sqlite3"
     sqlite.write_bytes(b"not a database" * 100)
     from chromadb.api.shared_system_client import SharedSystemClient
 
-    SharedSystemClient._identifier_to_system.pop(str(index_dir / "chroma"), None)  # as a new process sees it
+    SharedSystemClient._identifier_to_system.pop(str(layout.live().chroma), None)  # as a new process sees it
     with pytest.raises(IndexMismatchError, match="chroma.*promptrec index --rebuild"):
         Recommender.open(items, frame, index_settings, "robust")
     rebuilt = Recommender.from_interactions(items, frame, index_settings, namespace="robust", rebuild=True)
@@ -344,19 +345,18 @@ def test_an_index_folder_with_someone_elses_files_is_refused_untouched(index_set
 
 
 @pytest.mark.integration
-def test_rebuild_keeps_a_users_file_in_the_chroma_folder_and_adopts_an_unmarked_index(built, ml_slice, index_settings):
-    from promptrec.index_layout import ForeignFilesError
+def test_rebuilds_keep_a_users_file_in_the_chroma_folder_and_adopt_an_unmarked_index(built, ml_slice, index_settings):
     from promptrec.recommender import Recommender
 
     items, frame = ml_slice
     layout = index_settings.index_layout()
     assert layout.marker.is_file()
-    mine = layout.chroma / "notes.txt"
+    mine = layout.live().chroma / "notes.txt"
     mine.write_text("keep me", encoding="utf-8")
-    with pytest.raises(ForeignFilesError, match="notes.txt"):
+    for _ in range(3):  # the version holding the file is replaced, then would be deleted
         Recommender.from_interactions(items, frame, index_settings, namespace="robust", rebuild=True)
-    assert mine.read_text(encoding="utf-8") == "keep me" and layout.manifest.is_file()
-    mine.unlink()
+    assert mine.read_text(encoding="utf-8") == "keep me"
+    assert mine.parent.parent != layout.live().root and len(list(layout.versions.iterdir())) == 3
     layout.marker.unlink()  # an index written before the marker existed is still promptrec's
     Recommender.from_interactions(items, frame, index_settings, namespace="robust")
     assert layout.marker.is_file()
@@ -367,7 +367,7 @@ def test_a_truncated_sequential_checkpoint_is_named_and_a_build_retrains_it(buil
     from promptrec.recommender import Recommender
 
     items, frame = ml_slice
-    checkpoint = index_settings.index_layout().sequential_checkpoint
+    checkpoint = index_settings.index_layout().live().sequential_checkpoint
     checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
     with pytest.raises(IndexMismatchError, match=r"sequential_model\.pt is damaged.*promptrec train retriever"):
         Recommender.open(items, frame, index_settings, "robust")
@@ -383,7 +383,7 @@ def test_a_plain_build_rewrites_a_damaged_vector_segment(built, ml_slice, index_
     from promptrec.recommender import Recommender
 
     items, frame = ml_slice
-    chroma = index_settings.index_layout().chroma
+    chroma = index_settings.index_layout().live().chroma
     segments = sorted(chroma.glob("*/data_level0.bin"))
     assert segments, "the slice's vectors should be persisted as HNSW segment files"
     built.close()
@@ -468,3 +468,48 @@ def test_atomic_writes_get_the_mode_a_plain_write_gets(tmp_path):
     atomic = atomic_write_text(tmp_path / "atomic.json", "{}")
     assert atomic.read_text() == "{}"
     assert (atomic.stat().st_mode & 0o777) == (plain.stat().st_mode & 0o777)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real file system with little room: a tmpfs mounted for the test (needs root)."""
+    import subprocess
+
+    def mount(size_bytes: int) -> Path:
+        folder = tmp_path / "small-disk"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_bytes}", "tmpfs", str(folder)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()})")
+        mounted.append(folder)
+        return folder
+
+    mounted: list[Path] = []
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+@pytest.mark.integration
+def test_a_build_that_fills_the_disk_says_so_and_the_served_version_stays(built, ml_slice, index_settings, small_disk):
+    import shutil
+
+    from chromadb.api.shared_system_client import SharedSystemClient
+
+    from promptrec.paths import DiskFullError
+    from promptrec.recommender import Recommender
+
+    items, frame = ml_slice
+    source = index_settings.resolved_index_dir()
+    size = sum(p.stat().st_size for p in source.rglob("*") if p.is_file())
+    disk = small_disk(int(size * 1.5))  # room for the served version, not for a second one
+    shutil.copytree(source, disk / "index")
+    settings = index_settings.model_copy(update={"index_dir": disk / "index"})
+    served = settings.index_layout().live()
+    SharedSystemClient._identifier_to_system.pop(str(served.chroma), None)
+    with pytest.raises(DiskFullError, match=r"no space left on the disk holding .*small-disk.* served is unchanged"):
+        Recommender.from_interactions(items, frame, settings, namespace="robust", rebuild=True)
+    assert settings.index_layout().live() == served
+    assert [p.name for p in settings.index_layout().versions.iterdir()] == [served.name]  # the partial one is gone
+    assert len(Recommender.open(items, frame, settings, "robust").candidates("2", 5).candidates) == 5

@@ -2,16 +2,21 @@
 and popularity in a file beside them, the sequential model's checkpoint, and a manifest that
 ties them to one catalog, log and encoder.
 
-Files are written atomically (`promptrec.paths.atomic_write`) and verified when opened: a
-damaged one is an `IndexMismatchError` naming it and `promptrec index --rebuild`, which deletes
-the index's files (Chroma folder included) and builds them again. A build holds an exclusive
-lock on the index folder's build lock (`IndexLayout.build_lock`), so two concurrent builds of one index run one after the other."""
+A build never touches the version being served: it writes a new version beside it (a copy
+of the served one that it updates, or with ``rebuild`` an empty one), switches the index's
+pointer to it atomically, and deletes versions older than the one it replaced
+(`promptrec.index_layout`). A server notices the switch and opens the new version; a failed
+build leaves the served version as it was. Files are verified when opened: a damaged one is an
+`IndexMismatchError` naming it and `promptrec index --rebuild`. A build holds an exclusive
+lock on the index folder's build lock (`IndexLayout.build_lock`), so two concurrent builds of
+one index run one after the other."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import logging
+import shutil
 import time
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -24,9 +29,9 @@ from pydantic import BaseModel
 from promptrec.config import Settings, SplitSettings
 from promptrec.data.schema import Item
 from promptrec.errors import IndexMismatchError
-from promptrec.index_layout import ForeignFilesError, IndexLayout
+from promptrec.index_layout import IndexLayout, VersionLayout
 from promptrec.keys import ArtifactKey
-from promptrec.paths import atomic_write, atomic_write_text, ensure_dir, file_lock
+from promptrec.paths import DiskFullError, atomic_write, atomic_write_text, disk_full, ensure_dir, file_lock, is_disk_full
 from promptrec.retrieval.encoder import TextEncoder
 from promptrec.retrieval.sasrec import (
     DamagedCheckpointError,
@@ -45,6 +50,7 @@ from promptrec.retrieval.store import (
     drop_persistent_store,
 )
 
+_SPACES = {"text": "cosine", "behaviour": "ip", "sequential": "ip"}  # each vector kind's distance
 REBUILD_HINT = "run `promptrec index --rebuild` to build it again from the data"
 log = logging.getLogger("promptrec")
 ProgressFn = Callable[[str, int, int], None]  # (stage, advance, total)
@@ -127,9 +133,14 @@ def read_transitions(path: Path, n_items: int) -> tuple[sp.csr_matrix, np.ndarra
 
 
 def read_index_manifest(index_dir: Path, strict: bool = True) -> IndexManifest | None:
-    """The manifest of the index in ``index_dir``, None when there is none; a damaged one raises
-    (strict) or is ignored (a build then writes everything again)."""
-    path = IndexLayout(index_dir).manifest
+    """The manifest of the version served from ``index_dir``, None when there is none; a
+    damaged one raises (strict) or is ignored (a build then writes everything again)."""
+    return read_version_manifest(IndexLayout(index_dir).live(), strict)
+
+
+def read_version_manifest(version: VersionLayout, strict: bool = True) -> IndexManifest | None:
+    """The manifest of one index version (see `read_index_manifest`)."""
+    path = version.manifest
     if not path.is_file():
         return None
     try:
@@ -164,8 +175,10 @@ class RetrievalIndex:
         encoder: TextEncoder,
         sequential: ItemVectorCollection | None = None,
         sequential_model: SequentialModel | None = None,
+        version: VersionLayout | None = None,
     ):
         self.manifest = manifest
+        self.version = version  # the files this index was opened from
         self.text = text
         self.behaviour = behaviour
         self.behaviour_model = behaviour_model
@@ -178,27 +191,34 @@ class RetrievalIndex:
         self.position = {item_id: n for n, item_id in enumerate(self.item_ids)}
 
     @staticmethod
-    def _collections(settings: Settings, namespace: str, encoder: str, text_dim: int, factors: int):
-        client = chroma_client(settings.chroma, settings.resolved_index_dir())
+    def _collection_name(settings: Settings, version: VersionLayout, namespace: str, kind: str) -> str:
+        """On a Chroma server every version has its own collections; an embedded store is the version's own."""
+        return collection_name(namespace, kind, version.name if settings.chroma.mode == "http" else "")
+
+    @classmethod
+    def _collections(cls, settings: Settings, version: VersionLayout, namespace: str, encoder: str, text_dim: int,
+                     factors: int):
+        client = chroma_client(settings.chroma, version.chroma)
         text = ItemVectorCollection(
             client,
-            collection_name(namespace, "text"),
+            cls._collection_name(settings, version, namespace, "text"),
             "cosine",
             {"kind": "text", "encoder": encoder, "dimension": text_dim},
         )
         behaviour = ItemVectorCollection(
             client,
-            collection_name(namespace, "behaviour"),
+            cls._collection_name(settings, version, namespace, "behaviour"),
             "ip",
             {"kind": "behaviour", "encoder": "implicit-als", "dimension": factors},
         )
         return text, behaviour
 
-    @staticmethod
-    def _sequential_collection(settings: Settings, namespace: str, dimension: int) -> ItemVectorCollection:
+    @classmethod
+    def _sequential_collection(cls, settings: Settings, version: VersionLayout, namespace: str,
+                               dimension: int) -> ItemVectorCollection:
         return ItemVectorCollection(
-            chroma_client(settings.chroma, settings.resolved_index_dir()),
-            collection_name(namespace, "sequential"),
+            chroma_client(settings.chroma, version.chroma),
+            cls._collection_name(settings, version, namespace, "sequential"),
             "ip",
             {"kind": "sequential", "encoder": "sasrec", "dimension": dimension},
         )
@@ -224,7 +244,74 @@ class RetrievalIndex:
         ensure_dir(layout.root.parent, "folder of the index")
         layout.claim()  # refuses a folder holding files that are not promptrec's
         with file_lock(layout.build_lock, f"the index in {layout.root}"):
-            return cls._build(items, histories, settings, namespace, progress, rebuild, history_order, retrain)
+            served = layout.live()
+            version = layout.new_version()
+            try:
+                cls._start_version(settings, served, version, namespace, everything=not rebuild)
+                index = cls._build(items, histories, settings, namespace, progress, version, history_order, retrain)
+            except BaseException as exc:
+                cls._delete_version(settings, version, namespace)
+                kept = "the build deleted its partial version; the version served is unchanged"
+                if isinstance(exc, DiskFullError):
+                    raise DiskFullError(f"{exc} ({kept})") from exc
+                if isinstance(exc, OSError) and is_disk_full(exc):
+                    raise disk_full(layout.root, f"building a new index version ({kept})") from exc
+                raise
+            layout.switch_to(version)
+            for stale in layout.stale_versions(keep=[version, served]):
+                cls._delete_version(settings, stale, namespace)
+            return index
+
+    @classmethod
+    def _start_version(cls, settings: Settings, served: VersionLayout, version: VersionLayout, namespace: str,
+                       everything: bool) -> None:
+        """Fill a new version from the served one: all of it (a build then updates only what
+        changed), or with ``everything`` off only the sequential checkpoint (a rebuild writes
+        every vector again, but keeps a trained model whose key still matches)."""
+        copies = [(served.sequential_checkpoint, version.sequential_checkpoint)]
+        if everything:
+            copies += [(served.manifest, version.manifest), (served.transitions_to_read(), version.transitions)]
+        for source, target in copies:
+            if source.is_file():
+                shutil.copy2(source, target)
+        if not everything:
+            return
+        if settings.chroma.mode == "persistent":
+            if served.chroma.is_dir():
+                shutil.copytree(served.chroma, version.chroma, ignore=lambda folder, names: served.foreign_in_chroma()
+                                if Path(folder) == served.chroma else [])
+            return
+        old = read_version_manifest(served, strict=False)
+        client = chroma_client(settings.chroma, version.chroma)
+        existing = {getattr(c, "name", c) for c in client.list_collections()}
+        for kind, space in _SPACES.items():
+            name = cls._collection_name(settings, served, old.namespace if old else namespace, kind)
+            if name in existing:
+                target = ItemVectorCollection(client, cls._collection_name(settings, version, namespace, kind), space, {})
+                target.copy_from(ItemVectorCollection(client, name, space, {}))
+
+    @classmethod
+    def _delete_version(cls, settings: Settings, version: VersionLayout, namespace: str) -> None:
+        """Delete a version's files (and, on a Chroma server, its collections). A version whose
+        Chroma folder holds someone else's files is kept, with a warning."""
+        foreign = version.foreign_in_chroma()
+        if foreign:
+            log.warning("keeping the old index version in %s: its Chroma folder holds files promptrec did not "
+                        "write (%s)", version.root, ", ".join(foreign[:5]))
+            return
+        if settings.chroma.mode == "http":
+            old = read_version_manifest(version, strict=False)
+            client = chroma_client(settings.chroma, version.chroma)
+            for kind in ("text", "behaviour", "sequential"):
+                with contextlib.suppress(Exception):  # absent: never built, or already gone
+                    client.delete_collection(
+                        cls._collection_name(settings, version, old.namespace if old else namespace, kind))
+        drop_persistent_store(version.chroma)
+        if version.name:
+            shutil.rmtree(version.root, ignore_errors=True)
+        else:  # an unversioned index: its files lie beside the index folder's other contents
+            for path in version.files:
+                path.unlink(missing_ok=True)
 
     @classmethod
     def _build(
@@ -234,15 +321,14 @@ class RetrievalIndex:
         settings: Settings,
         namespace: str,
         progress: ProgressFn | None,
-        rebuild: bool,
+        version: VersionLayout,
         history_order: str = "time",
         retrain: bool = False,
     ) -> RetrievalIndex:
         started = time.perf_counter()
-        layout = settings.index_layout()
         encoder = TextEncoder(settings.encoder, settings)
         rs = settings.retrieval
-        text, behaviour = cls._open_collections(settings, namespace, encoder.dimension, rebuild)
+        text, behaviour = cls._open_collections(settings, version, namespace, encoder.dimension)
         item_ids = [item.item_id for item in items]
         position = {item_id: n for n, item_id in enumerate(item_ids)}
         metadatas = [item.metadata() for item in items]
@@ -265,10 +351,10 @@ class RetrievalIndex:
                 f"{len(unknown)} interacted item id(s) are not in the catalog, e.g. {sorted(unknown)[:5]}"
             )
         inter_fp = interactions_fingerprint(histories)
-        behaviour_sync = cls._sync_behaviour(settings, namespace, behaviour, histories, item_ids, metadatas,
-                                             catalog_fp, inter_fp, report)
+        behaviour_sync = cls._sync_behaviour(settings, version, namespace, behaviour, histories, item_ids,
+                                             metadatas, catalog_fp, inter_fp, report)
         sequential = cls._build_sequential(
-            settings, namespace, histories, inter_fp, metadatas, position, report, history_order, retrain
+            settings, version, namespace, histories, inter_fp, metadatas, position, report, history_order, retrain
         )
         manifest = IndexManifest(
             namespace=namespace,
@@ -286,49 +372,29 @@ class RetrievalIndex:
             history_order=history_order,
             **sequential,
         )
-        atomic_write_text(layout.manifest, manifest.model_dump_json(indent=1))
-        layout.legacy_transitions.unlink(missing_ok=True)  # rewritten under its own name above
-        return cls._load(manifest, settings, encoder)
+        atomic_write_text(version.manifest, manifest.model_dump_json(indent=1))
+        return cls._load(manifest, settings, encoder, version)
 
     @classmethod
-    def _open_collections(cls, settings: Settings, namespace: str, text_dim: int,
-                          rebuild: bool) -> tuple[ItemVectorCollection, ItemVectorCollection]:
-        """The text and behaviour collections, checked (built with these settings, readable);
-        with ``rebuild``, the index's derived files and vectors are deleted first."""
-        layout = settings.index_layout()
+    def _open_collections(cls, settings: Settings, version: VersionLayout, namespace: str,
+                          text_dim: int) -> tuple[ItemVectorCollection, ItemVectorCollection]:
+        """The new version's text and behaviour collections, checked (built with these settings,
+        readable)."""
         rs = settings.retrieval
-        if rebuild:  # start from nothing: files that cannot be read are deleted, not opened
-            foreign = layout.foreign_in_chroma() if settings.chroma.mode == "persistent" else []
-            if foreign:
-                raise ForeignFilesError(
-                    f"{layout.chroma} holds files Chroma did not write ({', '.join(foreign[:5])}); a rebuild "
-                    "deletes that folder, so nothing was changed: move them out first"
-                )
-            for path in layout.stale_files:
-                path.unlink(missing_ok=True)
-            if settings.chroma.mode == "persistent":
-                drop_persistent_store(layout.root)
-        text, behaviour = cls._collections(settings, namespace, settings.encoder, text_dim, rs.als_factors)
-        if rebuild and settings.chroma.mode == "http":
-            client = chroma_client(settings.chroma, layout.root)
-            for coll in (text, behaviour):
-                client.delete_collection(coll.name)
-            with contextlib.suppress(Exception):  # absent when the model was never trained
-                client.delete_collection(collection_name(namespace, "sequential"))
-            text, behaviour = cls._collections(settings, namespace, settings.encoder, text_dim, rs.als_factors)
+        text, behaviour = cls._collections(settings, version, namespace, settings.encoder, text_dim, rs.als_factors)
         for coll in (text, behaviour):
             coll.check_identity()
             _rewrite_if_unreadable(coll)
         return text, behaviour
 
     @classmethod
-    def _sync_behaviour(cls, settings: Settings, namespace: str, behaviour: ItemVectorCollection,
-                        histories: Mapping[str, Sequence[str]], item_ids: list[str], metadatas: Sequence[dict],
-                        catalog_fp: str, inter_fp: str, report: ProgressFn) -> SyncReport:
+    def _sync_behaviour(cls, settings: Settings, version: VersionLayout, namespace: str,
+                        behaviour: ItemVectorCollection, histories: Mapping[str, Sequence[str]], item_ids: list[str],
+                        metadatas: Sequence[dict], catalog_fp: str, inter_fp: str, report: ProgressFn) -> SyncReport:
         """Refit the behaviour vectors, transitions and popularity when the log changed (or their
         files are missing or damaged); otherwise leave them."""
-        layout, rs = settings.index_layout(), settings.retrieval
-        old = read_index_manifest(layout.root, strict=False)
+        rs = settings.retrieval
+        old = read_version_manifest(version, strict=False)
         current = (
             old is not None
             and old.interactions_fingerprint == inter_fp
@@ -336,7 +402,7 @@ class RetrievalIndex:
             and old.namespace == namespace
             and behaviour.count() == len(item_ids)
             and behaviour.metadata().get("interactions_fingerprint") == inter_fp
-            and cls._sequential_ok(layout.transitions, len(item_ids))
+            and cls._sequential_ok(version.transitions, len(item_ids))
         )
         if current:
             return SyncReport(unchanged=len(item_ids))
@@ -362,7 +428,7 @@ class RetrievalIndex:
                     popularity=pop,
                 )
 
-        atomic_write(layout.transitions, write_transitions)
+        atomic_write(version.transitions, write_transitions)
         report("behaviour model", 1, 2)
         return sync
 
@@ -370,6 +436,7 @@ class RetrievalIndex:
     def _build_sequential(
         cls,
         settings: Settings,
+        version: VersionLayout,
         namespace: str,
         histories: Mapping[str, Sequence[str]],
         inter_fp: str,
@@ -392,7 +459,7 @@ class RetrievalIndex:
         if len(vocab) < 2:
             return {"sequential_skipped": "fewer than two interacted items"}
         key = checkpoint_key(inter_fp, vocab, seq, settings.retrieval.seed)
-        path = settings.index_layout().sequential_checkpoint
+        path = version.sequential_checkpoint
         model = None
         if not retrain and path.is_file():
             try:
@@ -411,7 +478,7 @@ class RetrievalIndex:
             model = SequentialModel.fit(histories, seq, settings.retrieval.seed, inter_fp, settings.device, on_epoch)
             report(stage, seq.max_epochs - model.stats.epochs_run, seq.max_epochs)  # early stop: fill the bar
             model.save(path)
-        coll = cls._sequential_collection(settings, namespace, seq.hidden)
+        coll = cls._sequential_collection(settings, version, namespace, seq.hidden)
         if trained and coll.count() and coll.metadata().get("dimension") != seq.hidden:
             coll.recreate()  # a retrain with another hidden size: the old vectors cannot be upserted over
         coll.check_identity()
@@ -424,8 +491,8 @@ class RetrievalIndex:
             [metadatas[position[i]] for i in model.item_ids],
             lambda batch: vectors[batch],
         )
-        coll.set_metadata(sequential_key=key)
-        return {"sequential_key": key, "sequential_dimension": seq.hidden, "sequential_sync": sync,
+        coll.set_metadata(sequential_key=key.digest())
+        return {"sequential_key": key.digest(), "sequential_dimension": seq.hidden, "sequential_sync": sync,
                 "sequential_trained": trained}
 
     @staticmethod
@@ -448,9 +515,11 @@ class RetrievalIndex:
     ) -> RetrievalIndex:
         """Open an index built earlier, refusing one built for another catalog, log or encoder."""
         index_dir = settings.resolved_index_dir()
-        manifest = read_index_manifest(index_dir)
+        version = settings.index_layout().live()
+        manifest = read_version_manifest(version)
         if manifest is None:
-            raise IndexMismatchError(f"no index in {index_dir}: build it with `promptrec index`")
+            gone = f" (its served version {version.root.name} is gone)" if version.name else ""
+            raise IndexMismatchError(f"no index in {index_dir}{gone}: build it with `promptrec index`")
         current = IndexKey(namespace=namespace, encoder=settings.encoder, catalog_fingerprint=catalog_fingerprint(items),
                            interactions_fingerprint=interactions_fingerprint(histories))
         what = manifest.key().describe_differences(current, "built")
@@ -459,13 +528,15 @@ class RetrievalIndex:
                 f"the index in {index_dir} does not match the current data and settings: {what}; "
                 "run `promptrec index` to update it"
             )
-        return cls._load(manifest, settings, TextEncoder(settings.encoder, settings))
+        return cls._load(manifest, settings, TextEncoder(settings.encoder, settings), version)
 
     @classmethod
-    def _load(cls, manifest: IndexManifest, settings: Settings, encoder: TextEncoder) -> RetrievalIndex:
+    def _load(cls, manifest: IndexManifest, settings: Settings, encoder: TextEncoder,
+              version: VersionLayout) -> RetrievalIndex:
         rs = settings.retrieval
         text, behaviour = cls._collections(
-            settings, manifest.namespace, manifest.encoder, manifest.text_dimension, manifest.behaviour_dimension
+            settings, version, manifest.namespace, manifest.encoder, manifest.text_dimension,
+            manifest.behaviour_dimension
         )
         text.check_identity(allow_empty=False)
         behaviour.check_identity(allow_empty=False)
@@ -479,15 +550,16 @@ class RetrievalIndex:
         sequential = sequential_model = None
         if manifest.sequential_key is not None:
             seq = settings.retrieval.sequential
-            path = settings.index_layout().sequential_checkpoint
+            path = version.sequential_checkpoint
             sequential_model = SequentialModel.load(path, manifest.sequential_key, settings.device)
             current = checkpoint_key(manifest.interactions_fingerprint, sequential_model.item_ids, seq, rs.seed)
-            if current != manifest.sequential_key:
+            if current.digest() != manifest.sequential_key:
                 raise CheckpointMismatchError(
                     f"the sequential model in {path} was trained with other retrieval.sequential settings "
                     f"or seed than the current ones; retrain it with {RETRAIN}"
                 )
-            sequential = cls._sequential_collection(settings, manifest.namespace, manifest.sequential_dimension or seq.hidden)
+            sequential = cls._sequential_collection(settings, version, manifest.namespace,
+                                                    manifest.sequential_dimension or seq.hidden)
             sequential.check_identity(allow_empty=False)
             if sequential.metadata().get("sequential_key") != manifest.sequential_key:
                 raise IndexMismatchError(
@@ -503,7 +575,7 @@ class RetrievalIndex:
                 f"{missing[:3]}; {REBUILD_HINT}"
             )
         factors = factors[[order[i] for i in manifest.item_ids]]
-        matrix, pop = read_transitions(settings.index_layout().transitions_to_read(), len(manifest.item_ids))
+        matrix, pop = read_transitions(version.transitions_to_read(), len(manifest.item_ids))
         return cls(
             manifest,
             text,
@@ -514,6 +586,7 @@ class RetrievalIndex:
             encoder,
             sequential,
             sequential_model,
+            version,
         )
 
     # ------------------------------------------------------------------ item-to-item signals

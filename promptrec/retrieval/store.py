@@ -15,22 +15,23 @@ from pydantic import BaseModel
 
 from promptrec.config import ChromaSettings
 from promptrec.errors import FilterError, IndexMismatchError, PromptrecError
-from promptrec.index_layout import IndexLayout
+from promptrec.paths import disk_full, is_disk_full
 
 Space = Literal["cosine", "ip"]
 UPSERT_BATCH = 512
 
 
-def chroma_location(chroma: ChromaSettings, index_dir: Path) -> str:
-    """Where the vectors live, as error messages name it."""
+def chroma_location(chroma: ChromaSettings, folder: Path) -> str:
+    """Where the vectors live, as error messages name it (``folder``: the embedded store's)."""
     if chroma.mode == "http":
         return f"the Chroma server at http://{chroma.host}:{chroma.port}"
-    return f"the Chroma store {IndexLayout(Path(index_dir)).chroma}"
+    return f"the Chroma store {folder}"
 
 
 @contextlib.contextmanager
-def chroma_errors(location: str, what: str) -> Iterator[None]:
-    """Turn the errors Chroma and its HTTP client raise into promptrec errors naming the store."""
+def chroma_errors(location: str, what: str, folder: Path | None = None) -> Iterator[None]:
+    """Turn the errors Chroma and its HTTP client raise into promptrec errors naming the store
+    (``folder``: the embedded store's, whose disk may be full)."""
     import httpx
     from chromadb.errors import ChromaError
 
@@ -43,29 +44,39 @@ def chroma_errors(location: str, what: str) -> Iterator[None]:
             f"{location} did not answer during {what} ({type(exc).__name__}: {exc}); start it "
             "(`chroma run --path DIR --port PORT`) or set chroma.mode = \"persistent\""
         ) from exc
-    except ChromaError as exc:
+    except Exception as exc:
+        if is_disk_full(exc) and folder is not None:
+            raise disk_full(folder, what) from exc
+        if not isinstance(exc, ChromaError):
+            raise
         raise IndexMismatchError(
             f"{location} failed during {what}: {exc}; if its files are damaged, run `promptrec index --rebuild`"
         ) from exc
 
 
-def drop_persistent_store(index_dir: Path) -> None:
-    """Delete the embedded Chroma folder under `index_dir` (and Chroma's in-process cache of it)."""
-    import shutil
-
+def release_persistent_store(folder: Path) -> None:
+    """Stop Chroma's in-process system for the embedded store in ``folder`` (the next client
+    opens it afresh from its files)."""
     from chromadb.api.shared_system_client import SharedSystemClient
 
-    folder = IndexLayout(Path(index_dir)).chroma
     system = SharedSystemClient._identifier_to_system.pop(str(folder), None)
     SharedSystemClient._identifier_to_refcount.pop(str(folder), None)
     if system is not None:
         with contextlib.suppress(Exception):
             system.stop()
+
+
+def drop_persistent_store(folder: Path) -> None:
+    """Delete the embedded Chroma store in ``folder`` (and Chroma's in-process cache of it)."""
+    import shutil
+
+    release_persistent_store(folder)
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def chroma_client(chroma: ChromaSettings, index_dir: Path):
-    """A persistent client under `index_dir`, or an HTTP client for a `chroma run` server."""
+def chroma_client(chroma: ChromaSettings, folder: Path):
+    """A persistent client on the embedded store in ``folder``, or an HTTP client for a
+    `chroma run` server."""
     import chromadb
     from chromadb.config import Settings as ChromaClientSettings
 
@@ -75,23 +86,25 @@ def chroma_client(chroma: ChromaSettings, index_dir: Path):
     if chroma.mode == "http":
         try:
             client = chromadb.HttpClient(host=chroma.host, port=chroma.port, settings=client_settings)
-            client.promptrec_location = chroma_location(chroma, index_dir)  # for error messages
+            client.promptrec_location = chroma_location(chroma, folder)  # for error messages
             return client
         except Exception as exc:  # chromadb raises ValueError/ConnectionError variants
             raise PromptrecError(
                 f"cannot reach the Chroma server at http://{chroma.host}:{chroma.port} ({exc}); "
                 "start one with `chroma run --path DIR --port PORT` or set chroma.mode = \"persistent\""
             ) from exc
-    ensure_dir(index_dir, "index folder")
-    with chroma_errors(chroma_location(chroma, index_dir), "opening"):
-        client = chromadb.PersistentClient(path=str(IndexLayout(index_dir).chroma), settings=client_settings)
-    client.promptrec_location = chroma_location(chroma, index_dir)  # for error messages
+    ensure_dir(folder.parent, "index folder")
+    with chroma_errors(chroma_location(chroma, folder), "opening", folder):
+        client = chromadb.PersistentClient(path=str(folder), settings=client_settings)
+    client.promptrec_location = chroma_location(chroma, folder)  # for error messages
+    client.promptrec_folder = folder
     return client
 
 
-def collection_name(namespace: str, kind: str) -> str:
-    """A valid Chroma collection name (3-63 chars of [A-Za-z0-9._-], alphanumeric ends)."""
-    raw = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{namespace}-{kind}").strip("-._")
+def collection_name(namespace: str, kind: str, version: str = "") -> str:
+    """A valid Chroma collection name (3-63 chars of [A-Za-z0-9._-], alphanumeric ends); an
+    index version's own name on a shared Chroma server (``version``)."""
+    raw = re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(p for p in (namespace, version, kind) if p)).strip("-._")
     if len(raw) > 63:
         import hashlib
 
@@ -117,6 +130,7 @@ class ItemVectorCollection:
         self.space = space
         self.identity = identity
         self.location = getattr(client, "promptrec_location", "the Chroma store")
+        self.folder = getattr(client, "promptrec_folder", None)  # None on a Chroma server
         self._client = client
         self._open()
 
@@ -151,7 +165,7 @@ class ItemVectorCollection:
         self._open()
 
     def _errors(self, what: str):
-        return chroma_errors(self.location, what)
+        return chroma_errors(self.location, what, self.folder)
 
     def _filter_errors(self, where: dict[str, Any] | None):
         """Chroma's ValueError for a malformed `where` becomes a PromptrecError quoting the filter."""
@@ -240,6 +254,19 @@ class ItemVectorCollection:
             if on_progress:
                 on_progress(len(batch), len(todo))
         return report
+
+    def copy_from(self, other: ItemVectorCollection) -> None:
+        """Make this (empty) collection hold what ``other`` holds: vectors, item metadata and
+        the collection's own metadata (a new index version starts from the served one)."""
+        with other._errors(f"reading {other.name!r}"):
+            got = other._collection.get(include=["embeddings", "metadatas"])
+        for start in range(0, len(got["ids"]), UPSERT_BATCH):
+            end = start + UPSERT_BATCH
+            with self._errors(f"writing to {self.name!r}"):
+                self._collection.upsert(ids=got["ids"][start:end],
+                                        embeddings=np.asarray(got["embeddings"][start:end], dtype=np.float32),
+                                        metadatas=got["metadatas"][start:end])
+        self.set_metadata(**{k: v for k, v in other.metadata().items() if k not in self.identity})
 
     def vectors(self, ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
         """Stored vectors (all, or those of `ids` that exist), as (ids, matrix)."""

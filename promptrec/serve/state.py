@@ -5,8 +5,10 @@ the `ServeState` dependency."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
@@ -16,11 +18,14 @@ from fastapi import Depends, Request
 from promptrec.errors import PromptrecError
 from promptrec.explain.conversation import Conversation
 from promptrec.recommender import Recommender
+from promptrec.retrieval.store import release_persistent_store
 from promptrec.schema import RecommendationList
 from promptrec.serve.conversations import ConversationStore
 
 if TYPE_CHECKING:  # pragma: no cover
     from promptrec.ranker.backends.base import LLMBackend
+
+log = logging.getLogger("promptrec")
 
 
 class RecentLists:
@@ -59,9 +64,48 @@ class AppState:
     recent: RecentLists = field(default_factory=RecentLists)
     backend: LLMBackend | None = None  # set once the model is loaded
 
+    index_error: str | None = None  # why the version now served on disk could not be opened
+    _index_seen: tuple[int, int] | None = None  # the index pointer's (inode, mtime) last looked at
+    _reopening: threading.Lock = field(default_factory=threading.Lock)
+
     def recommender(self) -> Recommender:
+        """The Recommender, on the index version served on disk: after a build switched the
+        index to a new version, the first request that notices opens it (requests in flight
+        finish on the old one; if it cannot be opened, the old one goes on serving and /health
+        says why)."""
         assert self.rec is not None, "the app has not started (use it as a context manager)"
+        self._follow_index()
         return self.rec
+
+    def _follow_index(self) -> None:
+        rec = self.rec
+        pointer = rec.settings.index_layout().pointer
+        try:
+            stat = pointer.stat()
+            seen = (stat.st_ino, stat.st_mtime_ns)
+        except OSError:
+            seen = None
+        if seen == self._index_seen or not self._reopening.acquire(blocking=False):
+            return  # unchanged, or another request is opening the new version
+        try:
+            self._index_seen = seen
+            try:
+                if rec.settings.index_layout().live() == rec.index.version:
+                    self.index_error = None
+                    return
+                new = rec.reopened()
+            except PromptrecError as exc:
+                self.index_error = str(exc)
+                log.warning("the index was switched to a new version, but it cannot be opened: %s; "
+                            "still serving the old one", exc)
+                return
+            old_chroma = rec.index.version.chroma if rec.index.version is not None else None
+            self.rec, self.index_error = new, None
+            log.info("now serving index version %s", new.index.version.name if new.index.version else "(unversioned)")
+            if old_chroma is not None and rec.settings.chroma.mode == "persistent":
+                weakref.finalize(rec.index, release_persistent_store, old_chroma)
+        finally:
+            self._reopening.release()
 
     def load_model(self) -> None:
         """Load the backend, shared by every request, and the calibration if there is one."""

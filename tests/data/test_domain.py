@@ -15,6 +15,7 @@ from promptrec.domain import DOMAIN_PRESETS
 from promptrec.data.preprocess import is_order_free, temporal_split
 from promptrec.explain import Conversation
 from promptrec.explain.grounding import TitleIndex
+from promptrec.index_layout import IndexLayout
 from promptrec.ranker.prompts import list_templates, load_template
 from promptrec.recommender import Recommender
 from promptrec.testing import FakeBackend
@@ -202,7 +203,7 @@ def test_order_free_logs_turn_transitions_off_and_say_so(asset_settings, tmp_pat
     assert rec.index.manifest.history_order == "none"
     assert rec.settings.retrieval.weights["transitions"] == 0.0
     assert all("transitions" not in c.source_scores for c in rec.candidates("u01", 5).candidates)
-    manifest = json.loads((tmp_path / "index" / "manifest.json").read_text())
+    manifest = json.loads(IndexLayout(tmp_path / "index").live().manifest.read_text())
     assert manifest["history_order"] == "none"
 
 

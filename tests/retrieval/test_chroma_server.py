@@ -11,7 +11,9 @@ from promptrec.recommender import Recommender
 pytestmark = pytest.mark.integration
 
 
-def test_http_mode_builds_and_queries(chroma_server, ml_slice, index_settings):
+def test_http_mode_builds_versions_beside_the_served_one(chroma_server, ml_slice, index_settings):
+    """Each build writes its own collections on the server (a copy of the served ones that it
+    updates), switches to them, and deletes those older than the version it replaced."""
     items, frame = ml_slice
     settings = index_settings.model_copy(update={"chroma": ChromaSettings(mode="http", port=chroma_server.port)})
     rec = Recommender.from_interactions(items, frame, settings, namespace="server-slice")
@@ -20,9 +22,21 @@ def test_http_mode_builds_and_queries(chroma_server, ml_slice, index_settings):
     import chromadb
 
     client = chromadb.HttpClient(host="127.0.0.1", port=chroma_server.port)
-    names = {c.name for c in client.list_collections()}
-    assert {"server-slice-text", "server-slice-behaviour"} <= names
-    assert client.get_collection("server-slice-text").count() == len(items)
+
+    def names() -> set[str]:
+        return {c.name for c in client.list_collections() if c.name.startswith("server-slice")}
+
+    first = rec.index.version.name
+    assert {f"server-slice-{first}-text", f"server-slice-{first}-behaviour"} <= names()
+    assert client.get_collection(f"server-slice-{first}-text").count() == len(items)
+    again = Recommender.from_interactions(items, frame, settings, namespace="server-slice")
+    assert again.index.manifest.text_sync.unchanged == len(items)  # copied, not encoded again
+    assert [c.item_id for c in again.candidates("2", 10).candidates] == [c.item_id for c in found.candidates]
+    assert len(rec.candidates("2", 10).candidates) == 10  # the replaced version still answers
+    third = Recommender.from_interactions(items, frame, settings, namespace="server-slice", rebuild=True)
+    assert third.index.manifest.text_sync.added == len(items)
+    versions = {n.split("-")[2] + "-" + n.split("-")[3] for n in names()}
+    assert versions == {again.index.version.name, third.index.version.name}
 
 
 def test_http_mode_without_server_is_a_clear_error(index_settings, ml_slice, free_port):

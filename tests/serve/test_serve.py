@@ -229,7 +229,7 @@ def test_health_reports_each_dependency(client, rec):
 
     health = client.get("/health").json()
     assert {d["name"]: d["ok"] for d in health["dependencies"]} == {"index files": True, "vector store": True}
-    manifest = rec.settings.index_layout().manifest
+    manifest = rec.settings.index_layout().live().manifest
     aside = manifest.with_name("manifest.aside")
     manifest.rename(aside)
     try:
@@ -237,7 +237,7 @@ def test_health_reports_each_dependency(client, rec):
     finally:
         aside.rename(manifest)
     assert gone["status"] == "degraded"
-    assert [d["detail"] for d in gone["dependencies"] if d["name"] == "index files"] == [f"{manifest} is gone"]
+    assert [d["detail"] for d in gone["dependencies"] if d["name"] == "index files"] == [f"{manifest} is gone; run `promptrec index`"]
     dead = rec.settings.model_copy(update={"ranker": rec.settings.ranker.model_copy(update={
         "backend": "vllm-server", "server_url": f"http://127.0.0.1:{free_port()}/v1"})})
     other = Recommender(rec.items, rec.histories, rec.index, dead)

@@ -6,7 +6,7 @@ import httpx
 from fastapi import APIRouter, Query
 
 from promptrec.errors import PromptrecError
-from promptrec.retrieval.index import read_index_manifest
+from promptrec.retrieval.index import read_version_manifest
 from promptrec.serve.schema import (
     CalibrationStatus,
     DependencyStatus,
@@ -41,21 +41,31 @@ def _dependencies(state: AppState) -> list[DependencyStatus]:
     """The index's files (still there, still the ones served), the vector store (answers a
     count) and, with ranker.backend = "vllm-server", the generator server (answers /models)."""
     rec = state.recommender()
-    settings, layout = rec.settings, rec.settings.index_layout()
+    settings = rec.settings
     out = []
     try:
-        on_disk = read_index_manifest(layout.root)
-        changed = on_disk is None or on_disk.key() != rec.index.manifest.key()
-        detail = (f"{layout.manifest} is gone" if on_disk is None else
-                  "the index on disk was rebuilt for other data; restart the service") if changed else None
-        out.append(DependencyStatus(name="index files", ok=not changed, detail=detail))
+        served = rec.index.version
+        live = settings.index_layout().live()
+        on_disk = read_version_manifest(live)
+        if state.index_error is not None:
+            detail = (f"the index was switched to version {live.name}, which cannot be opened ({state.index_error}); "
+                      f"still serving {served.name if served is not None and served.name else 'the old version'}")
+        elif on_disk is None:
+            detail = f"{live.manifest} is gone; run `promptrec index`"
+        elif served is not None and live != served:
+            detail = (f"the index was rebuilt (version {live.name or 'unversioned'}); this server still serves "
+                      f"{served.name or 'the unversioned index'} until it opens the new one")
+        else:
+            detail = None
+        out.append(DependencyStatus(name="index files", ok=detail is None, detail=detail))
     except PromptrecError as exc:
         out.append(DependencyStatus(name="index files", ok=False, detail=str(exc)))
     try:
-        gone = settings.chroma.mode == "persistent" and not (layout.chroma / "chroma.sqlite3").is_file()
+        chroma = rec.index.version.chroma if rec.index.version is not None else None
+        gone = settings.chroma.mode == "persistent" and chroma is not None and not (chroma / "chroma.sqlite3").is_file()
         rec.index.text.count()
         out.append(DependencyStatus(name="vector store", ok=not gone,
-                                    detail=f"{layout.chroma} is gone; run `promptrec index`" if gone else None))
+                                    detail=f"{chroma} is gone; run `promptrec index`" if gone else None))
     except PromptrecError as exc:
         out.append(DependencyStatus(name="vector store", ok=False, detail=str(exc)))
     if settings.ranker.backend == "vllm-server":
