@@ -34,14 +34,14 @@ class _DefaultRunGroup(OneLineErrors):
 
 eval_app = typer.Typer(
     cls=_DefaultRunGroup,
-    help="Offline evaluation: `promptrec eval SUITE` runs a suite file (eval/*.toml).",
+    help="Offline evaluation: `promptrec eval SUITE` runs a suite (a shipped suite's name, or a file).",
     no_args_is_help=True,
 )
 
 
 @eval_app.command("run")
 def run(
-    suite: Path = typer.Argument(..., help="The suite file (eval/*.toml).", exists=True, dir_okay=False),
+    suite: str = typer.Argument(..., help="A shipped suite's name (ml100k, ml1m, bookcrossing, smoke) or a suite file."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<suite name>)."),
     fresh: bool = typer.Option(False, "--fresh", help="Start the run folder over instead of continuing it."),
     limit: Optional[int] = typer.Option(

@@ -200,3 +200,18 @@ def test_cli_overrides_make_another_suite(runs, tmp_path):
                                             zip(same, read_results(tmp_path / "h"))]
     result = CliRunner().invoke(eval_app, ["run", str(suite_file), "--out", str(tmp_path / "x"), "--tie-rule", "random"])
     assert result.exit_code == 2 and "tie_rule" in result.output
+
+
+def test_the_cli_takes_a_shipped_suite_by_name():
+    """`promptrec eval ml100k` (README) names a shipped suite, not a file in the working folder."""
+    app = typer.Typer()
+    app.add_typer(eval_app, name="eval")
+
+    @app.command()
+    def other() -> None:
+        pass
+
+    named = CliRunner().invoke(app, ["eval", "smoke", "--tie-rule", "sideways"])  # read, then refused
+    assert named.exit_code == 2 and "does not exist" not in named.output and "sideways" in named.output, named.output
+    unknown = CliRunner().invoke(app, ["eval", "run", "no-such-suite"])
+    assert unknown.exit_code == 2 and "no shipped suite of that name (shipped: " in " ".join(unknown.output.split())
