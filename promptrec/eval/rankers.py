@@ -133,6 +133,24 @@ class EvalData:
         self.calibration_users = calibration_users(self.validation_targets, suite.calibration.users, seed)
         self._recommenders: dict[str, Any] = {}
 
+    def user_facts(self) -> dict[str, dict[str, float]]:
+        """What the report's segments cut by, per evaluated user: the length of the test history,
+        the target's training interactions and its popularity quantile (the share of catalog items
+        with more interactions, ties by item id: 0 is the most popular item)."""
+        counts = self.test_frame["item_id"].value_counts()
+        interactions = np.array([int(counts.get(i, 0)) for i in self.item_ids])
+        order = np.argsort(-interactions, kind="stable")  # item_ids are in id order: ties by id
+        quantile = np.empty(len(order))
+        quantile[order] = np.arange(len(order)) / max(1, len(order))
+        facts = {}
+        for user in self.users:
+            target = self.test_targets[user]
+            position = self.item_position.get(target)
+            facts[user] = {"history_length": len(self.test_histories.get(user, [])),
+                           "target_interactions": int(counts.get(target, 0)),
+                           "target_popularity_quantile": float(quantile[position]) if position is not None else 1.0}
+        return facts
+
     def run_order(self, users: Sequence[str]) -> list[str]:
         """``users`` in the seeded order a ranker goes through them (suite seed): every prefix of
         it, the rows of an interrupted or ``limit``-ed session, is a seeded random sample."""

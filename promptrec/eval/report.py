@@ -42,7 +42,8 @@ from typing import Any
 import numpy as np
 
 from promptrec import metrics as M
-from promptrec.eval.run_folder import load_run
+from promptrec.eval.run_folder import load_run, load_user_facts
+from promptrec.eval.segments import BASELINE, segment_report, segments_json
 from promptrec.eval.rerank_view import rerank_view
 from promptrec.eval.stats import mean_ci
 from promptrec.eval.suite import Suite
@@ -179,6 +180,14 @@ def summarize(run_dir: str | Path) -> dict[str, Any]:
                 common["rankers"].append({"name": name, "metrics": {m: _ci_dict(v, suite) for m, v in values.items()}})
 
     k0 = suite.protocol.ks[0]
+    facts = load_user_facts(run_dir)
+    segments = None
+    if facts:
+        headline = [f"{m}@{k0}" for m in suite.protocol.metrics if m in ("ndcg", "recall")] or [f"{suite.protocol.metrics[0]}@{k0}"]
+        per_user = {name: {metric: dict(zip((r["user_id"] for r in by_ranker[name]), values))
+                           for metric, values in per_user_metrics(by_ranker[name], headline).items()}
+                    for name in order}
+        segments = {"metrics": headline, "segmentations": segments_json(segment_report(per_user, facts, suite))}
     return {
         "suite": suite.name,
         "description": suite.description,
@@ -194,6 +203,7 @@ def summarize(run_dir: str | Path) -> dict[str, Any]:
         "headline": [f"{m}@{k0}" for m in suite.protocol.metrics],
         "rankers": entries,
         "common_users": common,
+        "segments": segments,  # None: the run folder has no users.json (continue the run to write it)
         "skipped": manifest.get("skipped", {}),
         "packages": manifest.get("packages", {}),
         "sessions": len(manifest.get("sessions", [])),
@@ -299,7 +309,7 @@ def render_markdown(summary: dict[str, Any], images: dict[str, str] | None = Non
     if s.get("description"):
         out += [s["description"].strip(), ""]
     out += _protocol_lines(s) + _ranking_lines(s) + _rerank_lines(s) + _calibration_lines(s)
-    out += _health_lines(s) + _cost_lines(s) + _trailer_lines(s)
+    out += _segment_lines(s) + _health_lines(s) + _cost_lines(s) + _trailer_lines(s)
     for title, file in (images or {}).items():
         out += [f"![{title}]({file})", ""]
     return "\n".join(out).rstrip() + "\n"
@@ -327,6 +337,36 @@ def _ranking_lines(s: dict[str, Any]) -> list[str]:
         out += _table(["ranker"] + [_label(m) for m in headline],
                       [[r["name"]] + [_fmt_ci(r["metrics"][m]) for m in headline] for r in c["rankers"]]) + [""]
     return out
+
+
+def _segment_lines(s: dict[str, Any]) -> list[str]:
+    """Per segment: each ranker's headline metric, then each ranker minus retrieval (paired)."""
+    if not s.get("segments"):
+        return []
+    metric = s["segments"]["metrics"][0]
+    rankers = [r["name"] for r in s["rankers"] if not r["kind"].endswith("-raw")]
+    out = ["## Segments", "", f"{_label(metric)} per segment ({int(round(s['confidence'] * 100))}% CI); "
+           f"Δ: the ranker minus {BASELINE} on the same users (paired). A segment under the suite's "
+           "`segments.min_users` shows its size only.", ""]
+    for seg in s["segments"]["segmentations"]:
+        out += [f"### By {seg['name']}", ""]
+        deltas = [n for n in rankers if n != BASELINE]
+        header = ["segment", "users"] + rankers + [f"Δ {n}" for n in deltas]
+        rows = []
+        for g in seg["segments"]:
+            if g["too_few"]:
+                rows.append([g["label"], str(g["users"])] + ["too few users"] * (len(rankers) + len(deltas)))
+                continue
+            few = {n: f"too few users ({g['ranker_users'].get(n, 0)})" for n in rankers}
+            cells = [_fmt_ci(g["metrics"][n][metric]) if metric in g["metrics"].get(n, {}) else few[n] for n in rankers]
+            cells += [_delta_ci(g["deltas"][n][metric]) if metric in g["deltas"].get(n, {}) else few[n] for n in deltas]
+            rows.append([g["label"], str(g["users"])] + cells)
+        out += _table(header, rows) + [""]
+    return out
+
+
+def _delta_ci(d: dict[str, float]) -> str:
+    return f"{_signed(d['diff'])} [{_signed(d['low'])}, {_signed(d['high'])}]"
 
 
 def _calibration_lines(s: dict[str, Any]) -> list[str]:
@@ -435,6 +475,40 @@ def plot_metrics(summary: dict[str, Any], path: Path) -> Path:
     return path
 
 
+def plot_segments(summary: dict[str, Any], path: Path) -> Path | None:
+    """The headline NDCG per segment, each ranker a bar with its interval; one panel per cut."""
+    if not summary.get("segments"):
+        return None
+    segmentations = summary["segments"]["segmentations"]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metric = summary["segments"]["metrics"][0]
+    rankers = [r["name"] for r in summary["rankers"] if not r["kind"].endswith("-raw")]
+    fig, axes = plt.subplots(1, len(segmentations), figsize=(6 * len(segmentations), 4.2), squeeze=False)
+    width = 0.8 / max(1, len(rankers))
+    for ax, seg in zip(axes[0], segmentations):
+        x = np.arange(len(seg["segments"]))
+        for n, name in enumerate(rankers):
+            cells = [g["metrics"].get(name, {}).get(metric) for g in seg["segments"]]
+            means = np.array([c["mean"] if c else np.nan for c in cells])
+            err = np.array([[c["mean"] - c["low"], c["high"] - c["mean"]] if c else [0, 0] for c in cells]).T
+            ax.bar(x + (n - (len(rankers) - 1) / 2) * width, means, width, yerr=err, capsize=2, label=name)
+        ax.set_xticks(x, [f"{g['label']}\n{g['users']} users" + (" (too few)" if g["too_few"] else "")
+                          for g in seg["segments"]], fontsize=8)
+        ax.set_title(f"by {seg['name']}", fontsize=9)
+        ax.set_ylabel(f"{_label(metric)} ({int(round(summary['confidence'] * 100))}% CI)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{summary['suite']}: segments", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_reliability(summary: dict[str, Any], path: Path) -> Path | None:
     calibrated = [r for r in summary["rankers"] if r.get("calibration")]
     if not calibrated:
@@ -494,6 +568,10 @@ def write_report(run_dir: str | Path, summary: dict[str, Any] | None = None) -> 
     if summary["rankers"]:
         paths["metrics"] = plot_metrics(summary, run_dir / "metrics.png")
         images["ranking metrics"] = "metrics.png"
+    segments = plot_segments(summary, run_dir / "segments.png")
+    if segments is not None:
+        paths["segments"] = segments
+        images["segments"] = "segments.png"
     reliability = plot_reliability(summary, run_dir / "reliability.png")
     if reliability is not None:
         paths["reliability"] = reliability

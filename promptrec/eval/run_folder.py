@@ -23,9 +23,10 @@ MANIFEST = "manifest.json"
 RESULTS = "results.jsonl"
 VALIDATION = "validation.jsonl"
 CALIBRATION_DIR = "calibration"
+USER_FACTS = "users.json"  # per evaluated user: what the report's segments cut by
 #: Every name a run folder holds: a folder with anything else and no manifest is not ours to write.
-RUN_FILES = frozenset({SUITE_FILE, SUITE_JSON, MANIFEST, RESULTS, VALIDATION, CALIBRATION_DIR,
-                       "summary.json", "summary.md", "metrics.png", "reliability.png"})
+RUN_FILES = frozenset({SUITE_FILE, SUITE_JSON, MANIFEST, RESULTS, VALIDATION, CALIBRATION_DIR, USER_FACTS,
+                       "summary.json", "summary.md", "metrics.png", "reliability.png", "segments.png"})
 
 
 def check_run_dir(run_dir: Path) -> None:
@@ -127,3 +128,15 @@ def load_run(run_dir: str | Path) -> tuple[Suite, dict[str, Any], list[dict[str,
         suite = parse_suite((run_dir / SUITE_FILE).read_text(encoding="utf-8"), manifest.get("suite", run_dir.name),
                             str(run_dir / SUITE_FILE))
     return suite, manifest, read_results(run_dir)
+
+
+def load_user_facts(run_dir: str | Path) -> dict[str, dict[str, float]]:
+    """Per evaluated user, what segments cut by (`EvalData.user_facts`); {} for a run written
+    before they were recorded (continuing it writes them)."""
+    path = Path(run_dir) / USER_FACTS
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PromptrecError(f"{path} is damaged ({type(exc).__name__}); run the suite again to rewrite it") from exc

@@ -45,6 +45,7 @@ from promptrec.eval.run_folder import (  # noqa: F401 - re-exported: the run fol
     RESULTS,
     SUITE_FILE,
     SUITE_JSON,
+    USER_FACTS,
     VALIDATION,
     JsonlLog,
     check_run_dir,
@@ -270,7 +271,8 @@ def _init_run_dir(run_dir: Path, suite: Suite, fresh: bool) -> dict[str, Any] | 
     manifest_path = run_dir / MANIFEST
     old = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
     if old is not None and fresh:
-        for name in (RESULTS, VALIDATION, MANIFEST, "summary.json", "summary.md", "metrics.png", "reliability.png"):
+        for name in (RESULTS, VALIDATION, MANIFEST, USER_FACTS, "summary.json", "summary.md", "metrics.png",
+                     "reliability.png", "segments.png"):
             (run_dir / name).unlink(missing_ok=True)
         calib = run_dir / CALIBRATION_DIR
         if calib.is_dir():
@@ -404,6 +406,7 @@ def run_suite(
             data = session.data = prepare_data(suite, settings, progress=report)
             manifest["data"] = _data_summary(data, settings)
             _write_manifest(run_dir, manifest)
+            atomic_write_text(run_dir / USER_FACTS, json.dumps(data.user_facts()))
             for ranker in _select(rankers, only):
                 session.run_ranker(ranker)
     finally:

@@ -205,6 +205,33 @@ class BaselineSpec(_Strict):
     lightfm: LightFMParams = Field(default_factory=LightFMParams)
 
 
+class SegmentSpec(_Strict):
+    """How a report cuts the evaluated users into segments, each with its own metrics, CIs and
+    paired deltas against retrieval: by the length of the user's history (``history_edges``:
+    the buckets' upper ends, e.g. [5, 20, 100] gives ≤5, 6-20, 21-100, >100 events) and by the
+    popularity of the target item among the catalog's items, ranked by training interactions
+    (``popularity_cuts``: e.g. [0.2, 0.5] gives head = the top 20%, torso = the next 30%, tail =
+    the rest). A segment with fewer than ``min_users`` users is reported as too small."""
+
+    history_edges: list[int] = Field(default_factory=lambda: [5, 20, 100])
+    popularity_cuts: list[float] = Field(default_factory=lambda: [0.2, 0.5])
+    min_users: int = Field(default=20, ge=2)
+
+    @field_validator("history_edges")
+    @classmethod
+    def _edges(cls, v: list[int]) -> list[int]:
+        if any(e < 1 for e in v) or any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError(f"history_edges must be positive and strictly increasing (sorted, no overlap), got {v}")
+        return v
+
+    @field_validator("popularity_cuts")
+    @classmethod
+    def _cuts(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < c < 1 for c in v) or any(b <= a for a, b in zip(v, v[1:])):
+            raise ValueError(f"popularity_cuts must be strictly increasing shares in (0, 1), got {v}")
+        return v
+
+
 class Suite(_Strict):
     """One evaluation run, as declared in a suite file."""
 
@@ -216,6 +243,7 @@ class Suite(_Strict):
     calibration: CalibrationSpec = Field(default_factory=CalibrationSpec)
     grid: GridSpec = Field(default_factory=GridSpec)
     baselines: BaselineSpec = Field(default_factory=BaselineSpec)
+    segments: SegmentSpec = Field(default_factory=SegmentSpec)
     settings: dict[str, Any] = Field(default_factory=dict)
     source: str = Field(default="", exclude=True)  # the file's text, as read
 

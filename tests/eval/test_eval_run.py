@@ -291,3 +291,45 @@ def test_eval_index_retrains_a_stale_sequential_model(smoke_run, eval_settings, 
     assert rec.index.manifest.sequential_trained
     assert rec.index.sequential_model.settings.dropout == 0.25
     assert "retraining its sequential model" in caplog.text and "other data or hyperparameters" in caplog.text
+
+
+def test_the_report_cuts_users_into_segments(smoke_run):
+    """users.json holds each evaluated user's facts; every user lands in one segment of each cut;
+    a segment's cell is the mean over its users and its delta the paired difference to retrieval."""
+    from promptrec.metrics import ndcg_at_k as ndcg
+
+    run_dir = smoke_run.run_dir
+    facts = json.loads((run_dir / "users.json").read_text())
+    rows = read_results(run_dir)
+    by = {(r["ranker"], r["user_id"]): r for r in rows}
+    assert set(facts) == {r["user_id"] for r in rows if r["ranker"] == "retrieval"}
+    segments = smoke_run.summary["segments"]
+    assert segments["metrics"] == ["ndcg@10", "recall@10"]
+    checked = 0
+    for cut in segments["segmentations"]:
+        assert sum(g["users"] for g in cut["segments"]) == len(facts)
+        for g in cut["segments"]:
+            if g["too_few"]:
+                assert g["users"] < 5 and not g["metrics"]
+                continue
+            mine = [u for u in facts if _in_segment(cut["name"], g["label"], facts[u])]
+            assert len(mine) == g["users"]
+            retrieval = [ndcg(by["retrieval", u]["ranked"], by["retrieval", u]["target"], 10) for u in mine]
+            popularity = [ndcg(by["popularity", u]["ranked"], by["popularity", u]["target"], 10) for u in mine]
+            assert g["metrics"]["retrieval"]["ndcg@10"]["mean"] == pytest.approx(np.mean(retrieval))
+            delta = g["deltas"]["popularity"]["ndcg@10"]
+            assert delta["diff"] == pytest.approx(np.mean(popularity) - np.mean(retrieval)) and delta["users"] == len(mine)
+            assert delta["low"] <= delta["diff"] <= delta["high"]
+            checked += 1
+    assert checked >= 2
+    report = (run_dir / "summary.md").read_text()
+    assert "## Segments" in report and "### By history length" in report and "### By target popularity" in report
+    assert (run_dir / "segments.png").stat().st_size > 0
+
+
+def _in_segment(cut: str, label: str, fact: dict) -> bool:
+    if cut == "history length":
+        n = fact["history_length"]
+        return {"≤5": n <= 5, "6-20": 6 <= n <= 20, "21-100": 21 <= n <= 100, ">100": n > 100}[label]
+    q = fact["target_popularity_quantile"]
+    return {"head": q < 0.2, "torso": 0.2 <= q < 0.5, "tail": q >= 0.5}[label.split()[0]]

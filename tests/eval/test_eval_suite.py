@@ -59,11 +59,30 @@ def test_defaults_and_digest():
         ("not toml ===", "not valid TOML"),
         ("[data]\ntie_rule = 'random'\n", "tie_rule"),
         ("[settings]\nsplit = { tie_rule = 'hash' }\n", "may not set split"),
+        ("[segments]\nhistory_edges = [20, 5]\n", r"bad\.toml(.|\n)*segments\.history_edges(.|\n)*strictly increasing"),
+        ("[segments]\nhistory_edges = [5, 5]\n", r"segments\.history_edges(.|\n)*no overlap"),
+        ("[segments]\npopularity_cuts = [0.2, 1.5]\n", r"segments\.popularity_cuts(.|\n)*in \(0, 1\)"),
+        ("[segments]\nmin_users = 1\n", r"segments\.min_users"),
+        ("[segments]\nbuckets = [5]\n", r"segments\.buckets"),
     ],
 )
 def test_invalid_suites_are_errors(text, message):
     with pytest.raises(SuiteError, match=message):
         parse_suite(text, "bad", "bad.toml")
+
+
+def test_segments_label_and_assign_users():
+    from promptrec.eval.segments import assign_segments, history_labels, popularity_labels
+
+    suite = parse_suite("[baselines]\nrankers = ['popularity']\n", "s")
+    assert history_labels([5, 20, 100]) == ["≤5", "6-20", "21-100", ">100"]
+    assert popularity_labels([0.2, 0.5]) == ["head (top 20%)", "torso (next 30%)", "tail (last 50%)"]
+    facts = {"a": {"history_length": 5, "target_popularity_quantile": 0.0},
+             "b": {"history_length": 6, "target_popularity_quantile": 0.2},
+             "c": {"history_length": 101, "target_popularity_quantile": 0.99}}
+    groups = assign_segments(facts, suite.segments)
+    assert groups["history length"] == {"≤5": ["a"], "6-20": ["b"], "21-100": [], ">100": ["c"]}
+    assert list(groups["target popularity"].values()) == [["a"], ["b"], ["c"]]
 
 
 def test_strategy_filter_and_unknown_template():
