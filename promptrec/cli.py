@@ -186,12 +186,17 @@ def _print_recommendations(result) -> None:
     if result.cold_start:
         console.print("[yellow]no history: cold-start candidates[/]")
     how = "calibrated P(relevant)" if result.calibrated else "no calibration fitted: run `promptrec calibrate`"
+    if result.mode == "retrieval":
+        caption = (f"ranker.mode = \"retrieval\": no LLM call, ordered by the "
+                   f"{'calibrated retrieval features' if result.calibrated else 'retrieval order'}; {how}; "
+                   f"{result.latency_s:.2f} s")
+    else:
+        caption = (f"{result.model_id} ({result.dtype or 'dtype n/a'}), template {result.template} "
+                   f"({result.strategy}, {result.template_hash}); {how}; {result.latency_s:.2f} s, "
+                   f"{result.computed_tokens} tokens computed ({result.prompt_tokens} in the prompts)")
     table = Table(
         "rank", "item", "title", "probability", "LLM score", "retrieval (rank)",
-        title=data_text(f"recommendations for user {result.user_id}"),
-        caption=f"{result.model_id} ({result.dtype or 'dtype n/a'}), template {result.template} "
-        f"({result.strategy}, {result.template_hash}); {how}; {result.latency_s:.2f} s, "
-        f"{result.computed_tokens} tokens computed ({result.prompt_tokens} in the prompts)",
+        title=data_text(f"recommendations for user {result.user_id}"), caption=caption,
     )
     for r in result.recommendations:
         table.add_row(
@@ -242,6 +247,13 @@ def calibrate(
             settings.model_copy(update={"index_dir": settings.index_layout().validation}),
             namespace=f"{settings.dataset_name()}-validation", progress=report,
         )
+        retrieval = validation.fit_retrieval_calibration(split.validation_items(), users=users, seed=seed)
+        retrieval_path = main.save_retrieval_calibration(retrieval)
+        console.print(f"retrieval calibration (ranker.mode = \"retrieval\", no LLM) fitted on {retrieval.fit.users} "
+                      f"users: log loss {retrieval.fit.logloss:.4f} vs {retrieval.fit.base_logloss:.4f} for the base "
+                      f"rate → {retrieval_path}")
+        if settings.ranker.mode == "retrieval":
+            return
         validation.use_backend(main.backend)
         total = min(users, len(split.validation_items()))
         report("calibrating", 0, total)

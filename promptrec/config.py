@@ -135,6 +135,10 @@ class VLLMSettings(_Section):
 class RankerSettings(_Section):
     """How the generator reranks candidates (the strategy is declared by the template)."""
 
+    # "llm": retrieval, then the generator reranks (calibrated with the retrieval features);
+    # "retrieval": no generator call: the calibration of the retrieval features orders the
+    # candidates (`promptrec calibrate` fits it without the LLM), else the retrieval order.
+    mode: Literal["llm", "retrieval"] = "llm"
     template: str = "letters"  # a name in prompts/rerank/ (without .j2) or a path to a .j2 file
     backend: Literal["transformers", "vllm-engine", "vllm-server"] = "transformers"
     # "auto": bf16 on GPUs and on CPUs with AVX512-BF16/AMX, float16 on older GPUs, float32 on

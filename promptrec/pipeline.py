@@ -20,7 +20,7 @@ from promptrec.ranker.reranker import RerankResult
 from promptrec.retrieval.schema import CandidateList
 from promptrec.schema import Recommendation, RecommendationList
 
-__all__ = ["RankedCandidates", "calibrated_order", "rank_candidates"]
+__all__ = ["RankedCandidates", "calibrated_order", "rank_candidates", "rank_retrieval"]
 
 
 def calibrated_order(
@@ -41,15 +41,15 @@ class RankedCandidates(BaseModel):
     """One user's candidates after scoring and calibration, in the final order."""
 
     found: CandidateList  # as retrieved (input order)
-    result: RerankResult  # the LLM's answer: scores, degradation, cost
+    result: RerankResult | None  # the LLM's answer: scores, degradation, cost; None: no LLM (mode "retrieval")
     probabilities: list[float] | None  # calibrated P(relevant), input order; None uncalibrated
     order: list[int]  # positions in `found.candidates`, best first
     calibrated: bool  # a calibrator was applied (also to an empty list)
 
     @property
     def scores(self) -> list[float] | None:
-        """The LLM scores in input order; None when degraded."""
-        return self.result.scores_in_input_order()
+        """The LLM scores in input order; None when degraded or when no LLM ran."""
+        return self.result.scores_in_input_order() if self.result is not None else None
 
     def ranked_item_ids(self) -> list[str]:
         items = self.found.candidates
@@ -59,21 +59,15 @@ class RankedCandidates(BaseModel):
         """The top ``k`` as `recommend()` returns them."""
         items, scores, result = self.found.candidates, self.scores, self.result
         probabilities = self.probabilities or [None] * len(items)
-        recommendations = [
-            Recommendation(
-                item_id=items[i].item_id,
-                title=items[i].title,
-                rank=rank,
-                probability=probabilities[i],
-                llm_score=scores[i] if scores else None,
-                retrieval_score=items[i].fused_score,
-                retrieval_rank=items[i].rank,
+        if result is None:
+            return RecommendationList(
+                user_id=self.found.user_id, recommendations=self._recommendations(k, probabilities, None),
+                strategy="retrieval", template="", template_hash="", model_id="", mode="retrieval",
+                calibrated=self.calibrated, cold_start=self.found.cold_start, latency_s=latency_s,
             )
-            for rank, i in enumerate(self.order[:k], start=1)
-        ]
         return RecommendationList(
             user_id=self.found.user_id,
-            recommendations=recommendations,
+            recommendations=self._recommendations(k, probabilities, scores),
             strategy=result.strategy,
             template=result.template_name,
             template_hash=result.template_hash,
@@ -88,9 +82,33 @@ class RankedCandidates(BaseModel):
             dtype=result.dtype,
         )
 
+    def _recommendations(self, k: int, probabilities: list[float | None],
+                         scores: list[float] | None) -> list[Recommendation]:
+        items = self.found.candidates
+        return [
+            Recommendation(
+                item_id=items[i].item_id,
+                title=items[i].title,
+                rank=rank,
+                probability=probabilities[i],
+                llm_score=scores[i] if scores else None,
+                retrieval_score=items[i].fused_score,
+                retrieval_rank=items[i].rank,
+            )
+            for rank, i in enumerate(self.order[:k], start=1)
+        ]
+
 
 def rank_candidates(found: CandidateList, result: RerankResult, calibrator: Calibrator | None = None) -> RankedCandidates:
     """Order one user's reranked candidates: the one rule `recommend()` serves and eval measures."""
     probabilities, order = calibrated_order(found, result.scores_in_input_order(), calibrator)
     return RankedCandidates(found=found, result=result, probabilities=probabilities, order=order,
+                            calibrated=calibrator is not None)
+
+
+def rank_retrieval(found: CandidateList, calibrator: Calibrator | None = None) -> RankedCandidates:
+    """Order one user's candidates without the LLM (``ranker.mode = "retrieval"``): by the
+    calibration of the retrieval features when one is given, else in retrieval order."""
+    probabilities, order = calibrated_order(found, None, calibrator)
+    return RankedCandidates(found=found, result=None, probabilities=probabilities, order=order,
                             calibrated=calibrator is not None)

@@ -21,6 +21,7 @@ from promptrec.retrieval.schema import CandidateList
 from promptrec.schema import RecommendationList
 
 if TYPE_CHECKING:
+    from promptrec.pipeline import RankedCandidates
     from promptrec.ranker.backends.base import LLMBackend
     from promptrec.ranker.calibration import Calibrator, CalibrationKey, CalibrationRecord
     from promptrec.ranker.reranker import LLMReranker, RerankResult
@@ -332,6 +333,9 @@ class Recommender:
         if not isinstance(k, int) or k <= 0:
             raise InputError(f"k (the number of recommendations) must be positive, got {k!r}")
         started = time.perf_counter()
+        if self.settings.ranker.mode == "retrieval":
+            found = self.candidates(user_id, n_candidates, where=where, history=history)
+            return self.rank_retrieval(found, n_candidates).recommendation_list(k, latency_s=time.perf_counter() - started)
         found, result = self.rerank(
             user_id, history=history, where=where, n_candidates=n_candidates, template=template
         )
@@ -341,6 +345,55 @@ class Recommender:
         calibrator = self.calibrator(reranker, n_candidates) if self.settings.ranker.calibrate else None
         ranked = rank_candidates(found, result, calibrator)
         return ranked.recommendation_list(k, latency_s=time.perf_counter() - started)
+
+    def rank_retrieval(self, found: CandidateList, n_candidates: int | None = None) -> RankedCandidates:
+        """One user's candidates ordered without the LLM, as ``ranker.mode = "retrieval"`` serves
+        them: by the retrieval calibration (`fit_retrieval_calibration`) when one matches, else
+        in retrieval order."""
+        from promptrec.pipeline import rank_retrieval
+
+        calibrator = self.retrieval_calibrator(n_candidates) if self.settings.ranker.calibrate else None
+        return rank_retrieval(found, calibrator)
+
+    def retrieval_calibration_file(self) -> Path:
+        """Where the calibration of the retrieval features alone lives, beside the index."""
+        from promptrec.ranker.calibration import RETRIEVAL_MODE
+
+        return self.settings.index_layout().calibration(RETRIEVAL_MODE, "none")
+
+    def retrieval_calibrator(self, n_candidates: int | None = None) -> Calibrator | None:
+        """The saved calibration of the retrieval features (None when none was fitted); one
+        fitted for another encoder, list length or retrieval setup raises CalibrationMismatchError."""
+        from promptrec.ranker.calibration import Calibrator, retrieval_calibration_key
+
+        path = self.retrieval_calibration_file()
+        with self._lock:
+            if str(path) not in self._calibrators:
+                self._calibrators[str(path)] = Calibrator.load(path) if path.is_file() else None
+            calibrator = self._calibrators[str(path)]
+        if calibrator is not None:
+            calibrator.check_key(retrieval_calibration_key(self.settings, n_candidates), path)
+        return calibrator
+
+    def fit_retrieval_calibration(self, targets: dict[str, str], *, users: int | str | None = None, seed: int = 0,
+                                  l2: float = 1e-4) -> Calibrator:
+        """Fit the calibration of the retrieval features alone (no LLM: seconds) on held-out items,
+        on the same seeded sample of users as `fit_calibration`."""
+        from promptrec.ranker.calibration import calibration_users, fit_retrieval_calibration, retrieval_calibration_key
+
+        chosen = calibration_users((u for u in targets if u in self.histories), users, seed)
+        lists = [(self.candidates(u), targets[u]) for u in chosen]
+        return fit_retrieval_calibration(lists, retrieval_calibration_key(self.settings), l2=l2)
+
+    def save_retrieval_calibration(self, calibrator: Calibrator) -> Path:
+        """Store a retrieval calibration beside this recommender's index, where recommend() finds it."""
+        from promptrec.ranker.calibration import retrieval_calibration_key
+
+        calibrator.check_key(retrieval_calibration_key(self.settings))
+        path = calibrator.save(self.retrieval_calibration_file())
+        with self._lock:
+            self._calibrators.pop(str(path), None)
+        return path
 
     def calibration_records(
         self,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel
 
 
@@ -27,6 +29,9 @@ class RecommendationList(BaseModel):
     template_hash: str
     model_id: str
     calibrated: bool
+    # "llm": reranked by the generator; "retrieval": ranker.mode = "retrieval", no LLM call
+    # (ordered by the calibration of the retrieval features, or in retrieval order)
+    mode: Literal["llm", "retrieval"] = "llm"
     degraded: bool = False  # True: the LLM failed or timed out; the order is retrieval's
     degraded_reason: str | None = None
     cold_start: bool = False

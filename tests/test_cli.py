@@ -101,9 +101,20 @@ def test_index_candidates_recommend_calibrate_why_chat(slice_env):
 
     result = invoke("calibrate", "--users", "40")
     assert result.exit_code == 0, result.output
-    assert "calibration fitted on" in result.output
+    assert "calibration fitted on" in result.output and "retrieval calibration" in result.output
     result = invoke("recommend", "1", "-k", "3", "--json")
     assert result.exit_code == 0 and json.loads(result.stdout)["calibrated"]
+
+    # ranker.mode = "retrieval": the calibrate step fitted its layer too; no LLM is asked
+    os.environ["PROMPTREC_RANKER__MODE"] = "retrieval"
+    try:
+        listed = json.loads(invoke("recommend", "1", "-k", "3", "--json").stdout)
+        assert listed["mode"] == "retrieval" and listed["calibrated"] and listed["model_id"] == ""
+        assert all(r["llm_score"] is None and r["probability"] is not None for r in listed["recommendations"])
+        shown = invoke("recommend", "1", "-k", "3")
+        assert shown.exit_code == 0 and "no LLM call" in " ".join(shown.output.split())
+    finally:
+        del os.environ["PROMPTREC_RANKER__MODE"]
 
     item = served["recommendations"][0]["item_id"]
     result = invoke("why", "1", item, "--json")

@@ -72,3 +72,40 @@ def test_eval_llm_row_equals_recommend_uncalibrated_and_calibrated(setup):
                                    [by_id[r.item_id] for r in listed.recommendations], rtol=0, atol=1e-6)
     # the calibrated order is not the raw one for every user, or this test could not tell them apart
     assert any(out.ranked != out.ranked_raw for out in outs)
+
+
+def test_retrieval_mode_serves_what_its_eval_row_measures_without_the_llm(setup):
+    """ranker.mode = "retrieval": recommend() never loads a generator; uncalibrated it keeps the
+    retrieval order, calibrated it equals the eval's calibrated-retrieval row, probabilities too."""
+    from promptrec.eval.rankers import CalibratedRetrievalRanker
+    from promptrec.errors import IndexMismatchError
+
+    data, _, served = setup
+    base = data.recommender("test")
+    ranker_settings = base.settings.ranker.model_copy(update={"mode": "retrieval"})
+    mode = Recommender(base.items, base.histories, base.index,
+                       base.settings.model_copy(update={"n_candidates": N, "ranker": ranker_settings}))
+    users = data.users[:5]
+    plain = [mode.recommend(u, k=N, history=data.test_histories[u]) for u in users]
+    for listed, user in zip(plain, users):
+        found = mode.candidates(user, N, history=data.test_histories[user])
+        assert listed.mode == "retrieval" and not listed.calibrated and listed.model_id == ""
+        assert [r.item_id for r in listed.recommendations] == [c.item_id for c in found.candidates]
+        assert all(r.llm_score is None for r in listed.recommendations)
+
+    row = CalibratedRetrievalRanker(N)
+    row.prepare(data)
+    mode.save_retrieval_calibration(row.calibrator)
+    moved = 0
+    for user in users:
+        out = row.rank(user, data.test_histories[user], N)
+        listed = mode.recommend(user, k=N, history=data.test_histories[user])
+        assert listed.calibrated and [r.item_id for r in listed.recommendations] == out.ranked[:N]
+        by_id = dict(zip(out.candidates, out.p_after))
+        np.testing.assert_allclose([r.probability for r in listed.recommendations],
+                                   [by_id[r.item_id] for r in listed.recommendations], rtol=0, atol=1e-9)
+        moved += out.ranked != out.candidates
+    assert moved, "the calibration should reorder some list, or this test could not tell it from retrieval"
+    assert mode._backend is None  # no generator was loaded
+    with pytest.raises(IndexMismatchError, match="n_candidates"):  # fitted for 10 candidates
+        mode.recommend(users[0], k=3, n_candidates=N + 2)

@@ -265,6 +265,49 @@ class RetrievalRanker(OneAtATime):
         self._rec = None
 
 
+class CalibratedRetrievalRanker(OneAtATime):
+    """What ``ranker.mode = "retrieval"`` serves: retrieval's candidates ordered by the
+    calibration of the retrieval features alone (no LLM), fitted on the suite's calibration
+    users of the validation split; ordered by `promptrec.pipeline.rank_retrieval`, the function
+    `Recommender.recommend` calls in that mode."""
+
+    kind = "retrieval"
+
+    def __init__(self, n_candidates: int, l2: float = 1e-4, name: str = "calibrated-retrieval"):
+        self.name = name
+        self.n_candidates = n_candidates
+        self.l2 = l2
+        self._rec = None
+        self.calibrator = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "n_candidates": self.n_candidates, "mode": "retrieval", "l2": self.l2}
+
+    def _served(self, base):
+        from promptrec.recommender import Recommender
+
+        ranker = base.settings.ranker.model_copy(update={"mode": "retrieval", "calibrate": True})
+        settings = base.settings.model_copy(update={"n_candidates": self.n_candidates, "ranker": ranker})
+        return Recommender(base.items, base.histories, base.index, settings)
+
+    def prepare(self, data: EvalData) -> None:
+        validation = self._served(data.recommender("validation"))
+        targets = {u: data.validation_targets[u] for u in data.calibration_users}
+        self.calibrator = validation.fit_retrieval_calibration(targets, l2=self.l2)
+        self._rec = self._served(data.recommender("test"))
+
+    def rank(self, user_id: str, history: Sequence[str], length: int) -> RankOutput:
+        from promptrec.pipeline import rank_retrieval
+
+        found = self._rec.candidates(user_id, self.n_candidates, history=list(history))
+        ranked = rank_retrieval(found, self.calibrator)
+        return RankOutput(ranked=ranked.ranked_item_ids(), candidates=[c.item_id for c in found.candidates],
+                          p_after=ranked.probabilities, cold_start=found.cold_start)
+
+    def close(self) -> None:
+        self._rec = None
+
+
 # --------------------------------------------------------------------------- LLM
 
 

@@ -37,7 +37,15 @@ from promptrec.config import Settings
 from promptrec.errors import PromptrecError
 from promptrec.eval.baselines import ALSRanker, BaselineUnavailable, LightFMRanker, PopularityRanker
 from promptrec.metrics import list_health
-from promptrec.eval.rankers import EvalData, EvalRanker, LLMRanker, RetrievalRanker, prepare_data, slug
+from promptrec.eval.rankers import (
+    CalibratedRetrievalRanker,
+    EvalData,
+    EvalRanker,
+    LLMRanker,
+    RetrievalRanker,
+    prepare_data,
+    slug,
+)
 from promptrec.eval.run_folder import (  # noqa: F401 - re-exported: the run folder's layout
     CALIBRATION_DIR,
     FORMAT,
@@ -150,6 +158,8 @@ def build_rankers(suite: Suite, backend_factory: Callable[[str, str], Any] | Non
             rankers.append(PopularityRanker())
         elif name == "retrieval":
             rankers.append(RetrievalRanker(suite.protocol.n_candidates))
+        elif name == "calibrated-retrieval":
+            rankers.append(CalibratedRetrievalRanker(suite.protocol.n_candidates, l2=suite.calibration.l2))
         elif name == "als":
             rankers.append(ALSRanker(b.als, seed=suite.seed))
         elif name == "lightfm":

@@ -197,7 +197,8 @@ class LightFMParams(_Strict):
 
 
 class BaselineSpec(_Strict):
-    rankers: list[Literal["popularity", "retrieval", "als", "lightfm"]] = Field(
+    # "calibrated-retrieval": what ranker.mode = "retrieval" serves (no LLM)
+    rankers: list[Literal["popularity", "retrieval", "calibrated-retrieval", "als", "lightfm"]] = Field(
         default_factory=lambda: ["popularity", "retrieval", "als"]
     )
     optional: list[str] = Field(default_factory=lambda: ["lightfm"])

@@ -99,6 +99,31 @@ def calibration_key(reranker: Any, settings: Any, n_candidates: int | None = Non
     )
 
 
+RETRIEVAL_MODE = "retrieval"  # the strategy name of a calibration without the LLM (`ranker.mode = "retrieval"`)
+
+
+def retrieval_calibration_key(settings: Any, n_candidates: int | None = None) -> CalibrationKey:
+    """The key of a calibration of the retrieval features alone (no model, no template): what
+    `ranker.mode = "retrieval"` orders by."""
+    return CalibrationKey(model_id="none", template_hash="none", encoder=settings.encoder, strategy=RETRIEVAL_MODE,
+                          n_candidates=n_candidates or settings.n_candidates,
+                          retrieval=retrieval_signature(settings.retrieval))
+
+
+def fit_retrieval_calibration(candidate_lists: Iterable[tuple[CandidateList, str | None]], key: CalibrationKey,
+                              *, l2: float = 1e-4) -> Calibrator:
+    """Fit on (candidates, held-out item) pairs with the LLM features at their neutral values:
+    the logistic layer is then a learned fusion of the retrieval features alone."""
+    xs, ys = [], []
+    for candidates, relevant in candidate_lists:
+        if candidates.candidates:
+            xs.append(candidate_features(candidates, None))
+            ys.append(np.array([float(c.item_id == relevant) for c in candidates.candidates]))
+    if not xs:
+        raise PromptrecError("no calibration rows: no user had retrieval candidates")
+    return fit_features(np.vstack(xs), np.concatenate(ys), key, l2=l2, users=len(xs))
+
+
 def calibration_users(users: Iterable[str], count: int | str | None, seed: int) -> list[str]:
     """The seeded sample of ``count`` users a calibration is fitted on (`seeded_sample` with
     `CALIBRATION_SALT`, ids in the project's order): `promptrec calibrate`, eval and benchmarks alike."""
