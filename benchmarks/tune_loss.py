@@ -85,7 +85,7 @@ def run(args: argparse.Namespace, report: ProgressFn) -> None:
     from promptrec.data.named import load_named_dataset
     from promptrec.data.preprocess import temporal_split
     from promptrec.errors import PromptrecError
-    from promptrec.eval.stats import paired_difference
+    from promptrec.stats import paired_difference
     from promptrec.ranker.adapters import TuningConfig, expected_key, tuning_template
     from promptrec.train.ranker import build_example, example_positions, rerank_loss, train_ranker
     from promptrec.recommender import Recommender

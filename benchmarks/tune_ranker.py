@@ -69,7 +69,7 @@ def run(args: argparse.Namespace, report: ProgressFn) -> None:
     from promptrec.data.named import load_named_dataset
     from promptrec.data.preprocess import ordered_ids, seeded_sample, temporal_split
     from promptrec.metrics import ndcg_at_k
-    from promptrec.eval.stats import mean_ci, paired_difference
+    from promptrec.stats import mean_ci, paired_difference
     from promptrec.pipeline import calibrated_order
     from promptrec.ranker.calibration import CalibrationRecord, calibration_users
     from promptrec.ranker.adapters import TuningConfig, expected_key, tuning_template

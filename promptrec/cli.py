@@ -186,6 +186,8 @@ def _print_recommendations(result) -> None:
     if result.cold_start:
         console.print("[yellow]no history: cold-start candidates[/]")
     how = "calibrated P(relevant)" if result.calibrated else "no calibration fitted: run `promptrec calibrate`"
+    if result.mode_reason:
+        console.print(data_text(result.mode_reason, "cyan"))
     if result.mode == "retrieval":
         caption = (f"ranker.mode = \"retrieval\": no LLM call, ordered by the "
                    f"{'calibrated retrieval features' if result.calibrated else 'retrieval order'}; {how}; "
@@ -255,13 +257,17 @@ def calibrate(
         if settings.ranker.mode == "retrieval":
             return
         validation.use_backend(main.backend)
-        total = min(users, len(split.validation_items()))
-        report("calibrating", 0, total)
-        calibrator = validation.fit_calibration(
-            split.validation_items(), users=users, seed=seed, template=template,
-            on_user=lambda: report("calibrating", 1, total),
-        )
+        chosen = validation.calibration_targets(split.validation_items(), users, seed)
+        report("calibrating", 0, len(chosen))
+        records = validation.calibration_records(chosen, template=template,
+                                                 on_user=lambda: report("calibrating", 1, len(chosen)))
+        calibrator = validation.fit_records(records, template=template)
     path = main.save_calibration(calibrator, template)
+    if settings.ranker.mode == "auto":
+        decision = validation.decide_mode(records, template=template, seed=seed)
+        decided = main.save_mode_decision(decision, template)
+        console.print(f"ranker.mode = \"auto\" → {decision.mode}: {decision.reason} "
+                      f"(NDCG@10: {', '.join(f'{k} {v:.4f}' for k, v in decision.ndcg.items())}) → {decided}")
     fit = calibrator.fit
     console.print(
         f"calibration fitted on {fit.users} users ({fit.n} candidates, {fit.positives} relevant; "

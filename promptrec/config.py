@@ -137,8 +137,10 @@ class RankerSettings(_Section):
 
     # "llm": retrieval, then the generator reranks (calibrated with the retrieval features);
     # "retrieval": no generator call: the calibration of the retrieval features orders the
-    # candidates (`promptrec calibrate` fits it without the LLM), else the retrieval order.
-    mode: Literal["llm", "retrieval"] = "llm"
+    # candidates (`promptrec calibrate` fits it without the LLM), else the retrieval order;
+    # "auto": what `promptrec calibrate` decided on validation users (`promptrec.ranker.mode`):
+    # the LLM only where it beats the calibrated retrieval features with a CI above 0.
+    mode: Literal["llm", "retrieval", "auto"] = "auto"
     template: str = "letters"  # a name in prompts/rerank/ (without .j2) or a path to a .j2 file
     backend: Literal["transformers", "vllm-engine", "vllm-server"] = "transformers"
     # "auto": bf16 on GPUs and on CPUs with AVX512-BF16/AMX, float16 on older GPUs, float32 on

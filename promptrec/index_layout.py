@@ -184,6 +184,10 @@ class IndexLayout:
         """The calibration fitted for one template and generator."""
         return self.root / "calibration" / f"{slug(f'{template_name}-{model_id}')}.json"
 
+    def mode_decision(self, template_name: str, model_id: str) -> Path:
+        """The ``ranker.mode = "auto"`` decision made with that calibration (`promptrec.ranker.mode`)."""
+        return self.root / "calibration" / f"{slug(f'{template_name}-{model_id}')}.mode.json"
+
     def adapter(self, template_name: str, generator: str) -> Path:
         """The folder of a LoRA adapter tuned for one template on one base generator."""
         return self.root / "ranker" / slug(f"{template_name}-{Path(str(generator)).name}")

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from promptrec.pipeline import RankedCandidates
     from promptrec.ranker.backends.base import LLMBackend
     from promptrec.ranker.calibration import Calibrator, CalibrationKey, CalibrationRecord
+    from promptrec.ranker.mode import ModeDecision
     from promptrec.ranker.reranker import LLMReranker, RerankResult
 
 
@@ -333,9 +334,16 @@ class Recommender:
         if not isinstance(k, int) or k <= 0:
             raise InputError(f"k (the number of recommendations) must be positive, got {k!r}")
         started = time.perf_counter()
-        if self.settings.ranker.mode == "retrieval":
+        mode, reason = self.settings.ranker.mode, None
+        if mode == "auto":
+            decision = self.mode_decision(self.reranker(template), n_candidates)
+            mode = decision.mode if decision is not None else "llm"
+            reason = decision.reason if decision is not None else (
+                "no ranker.mode = \"auto\" decision yet: serving the LLM rerank; run `promptrec calibrate` to decide")
+        if mode == "retrieval":
             found = self.candidates(user_id, n_candidates, where=where, history=history)
-            return self.rank_retrieval(found, n_candidates).recommendation_list(k, latency_s=time.perf_counter() - started)
+            listed = self.rank_retrieval(found, n_candidates).recommendation_list(k, time.perf_counter() - started)
+            return listed.model_copy(update={"mode_reason": reason})
         found, result = self.rerank(
             user_id, history=history, where=where, n_candidates=n_candidates, template=template
         )
@@ -344,7 +352,43 @@ class Recommender:
         reranker = self.reranker(template)
         calibrator = self.calibrator(reranker, n_candidates) if self.settings.ranker.calibrate else None
         ranked = rank_candidates(found, result, calibrator)
-        return ranked.recommendation_list(k, latency_s=time.perf_counter() - started)
+        listed = ranked.recommendation_list(k, latency_s=time.perf_counter() - started)
+        return listed.model_copy(update={"mode_reason": reason}) if reason else listed
+
+    def mode_decision_file(self, reranker: LLMReranker) -> Path:
+        """Where the ``ranker.mode = "auto"`` decision for this template and model lives."""
+        return self.settings.index_layout().mode_decision(reranker.template.name, reranker.backend.model_id)
+
+    def mode_decision(self, reranker: LLMReranker, n_candidates: int | None = None) -> ModeDecision | None:
+        """The saved auto-mode decision (None when none was made); one made for another model,
+        template or retrieval setup raises CalibrationMismatchError."""
+        from promptrec.ranker.mode import ModeDecision
+
+        path = self.mode_decision_file(reranker)
+        with self._lock:
+            if str(path) not in self._calibrators:
+                self._calibrators[str(path)] = ModeDecision.load(path) if path.is_file() else None
+            decision = self._calibrators[str(path)]
+        if decision is not None:
+            decision.check_key(self.calibration_key(reranker, n_candidates), path)
+        return decision
+
+    def decide_mode(self, records: Sequence[CalibrationRecord], *, template: str | None = None, seed: int = 0,
+                    l2: float = 1e-4) -> ModeDecision:
+        """Decide ``ranker.mode = "auto"`` on calibration records (`calibration_records` of
+        validation users): the LLM only where it beats the calibrated retrieval features."""
+        from promptrec.ranker.mode import decide_mode
+
+        return decide_mode(records, self.calibration_key(self.reranker(template)), self.settings, seed=seed, l2=l2)
+
+    def save_mode_decision(self, decision: ModeDecision, template: str | None = None) -> Path:
+        """Store an auto-mode decision beside this recommender's index, where recommend() finds it."""
+        reranker = self.reranker(template)
+        decision.check_key(self.calibration_key(reranker), "the decision")
+        path = decision.save(self.mode_decision_file(reranker))
+        with self._lock:
+            self._calibrators.pop(str(path), None)
+        return path
 
     def rank_retrieval(self, found: CandidateList, n_candidates: int | None = None) -> RankedCandidates:
         """One user's candidates ordered without the LLM, as ``ranker.mode = "retrieval"`` serves
@@ -379,10 +423,9 @@ class Recommender:
                                   l2: float = 1e-4) -> Calibrator:
         """Fit the calibration of the retrieval features alone (no LLM: seconds) on held-out items,
         on the same seeded sample of users as `fit_calibration`."""
-        from promptrec.ranker.calibration import calibration_users, fit_retrieval_calibration, retrieval_calibration_key
+        from promptrec.ranker.calibration import fit_retrieval_calibration, retrieval_calibration_key
 
-        chosen = calibration_users((u for u in targets if u in self.histories), users, seed)
-        lists = [(self.candidates(u), targets[u]) for u in chosen]
+        lists = [(self.candidates(u), item) for u, item in self.calibration_targets(targets, users, seed).items()]
         return fit_retrieval_calibration(lists, retrieval_calibration_key(self.settings), l2=l2)
 
     def save_retrieval_calibration(self, calibrator: Calibrator) -> Path:
@@ -444,12 +487,18 @@ class Recommender:
         followed this recommender's histories, e.g. the validation split), on a seeded sample
         of `users` users (all by default; `calibration_users`), `batch_users` at a time through
         the LLM. Users whose item was not retrieved still count: their candidates are all negatives."""
+        records = self.calibration_records(self.calibration_targets(targets, users, seed), template=template,
+                                           on_user=on_user, batch_users=batch_users)
+        return self.fit_records(records, template=template, l2=l2)
+
+    def calibration_targets(self, targets: Mapping[str, str], users: int | str | None = None,
+                            seed: int = 0) -> dict[str, str]:
+        """The seeded sample of ``users`` users (all by default) of ``targets`` that this
+        recommender knows, with their held-out items: whom every calibration is fitted on."""
         from promptrec.ranker.calibration import calibration_users
 
         chosen = calibration_users((u for u in targets if u in self.histories), users, seed)
-        records = self.calibration_records({u: targets[u] for u in chosen}, template=template,
-                                           on_user=on_user, batch_users=batch_users)
-        return self.fit_records(records, template=template, l2=l2)
+        return {u: targets[u] for u in chosen}
 
     def save_calibration(self, calibrator: Calibrator, template: str | None = None) -> Path:
         """Store a calibration beside this recommender's index, where recommend() finds it."""

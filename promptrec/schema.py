@@ -32,6 +32,7 @@ class RecommendationList(BaseModel):
     # "llm": reranked by the generator; "retrieval": ranker.mode = "retrieval", no LLM call
     # (ordered by the calibration of the retrieval features, or in retrieval order)
     mode: Literal["llm", "retrieval"] = "llm"
+    mode_reason: str | None = None  # ranker.mode = "auto": the decision and its validation numbers
     degraded: bool = False  # True: the LLM failed or timed out; the order is retrieval's
     degraded_reason: str | None = None
     cold_start: bool = False

@@ -109,3 +109,44 @@ def test_retrieval_mode_serves_what_its_eval_row_measures_without_the_llm(setup)
     assert mode._backend is None  # no generator was loaded
     with pytest.raises(IndexMismatchError, match="n_candidates"):  # fitted for 10 candidates
         mode.recommend(users[0], k=3, n_candidates=N + 2)
+
+
+def test_auto_mode_decides_on_validation_users_and_serves_the_decision(setup):
+    """`decide_mode` fits on one half of the calibration users and judges on the other; recommend()
+    in auto mode serves what the stored decision says, with its reason; no decision serves the LLM
+    and says so; a decision for another setup is refused."""
+    from promptrec.errors import IndexMismatchError
+
+    data, _, served = setup
+    settings = served.settings.model_copy(update={"ranker": served.settings.ranker.model_copy(update={"mode": "auto"})})
+
+    def auto(part: str) -> Recommender:
+        base = data.recommender(part)
+        rec = Recommender(base.items, base.histories, base.index, settings.model_copy(update={"index_dir": base.settings.index_dir}))
+        rec.use_backend(served.backend)
+        return rec
+
+    validation, test = auto("validation"), auto("test")
+    user = data.llm_users[0]
+    undecided = test.recommend(user, k=3, history=data.test_histories[user])
+    assert undecided.mode == "llm" and "no ranker.mode = \"auto\" decision yet" in undecided.mode_reason
+
+    records = validation.calibration_records(validation.calibration_targets(data.validation_targets, 12))
+    decision = validation.decide_mode(records)
+    assert decision.fit_users + decision.judged_users == len(records) and decision.judged_users >= 5
+    assert set(decision.ndcg) == {"retrieval order", "calibrated retrieval", "calibrated LLM"}
+    d = decision.llm_minus_retrieval
+    assert d["low"] <= d["diff"] <= d["high"] and decision.mode == ("llm" if d["low"] > 0 else "retrieval")
+    assert f"on {decision.judged_users} validation users" in decision.reason
+
+    try:
+        for mode in ("retrieval", "llm"):  # each branch of a stored decision is served as it says
+            test.save_mode_decision(decision.model_copy(update={"mode": mode}))
+            listed = test.recommend(user, k=3, history=data.test_histories[user])
+            assert listed.mode == mode
+            assert listed.mode_reason.startswith("LLM rerank " + ("off" if mode == "retrieval" else "on"))
+            assert (listed.model_id == "") == (mode == "retrieval")
+        with pytest.raises(IndexMismatchError, match=r"decision .* was made for another setup \(n_candidates"):
+            test.recommend(user, k=3, history=data.test_histories[user], n_candidates=N + 2)
+    finally:  # the module's other tests serve the LLM row
+        test.mode_decision_file(test.reranker()).unlink(missing_ok=True)

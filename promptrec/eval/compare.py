@@ -9,7 +9,7 @@ of run A's suite (and, where both sides have calibrated probabilities, the per-u
 Brier score of the calibrated probabilities) the result gives the means, the mean per-user
 difference B - A, its paired bootstrap interval, the interval's half-width (the smallest effect
 the comparison could detect) and the two-sided p-value of a paired permutation test
-(`promptrec.eval.stats.paired_permutation_p`, scipy's `permutation_test`).
+(`promptrec.stats.paired_permutation_p`, scipy's `permutation_test`).
 
 `render_comparison` gives the result as Markdown tables (with both runs' protocols on top),
 `plot_comparison` as a chart (PNG: B - A with its interval per metric, one panel per pair) and
@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from promptrec.errors import PromptrecError
 from promptrec import metrics as M
 from promptrec.eval.report import load_run, metric_names, per_user_metrics
-from promptrec.eval.stats import PairedDifference, paired_difference
+from promptrec.stats import PairedDifference, paired_difference
 
 __all__ = ["Comparison", "PairComparison", "compare_runs", "plot_comparison", "render_comparison", "write_comparison"]
 

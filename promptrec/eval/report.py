@@ -45,7 +45,7 @@ from promptrec import metrics as M
 from promptrec.eval.run_folder import load_run, load_user_facts
 from promptrec.eval.segments import BASELINE, segment_report, segments_json
 from promptrec.eval.rerank_view import rerank_view
-from promptrec.eval.stats import mean_ci
+from promptrec.stats import mean_ci
 from promptrec.eval.suite import Suite
 
 __all__ = ["load_run", "per_user_metrics", "summarize", "write_report", "render_markdown"]

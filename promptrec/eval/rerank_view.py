@@ -27,7 +27,7 @@ import numpy as np
 from pydantic import BaseModel
 
 from promptrec import metrics as M
-from promptrec.eval.stats import paired_difference
+from promptrec.stats import paired_difference
 
 __all__ = ["RerankMetric", "RerankView", "rerank_view"]
 

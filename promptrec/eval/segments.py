@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from promptrec.eval.stats import mean_ci, paired_difference
+from promptrec.stats import mean_ci, paired_difference
 from promptrec.eval.suite import SegmentSpec, Suite
 
 BASELINE = "retrieval"  # the row every other ranker is compared with, segment by segment

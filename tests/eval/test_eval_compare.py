@@ -16,7 +16,7 @@ from promptrec.eval import compare_runs, parse_suite, render_comparison, run_sui
 from promptrec.eval.cli import eval_app
 from promptrec.eval.report import per_user_metrics
 from promptrec.eval.runner import read_results
-from promptrec.eval.stats import paired_difference, paired_permutation_p
+from promptrec.stats import paired_difference, paired_permutation_p
 
 pytestmark = pytest.mark.integration
 

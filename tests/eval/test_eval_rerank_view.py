@@ -8,7 +8,7 @@ import math
 import pytest
 
 from promptrec.eval.rerank_view import rerank_view
-from promptrec.eval.stats import paired_difference, paired_permutation_p
+from promptrec.stats import paired_difference, paired_permutation_p
 
 L3, L4 = math.log2(3), math.log2(4)  # NDCG of a single target at rank 2 is 1/log2(3), at rank 3 1/log2(4)
 

@@ -17,7 +17,7 @@ from sklearn.metrics import log_loss as sk_log_loss
 
 from promptrec import metrics as M
 from promptrec.eval.rankers import top_items, uncalibrated_probabilities
-from promptrec.eval.stats import bootstrap_means, mean_ci, paired_difference
+from promptrec.stats import bootstrap_means, mean_ci, paired_difference
 
 # ------------------------------------------------------------------ ranking, by hand
 
