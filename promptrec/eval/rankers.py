@@ -459,6 +459,14 @@ class LLMRanker:
             self.calibration_error = str(exc)
             log.warning("%s: calibration not fitted: %s", self.name, exc)
 
+    def decide_mode(self, records: list[dict[str, Any]], seed: int = 0, l2: float = 1e-4):
+        """The ``ranker.mode = "auto"`` decision on validation records (`Recommender.decide_mode`)."""
+        from promptrec.ranker.calibration import CalibrationRecord
+
+        parsed = [CalibrationRecord.model_validate({k: r[k] for k in ("candidates", "scores", "relevant_item_id")})
+                  for r in records]
+        return self.recommender("validation").decide_mode(parsed, seed=seed, l2=l2)
+
     def rank(self, user_id: str, history: Sequence[str], length: int) -> RankOutput:
         return self.rank_many([(user_id, history)], length)[0]
 

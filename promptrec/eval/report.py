@@ -147,6 +147,25 @@ def _ranker_entry(name: str, kind: str, rows: list[dict[str, Any]], suite: Suite
     return entry
 
 
+def _auto_entry(name: str, calibration: dict[str, Any], by_ranker: dict[str, list[dict[str, Any]]],
+                suite: Suite) -> dict[str, Any] | None:
+    """What ``ranker.mode = "auto"`` serves with this LLM row: its decision (made on the run's
+    calibration records) picks, user by user on the LLM row's users, the LLM row's list or the
+    calibrated-retrieval row's. None without a decision or without the row it chose."""
+    decision = calibration.get("mode_decision")
+    if decision is None:
+        return None
+    source = name if decision["mode"] == "llm" else "calibrated-retrieval"
+    users = {r["user_id"] for r in by_ranker[name]}
+    rows = [r for r in by_ranker.get(source, []) if r["user_id"] in users]
+    if len(rows) < len(users):
+        return None
+    entry = _ranker_entry(f"auto ({name})", "auto", rows, suite)
+    entry["params"] = {"serves": source, "decision": decision["reason"],
+                       **{f"validation {k}": round(v, 4) for k, v in decision["ndcg"].items()}}
+    return entry
+
+
 def summarize(run_dir: str | Path) -> dict[str, Any]:
     """The run's summary, recomputed from results.jsonl (JSON-ready)."""
     suite, manifest, rows = load_run(run_dir)
@@ -167,6 +186,9 @@ def summarize(run_dir: str | Path) -> dict[str, Any]:
         entries.append(entry)
         if kind == "llm" and group and all(r.get("ranked_raw") for r in group):
             entries.append(_ranker_entry(name + RAW_SUFFIX, "llm-raw", group, suite, field="ranked_raw"))
+        auto = _auto_entry(name, manifest.get("calibration", {}).get(name, {}), by_ranker, suite)
+        if auto is not None:
+            entries.append(auto)
 
     common = None
     user_sets = [set(r["user_id"] for r in by_ranker[n]) for n in order]
@@ -187,7 +209,8 @@ def summarize(run_dir: str | Path) -> dict[str, Any]:
         per_user = {name: {metric: dict(zip((r["user_id"] for r in by_ranker[name]), values))
                            for metric, values in per_user_metrics(by_ranker[name], headline).items()}
                     for name in order}
-        segments = {"metrics": headline, "segmentations": segments_json(segment_report(per_user, facts, suite))}
+        segments = {"metrics": headline, "rankers": order,
+                    "segmentations": segments_json(segment_report(per_user, facts, suite))}
     return {
         "suite": suite.name,
         "description": suite.description,
@@ -344,7 +367,7 @@ def _segment_lines(s: dict[str, Any]) -> list[str]:
     if not s.get("segments"):
         return []
     metric = s["segments"]["metrics"][0]
-    rankers = [r["name"] for r in s["rankers"] if not r["kind"].endswith("-raw")]
+    rankers = s["segments"]["rankers"]
     out = ["## Segments", "", f"{_label(metric)} per segment ({int(round(s['confidence'] * 100))}% CI); "
            f"Δ: the ranker minus {BASELINE} on the same users (paired). A segment under the suite's "
            "`segments.min_users` shows its size only.", ""]
@@ -486,7 +509,7 @@ def plot_segments(summary: dict[str, Any], path: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     metric = summary["segments"]["metrics"][0]
-    rankers = [r["name"] for r in summary["rankers"] if not r["kind"].endswith("-raw")]
+    rankers = summary["segments"]["rankers"]
     fig, axes = plt.subplots(1, len(segmentations), figsize=(6 * len(segmentations), 4.2), squeeze=False)
     width = 0.8 / max(1, len(rankers))
     for ax, seg in zip(axes[0], segmentations):

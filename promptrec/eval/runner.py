@@ -361,6 +361,9 @@ def _calibrate(ranker: LLMRanker, data: EvalData, validation: JsonlLog, run_dir:
         info.update(file=f"{CALIBRATION_DIR}/{path.name}", id=ranker.calibration_id,
                     fit=ranker.calibrator.fit.model_dump(mode="json", exclude={"fitted_at"}),
                     weights=dict(zip(ranker.calibrator.feature_names, ranker.calibrator.weights)))
+        # what ranker.mode = "auto" would serve, decided on the same records (`promptrec calibrate` alike)
+        decision = ranker.decide_mode([by_user[u] for u in users], seed=data.suite.seed, l2=data.suite.calibration.l2)
+        info["mode_decision"] = decision.model_dump(mode="json") | {"reason": decision.reason}
     else:
         info["error"] = ranker.calibration_error
     return info

@@ -5,8 +5,8 @@ candidates, LLM scores, held-out item), splits the users into two seeded halves,
 logistic layers on the first (with the LLM score; on the retrieval features alone) and orders
 the second half's lists three ways: the retrieval order, the calibrated retrieval features, the
 calibrated LLM. It serves the LLM only when the LLM's NDCG@10 minus the calibrated retrieval's,
-paired over the judged users, has a confidence interval above 0: the cheaper pipeline wins ties
-and noise. The decision is saved beside the calibration, keyed like it, and every
+paired over the judged users (at least `MIN_JUDGED`), has a confidence interval above 0: the
+cheaper pipeline wins ties, noise and samples too small to tell. The decision is saved beside the calibration, keyed like it, and every
 `recommend()` in auto mode says which way it went and why.
 """
 
@@ -35,6 +35,7 @@ from promptrec.stats import paired_difference
 
 FORMAT = "promptrec.mode-decision/1"
 K = 10  # the decision's metric: NDCG@10 of each judged user's list
+MIN_JUDGED = 20  # fewer judged users cannot show a gain: the cheaper pipeline is served
 
 
 class ModeDecision(BaseModel):
@@ -53,6 +54,10 @@ class ModeDecision(BaseModel):
     def reason(self) -> str:
         d = self.llm_minus_retrieval
         gain = f"{d['diff']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}]"
+        if self.judged_users < MIN_JUDGED:
+            return (f"LLM rerank off here: {self.judged_users} judged validation users are too few to show a gain "
+                    f"(it measured {gain} NDCG@10; at least {MIN_JUDGED}: `promptrec calibrate --users "
+                    f"{2 * MIN_JUDGED}` or more); serving calibrated retrieval; set ranker.mode = \"llm\" to force it")
         if self.mode == "llm":
             return (f"LLM rerank on: on {self.judged_users} validation users it adds {gain} NDCG@10 over the "
                     "calibrated retrieval features")
@@ -105,7 +110,8 @@ def decide_mode(records: Sequence[CalibrationRecord], key: CalibrationKey, setti
         scores["calibrated LLM"].append(_ndcg(record, final_order(n, p, record.scores)))
     d = paired_difference(scores["calibrated retrieval"], scores["calibrated LLM"], n_resamples, confidence, seed)
     return ModeDecision(
-        key=key, mode="llm" if d.low > 0 else "retrieval", fit_users=len(fit), judged_users=len(judged),
+        key=key, mode="llm" if d.low > 0 and len(judged) >= MIN_JUDGED else "retrieval", fit_users=len(fit),
+        judged_users=len(judged),
         ndcg={name: float(np.mean(values)) for name, values in scores.items()},
         llm_minus_retrieval={"diff": d.diff, "low": d.low, "high": d.high}, confidence=confidence,
     )

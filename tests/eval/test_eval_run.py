@@ -333,3 +333,25 @@ def _in_segment(cut: str, label: str, fact: dict) -> bool:
         return {"≤5": n <= 5, "6-20": 6 <= n <= 20, "21-100": 21 <= n <= 100, ">100": n > 100}[label]
     q = fact["target_popularity_quantile"]
     return {"head": q < 0.2, "torso": 0.2 <= q < 0.5, "tail": q >= 0.5}[label.split()[0]]
+
+
+def test_the_auto_row_serves_what_its_decision_says(eval_settings, tmp_path):
+    """The LLM row's calibration also decides ranker.mode = "auto" (on the same validation records);
+    the auto row is, on the LLM row's users, the list of the row the decision chose."""
+    text = SMOKE.read_text(encoding="utf-8").replace('rankers = ["popularity", "retrieval", "als"]',
+                                                     'rankers = ["retrieval", "calibrated-retrieval"]')
+    assert "calibrated-retrieval" in text
+    result = run_suite(parse_suite(text, "smoke-auto"), tmp_path / "auto", settings=eval_settings)
+    decision = json.loads((result.run_dir / "manifest.json").read_text())["calibration"][LLM]["mode_decision"]
+    assert decision["mode"] in ("llm", "retrieval") and decision["judged_users"] + decision["fit_users"] == 12
+    entries = {e["name"]: e for e in result.summary["rankers"]}
+    auto, calibrated = entries[f"auto ({LLM})"], entries["calibrated-retrieval"]
+    source = LLM if decision["mode"] == "llm" else "calibrated-retrieval"
+    assert auto["params"]["serves"] == source and auto["users"] == 5 and calibrated["users"] == 30
+    rows = read_results(result.run_dir)
+    llm_users = {r["user_id"] for r in rows if r["ranker"] == LLM}
+    from promptrec.metrics import ndcg_at_k
+
+    chosen = [ndcg_at_k(r["ranked"], r["target"], 10) for r in rows if r["ranker"] == source and r["user_id"] in llm_users]
+    assert auto["metrics"]["ndcg@10"]["mean"] == pytest.approx(np.mean(chosen))
+    assert "auto (" in (result.run_dir / "summary.md").read_text()
