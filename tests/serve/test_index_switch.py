@@ -45,3 +45,30 @@ def test_a_rebuild_under_a_running_server_is_switched_to_without_a_restart(ml_sl
         Recommender.from_interactions(items, frame, index_settings, namespace="switch", retrain=True)  # the data it serves again
         assert client.post("/candidates", json={"user_id": "2", "n": 5}).json() == before.json()
         assert _dependency(client, "index files")["ok"] and state.rec.index.version == layout.live()
+
+
+def test_a_server_on_the_configured_data_serves_the_new_log_after_promptrec_index(ml_slice_dir, index_settings, tmp_path):
+    """The live path of `promptrec serve`: its data come from the settings; after the log file
+    gains an event and `promptrec train retriever` builds and switches the index, the next request reads the new log
+    (the user's history holds the new item), with no restart."""
+    import shutil
+
+    folder = tmp_path / "data"
+    shutil.copytree(ml_slice_dir, folder)
+    settings = index_settings.model_copy(update={"dataset": str(folder)})
+    rec = Recommender.from_settings(settings, build=True)
+    user = "2"
+    history = rec.history(user)
+    new_item = next(i for i in rec.catalog if i not in history)
+    with TestClient(create_app(rec, preload=False), base_url="http://localhost") as client:
+        before = client.post("/candidates", json={"user_id": user, "n": 5}).json()
+        assert before["history"] == history
+        inter = folder / "slice.inter"
+        last = max(int(line.split("\t")[3]) for line in inter.read_text().splitlines()[1:])
+        with open(inter, "a", encoding="utf-8") as fh:
+            fh.write(f"{user}\t{new_item}\t5\t{last + 60}\n")
+        Recommender.from_settings(settings, build=True, retrain=True)  # `promptrec train retriever`: a new log
+        after = client.post("/candidates", json={"user_id": user, "n": 5}).json()
+        assert after["history"] == history + [new_item]
+        assert new_item not in [c["item_id"] for c in after["candidates"]]
+        assert all(d["ok"] for d in client.get("/health").json()["dependencies"])
