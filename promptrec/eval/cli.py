@@ -8,6 +8,7 @@ Mount it with ``app.add_typer(eval_app, name="eval")``. Then
     promptrec eval run ml100k --tie-rule hash --out runs/ml100k-hash
     promptrec eval compare runs/a runs/b [--a RANKER] [--b RANKER] [--metric ndcg@10] [--json] [--out DIR]
     promptrec eval report runs/ml100k          # recompute summary.{json,md} and the PNGs
+    promptrec eval applicability ml100k ml1m bookcrossing runs/shop   # where the LLM helps, one page
 """
 
 from __future__ import annotations
@@ -99,6 +100,26 @@ def compare(
         print(json.dumps(result.model_dump(mode="json"), indent=1))
     else:
         typer.echo(render_comparison(result))
+
+
+@eval_app.command("applicability")
+def applicability_command(
+    targets: list[str] = typer.Argument(..., help="Suites (shipped names or files; run first, resumable) or run folders."),
+    out: Path = typer.Option(Path("runs/applicability"), "--out", "-o", help="Where the page goes."),
+    runs: Path = typer.Option(Path("runs"), "--runs", help="Where the suites' run folders are (runs/<suite name>)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+) -> None:
+    """One page over several scenarios: where each ranker wins, ties or loses against retrieval, per
+    segment, and what it costs per user."""
+    from promptrec.eval.applicability import applicability, render_applicability, resolve_runs, write_applicability
+    from promptrec.eval.runner import run_suite
+
+    logging.getLogger("promptrec").setLevel(logging.WARNING)
+    folders = resolve_runs(targets, runs, run=lambda suite, folder: run_suite(suite, folder, progress=not quiet))
+    report = applicability(folders)
+    paths = write_applicability(report, out)
+    typer.echo(render_applicability(report))
+    typer.echo(f"wrote {paths['markdown']}", err=True)
 
 
 @eval_app.command("report")

@@ -1,7 +1,8 @@
 """Segments of a run's users: where a ranker helps and where it does not.
 
 The suite's ``[segments]`` (`SegmentSpec`) cuts the evaluated users by the length of their
-history and by the popularity of their target item (head / torso / tail of the catalog ranked
+history and by the popularity of their target item (and keeps them all together as one more
+segment, "all users", for the paired deltas over the whole run) (head / torso / tail of the catalog ranked
 by training interactions). For each segment and ranker: the headline metrics with their
 bootstrap intervals, and each ranker's paired difference against retrieval on the users both
 have. A segment with fewer users than ``min_users`` gets no numbers, only its size: an interval
@@ -83,6 +84,7 @@ def _bucket(value: float, bounds: Sequence[float], inclusive: bool) -> int:
 def assign_segments(facts: Mapping[str, Mapping[str, float]], spec: SegmentSpec) -> dict[str, dict[str, list[str]]]:
     """Segmentation name -> segment label -> its users, in the order of the labels."""
     cuts: dict[str, tuple[list[str], Callable[[Mapping[str, float]], int]]] = {
+        "all users": (["all"], lambda f: 0),
         "history length": (history_labels(spec.history_edges),
                            lambda f: _bucket(f["history_length"], spec.history_edges, inclusive=True)),
         "target popularity": (popularity_labels(spec.popularity_cuts),

@@ -323,11 +323,14 @@ def test_the_report_cuts_users_into_segments(smoke_run):
             checked += 1
     assert checked >= 2
     report = (run_dir / "summary.md").read_text()
+    assert [c["name"] for c in segments["segmentations"]] == ["all users", "history length", "target popularity"]
     assert "## Segments" in report and "### By history length" in report and "### By target popularity" in report
     assert (run_dir / "segments.png").stat().st_size > 0
 
 
 def _in_segment(cut: str, label: str, fact: dict) -> bool:
+    if cut == "all users":
+        return True
     if cut == "history length":
         n = fact["history_length"]
         return {"≤5": n <= 5, "6-20": 6 <= n <= 20, "21-100": 21 <= n <= 100, ">100": n > 100}[label]
@@ -355,3 +358,32 @@ def test_the_auto_row_serves_what_its_decision_says(eval_settings, tmp_path):
     chosen = [ndcg_at_k(r["ranked"], r["target"], 10) for r in rows if r["ranker"] == source and r["user_id"] in llm_users]
     assert auto["metrics"]["ndcg@10"]["mean"] == pytest.approx(np.mean(chosen))
     assert "auto (" in (result.run_dir / "summary.md").read_text()
+
+
+def test_the_applicability_page_judges_each_segment_against_retrieval(smoke_run, tmp_path):
+    """From a run folder: one verdict per (segment, ranker), consistent with the segment's paired
+    interval; the page, its JSON and its chart are written; the CLI takes run folders too."""
+    from typer.testing import CliRunner
+
+    from promptrec.cli import app
+    from promptrec.eval.applicability import applicability
+
+    report = applicability([smoke_run.run_dir])
+    assert report.scenarios == ["smoke (movielens-100k)"] and report.metric == "ndcg@10"
+    segments = smoke_run.summary["segments"]
+    expected = sum(len(c["segments"]) for c in segments["segmentations"]) * (len(segments["rankers"]) - 1)
+    assert len(report.verdicts) == expected
+    for v in report.verdicts:
+        if v.verdict == "wins":
+            assert v.low > 0
+        elif v.verdict == "loses":
+            assert v.high < 0
+        elif v.verdict == "ties":
+            assert v.low <= 0 <= v.high
+    (whole,) = [v for v in report.verdicts if v.cut == "all users" and v.ranker == "popularity"]
+    assert whole.verdict != "too few users" and whole.users == 30
+    assert {c.ranker for c in report.costs} >= {"retrieval", LLM}
+    result = CliRunner().invoke(app, ["eval", "applicability", str(smoke_run.run_dir), "--out", str(tmp_path / "page")])
+    assert result.exit_code == 0, result.output
+    assert "# Where does the LLM help?" in result.output and "## Cost per user" in result.output
+    assert (tmp_path / "page" / "applicability.png").stat().st_size > 0

@@ -81,6 +81,7 @@ def test_segments_label_and_assign_users():
              "b": {"history_length": 6, "target_popularity_quantile": 0.2},
              "c": {"history_length": 101, "target_popularity_quantile": 0.99}}
     groups = assign_segments(facts, suite.segments)
+    assert groups["all users"] == {"all": ["a", "b", "c"]}
     assert groups["history length"] == {"≤5": ["a"], "6-20": ["b"], "21-100": [], ">100": ["c"]}
     assert list(groups["target popularity"].values()) == [["a"], ["b"], ["c"]]
 
