@@ -117,9 +117,6 @@ class EvalData:
         ids = np.array([it.item_id for it in self.items], dtype=object)
         self.item_ids: list[str] = ids[np.argsort(id_rank(ids), kind="stable")].tolist() if len(ids) else []
         self.item_position = {item: n for n, item in enumerate(self.item_ids)}
-        self.test_frame = self.split.history_for_test()
-        self.test_histories = histories_from_frame(self.test_frame, tie)
-        self.validation_histories = histories_from_frame(self.split.history_for_validation(), tie)
         self.test_targets = self.split.test_items()
         self.validation_targets = self.split.validation_items()
 
@@ -128,10 +125,25 @@ class EvalData:
 
         seed = suite.seed
         self.users = seeded_sample(ordered(self.test_targets), suite.data.users, seed, 1)
+        self.test_frame = self._new_users(self.split.history_for_test(), suite.data.new_users)
+        self.test_histories = histories_from_frame(self.test_frame, tie)
+        self.validation_histories = histories_from_frame(self.split.history_for_validation(), tie)
         self.llm_users = seeded_sample(self.users, suite.grid.users, seed, 2)
         # the sample `Recommender.fit_calibration` (`promptrec calibrate`) draws
         self.calibration_users = calibration_users(self.validation_targets, suite.calibration.users, seed)
         self._recommenders: dict[str, Any] = {}
+
+    def _new_users(self, frame: pd.DataFrame, first: int | None) -> pd.DataFrame:
+        """The test log with each evaluated user's history cut to their first ``first`` events
+        (the new-user scenario, `DataSpec.new_users`); unchanged without it."""
+        if first is None:
+            return frame
+        from promptrec.data.preprocess import sort_histories
+
+        ordered = sort_histories(frame, self.settings.split.tie_rule, self.settings.split.tie_seed)
+        evaluated = ordered["user_id"].astype(str).isin(set(self.users))
+        rank = ordered.groupby("user_id", sort=False).cumcount()
+        return ordered[~evaluated | (rank < first)].reset_index(drop=True)
 
     def user_facts(self) -> dict[str, dict[str, float]]:
         """What the report's segments cut by, per evaluated user: the length of the test history,
@@ -171,6 +183,8 @@ class EvalData:
             bits.append(f"r{d.min_rating:g}")
         if d.tie_rule != "id":
             bits.append(f"t{d.tie_rule}{d.tie_seed}")
+        if d.new_users and part == "test":
+            bits.append(f"new{d.new_users}u{d.users}s{self.suite.seed}")
         bits.append(part)
         return slug("-".join(bits))
 

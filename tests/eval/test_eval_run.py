@@ -387,3 +387,22 @@ def test_the_applicability_page_judges_each_segment_against_retrieval(smoke_run,
     assert result.exit_code == 0, result.output
     assert "# Where does the LLM help?" in result.output and "## Cost per user" in result.output
     assert (tmp_path / "page" / "applicability.png").stat().st_size > 0
+
+
+def test_the_new_user_scenario_cuts_the_evaluated_users_histories(eval_settings):
+    """[data] new_users = 2: each evaluated user's history (and the index's log) holds their first 2
+    events; the users not evaluated keep theirs; the targets do not change."""
+    from promptrec.eval.runner import suite_settings
+
+    text = SMOKE.read_text(encoding="utf-8").replace("users = 30\n", "users = 10\nnew_users = 2\n")
+    suite = parse_suite(text, "smoke-new-users")
+    settings = suite_settings(suite, eval_settings)
+    plain = prepare_data(load_suite(SMOKE), suite_settings(load_suite(SMOKE), eval_settings))
+    data = prepare_data(suite, settings)
+    assert len(data.users) == 10 and data.test_targets == plain.test_targets
+    for user, history in data.test_histories.items():
+        full = plain.test_histories[user]
+        assert history == (full[:2] if user in data.users else full)
+    rec = data.recommender("test")
+    assert all(len(rec.histories[u]) <= 2 for u in data.users)
+    assert "new2" in data.namespace("test") and "new2" not in data.namespace("validation")
