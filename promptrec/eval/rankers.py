@@ -125,7 +125,9 @@ class EvalData:
 
         seed = suite.seed
         self.users = seeded_sample(ordered(self.test_targets), suite.data.users, seed, 1)
-        self.test_frame = self._new_users(self.split.history_for_test(), suite.data.new_users)
+        self.test_frame = self.split.history_for_test()
+        if suite.data.new_users:
+            self.test_frame = self._as_new_users(suite.data.new_users)
         self.test_histories = histories_from_frame(self.test_frame, tie)
         self.validation_histories = histories_from_frame(self.split.history_for_validation(), tie)
         self.llm_users = seeded_sample(self.users, suite.grid.users, seed, 2)
@@ -133,17 +135,23 @@ class EvalData:
         self.calibration_users = calibration_users(self.validation_targets, suite.calibration.users, seed)
         self._recommenders: dict[str, Any] = {}
 
-    def _new_users(self, frame: pd.DataFrame, first: int | None) -> pd.DataFrame:
-        """The test log with each evaluated user's history cut to their first ``first`` events
-        (the new-user scenario, `DataSpec.new_users`); unchanged without it."""
-        if first is None:
-            return frame
+    def _as_new_users(self, first: int) -> pd.DataFrame:
+        """The new-user scenario (`DataSpec.new_users`): each evaluated user's history is their
+        first ``first`` events and their target the event after them; the index's log holds only
+        those first events of theirs (the rest of their log is unknown, as for a user who just
+        arrived), the other users' logs whole. Users with no event after the cut drop out."""
         from promptrec.data.preprocess import sort_histories
 
-        ordered = sort_histories(frame, self.settings.split.tie_rule, self.settings.split.tie_seed)
-        evaluated = ordered["user_id"].astype(str).isin(set(self.users))
+        ordered = sort_histories(self.frame, self.settings.split.tie_rule, self.settings.split.tie_seed)
+        ordered = ordered.assign(user_id=ordered["user_id"].astype(str))
         rank = ordered.groupby("user_id", sort=False).cumcount()
-        return ordered[~evaluated | (rank < first)].reset_index(drop=True)
+        evaluated = ordered["user_id"].isin(set(self.users))
+        nxt = ordered[evaluated & (rank == first)]
+        self.test_targets = {**self.test_targets, **dict(zip(nxt["user_id"], nxt["item_id"].astype(str)))}
+        self.users = [u for u in self.users if u in set(nxt["user_id"])]
+        known = self.split.history_for_test()
+        known = known[~known["user_id"].astype(str).isin(set(ordered.loc[evaluated, "user_id"]))]
+        return pd.concat([known, ordered[evaluated & (rank < first)]], ignore_index=True)
 
     def user_facts(self) -> dict[str, dict[str, float]]:
         """What the report's segments cut by, per evaluated user: the length of the test history,

@@ -105,9 +105,9 @@ class DataSpec(_Strict):
     min_rating: float | None = None
     log_users: int | None = Field(default=None, ge=3)
     k_core: tuple[int, int] | None = None
-    # The new-user scenario: each evaluated user's history (in the index's log too) is cut to
-    # their first N events; the other users keep theirs. Evaluate a sample (`users`), so that the
-    # index still learns from established users.
+    # The new-user scenario: each evaluated user's history (in the index's log too) is their
+    # first N events and their target the event after them; the other users keep their logs.
+    # Evaluate a sample (`users`), so that the index still learns from established users.
     new_users: int | None = Field(default=None, ge=1)
     name: str | None = None  # files of your own: the data's name (default: the log file's stem)
     catalog: CatalogFile | None = None

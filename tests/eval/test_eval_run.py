@@ -391,7 +391,7 @@ def test_the_applicability_page_judges_each_segment_against_retrieval(smoke_run,
 
 def test_the_new_user_scenario_cuts_the_evaluated_users_histories(eval_settings):
     """[data] new_users = 2: each evaluated user's history (and the index's log) holds their first 2
-    events; the users not evaluated keep theirs; the targets do not change."""
+    events and their target is the third; the users not evaluated keep their history and target."""
     from promptrec.eval.runner import suite_settings
 
     text = SMOKE.read_text(encoding="utf-8").replace("users = 30\n", "users = 10\nnew_users = 2\n")
@@ -399,10 +399,12 @@ def test_the_new_user_scenario_cuts_the_evaluated_users_histories(eval_settings)
     settings = suite_settings(suite, eval_settings)
     plain = prepare_data(load_suite(SMOKE), suite_settings(load_suite(SMOKE), eval_settings))
     data = prepare_data(suite, settings)
-    assert len(data.users) == 10 and data.test_targets == plain.test_targets
+    assert len(data.users) == 10
     for user, history in data.test_histories.items():
         full = plain.test_histories[user]
-        assert history == (full[:2] if user in data.users else full)
+        new = user in data.users
+        assert history == (full[:2] if new else full)
+        assert data.test_targets[user] == (full[2] if new else plain.test_targets[user])
     rec = data.recommender("test")
     assert all(len(rec.histories[u]) <= 2 for u in data.users)
     assert "new2" in data.namespace("test") and "new2" not in data.namespace("validation")
