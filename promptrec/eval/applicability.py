@@ -70,6 +70,8 @@ def applicability(run_dirs: Sequence[Path]) -> Applicability:
     for run_dir in run_dirs:
         summary = summarize(run_dir)
         scenario = f"{summary['suite']} ({summary['data'].get('dataset', '?')})"
+        if scenario in scenarios:  # two runs of one suite (e.g. rows run into separate folders)
+            scenario = f"{scenario}, {Path(run_dir).name}"
         scenarios.append(scenario)
         segments = summary.get("segments")
         if not segments:
