@@ -35,7 +35,7 @@ from pydantic import BaseModel
 from promptrec.config import Settings
 from promptrec.data.schema import Item
 from promptrec.metrics import sigmoid, softmax
-from promptrec.eval.suite import Suite
+from promptrec.eval.suite import Suite, SuiteError
 from promptrec.paths import slug
 
 log = logging.getLogger(__name__)
@@ -126,10 +126,14 @@ class EvalData:
         seed = suite.seed
         self.users = seeded_sample(ordered(self.test_targets), suite.data.users, seed, 1)
         self.test_frame = self.split.history_for_test()
+        self.validation_frame = self.split.history_for_validation()
+        self.new_item_ids: set[str] = set()
         if suite.data.new_users:
             self.test_frame = self._as_new_users(suite.data.new_users)
+        if suite.data.new_items:
+            self._as_new_items(suite.data.new_items)
         self.test_histories = histories_from_frame(self.test_frame, tie)
-        self.validation_histories = histories_from_frame(self.split.history_for_validation(), tie)
+        self.validation_histories = histories_from_frame(self.validation_frame, tie)
         self.llm_users = seeded_sample(self.users, suite.grid.users, seed, 2)
         # the sample `Recommender.fit_calibration` (`promptrec calibrate`) draws
         self.calibration_users = calibration_users(self.validation_targets, suite.calibration.users, seed)
@@ -148,10 +152,38 @@ class EvalData:
         evaluated = ordered["user_id"].isin(set(self.users))
         nxt = ordered[evaluated & (rank == first)]
         self.test_targets = {**self.test_targets, **dict(zip(nxt["user_id"], nxt["item_id"].astype(str)))}
+        sampled = len(self.users)
         self.users = [u for u in self.users if u in set(nxt["user_id"])]
+        if not self.users:
+            raise SuiteError(f"suite {self.suite.name!r}: [data] new_users = {first} leaves no test user (none of "
+                             f"the {sampled} sampled users has more than {first} events); lower new_users")
         known = self.split.history_for_test()
         known = known[~known["user_id"].astype(str).isin(set(ordered.loc[evaluated, "user_id"]))]
         return pd.concat([known, ordered[evaluated & (rank < first)]], ignore_index=True)
+
+    def _as_new_items(self, share: float) -> None:
+        """The new-item scenario (`DataSpec.new_items`): the latest ``share`` of the interacted
+        items to appear (by first event; ties by item id) are new; their events leave both
+        indexes' logs and every history, and the evaluated users are a seeded sample of those
+        whose test target is a new item."""
+        from promptrec.data.preprocess import id_rank, is_order_free, ordered_ids, seeded_sample
+
+        if is_order_free(self.frame):
+            raise SuiteError(f"suite {self.suite.name!r}: [data] new_items needs timestamps; this log has no time "
+                             "order, so no item is newer than another")
+        first = self.frame.assign(item_id=self.frame["item_id"].astype(str)).groupby("item_id")["timestamp"].min()
+        ids = first.index.to_numpy(dtype=object)
+        order = np.lexsort((id_rank(ids), first.to_numpy()))  # oldest first, ties by id
+        count = max(1, int(round(share * len(ids))))
+        self.new_item_ids = set(ids[order[-count:]].tolist())
+        new = self.new_item_ids
+        candidates = [u for u, item in self.test_targets.items() if item in new]
+        if not candidates:
+            raise SuiteError(f"suite {self.suite.name!r}: [data] new_items = {share:g} leaves no test user (no "
+                             f"user's test item is among the {count} newest items); raise new_items")
+        self.users = seeded_sample(ordered_ids(candidates), self.suite.data.users, self.suite.seed, 1)
+        self.test_frame = self.test_frame[~self.test_frame["item_id"].astype(str).isin(new)]
+        self.validation_frame = self.validation_frame[~self.validation_frame["item_id"].astype(str).isin(new)]
 
     def user_facts(self) -> dict[str, dict[str, float]]:
         """What the report's segments cut by, per evaluated user: the length of the test history,
@@ -193,6 +225,8 @@ class EvalData:
             bits.append(f"t{d.tie_rule}{d.tie_seed}")
         if d.new_users and part == "test":
             bits.append(f"new{d.new_users}u{d.users}s{self.suite.seed}")
+        if d.new_items:
+            bits.append(f"newitems{d.new_items:g}")
         bits.append(part)
         return slug("-".join(bits))
 
@@ -203,7 +237,7 @@ class EvalData:
             from promptrec.recommender import Recommender
             from promptrec.retrieval.sasrec import CheckpointMismatchError
 
-            history = self.test_frame if part == "test" else self.split.history_for_validation()
+            history = self.test_frame if part == "test" else self.validation_frame
             namespace = self.namespace(part)
             base = self.settings.index_dir or (self.settings.cache_dir / "index")
             # min_rating None: the suite's own threshold was applied by prepare_data

@@ -109,6 +109,11 @@ class DataSpec(_Strict):
     # first N events and their target the event after them; the other users keep their logs.
     # Evaluate a sample (`users`), so that the index still learns from established users.
     new_users: int | None = Field(default=None, ge=1)
+    # The new-item scenario (item cold start): the latest share of the interacted items to
+    # appear in the log are new. Every event with them leaves every index's log (their catalog
+    # text stays); the evaluated users are those whose test target is a new item, and their
+    # histories lose their events with new items. Needs timestamps.
+    new_items: float | None = Field(default=None, gt=0, lt=1)
     name: str | None = None  # files of your own: the data's name (default: the log file's stem)
     catalog: CatalogFile | None = None
     interactions: LogFile | None = None
@@ -122,6 +127,8 @@ class DataSpec(_Strict):
     def _files(self) -> "DataSpec":
         if (self.catalog is None) != (self.interactions is None):
             raise ValueError("[data]: give both catalog and interactions files, or neither")
+        if self.new_users and self.new_items:
+            raise ValueError("[data]: new_users and new_items are two scenarios; give one per suite")
         return self
 
 

@@ -13,7 +13,7 @@ import pytest
 from promptrec.eval import RunMismatchError, load_suite, parse_suite, run_suite
 from promptrec.eval.baselines import BaselineUnavailable, LightFMRanker
 from promptrec.eval.rankers import prepare_data
-from promptrec.eval.suite import named_suites
+from promptrec.eval.suite import SuiteError, named_suites
 from promptrec.eval.runner import read_results
 
 pytestmark = pytest.mark.integration
@@ -408,3 +408,31 @@ def test_the_new_user_scenario_cuts_the_evaluated_users_histories(eval_settings)
     rec = data.recommender("test")
     assert all(len(rec.histories[u]) <= 2 for u in data.users)
     assert "new2" in data.namespace("test") and "new2" not in data.namespace("validation")
+    too_late = parse_suite(text.replace("new_users = 2\n", "new_users = 100000\n"), "smoke-too-late")
+    with pytest.raises(SuiteError, match="new_users = 100000 leaves no test user"):
+        prepare_data(too_late, suite_settings(too_late, eval_settings))
+
+
+def test_the_new_item_scenario_hides_the_newest_items_from_every_log(eval_settings):
+    """[data] new_items = 0.2: the newest 20% of the items leave both indexes' logs and every
+    history; the evaluated users are those whose test item is one of them."""
+    from promptrec.eval.runner import suite_settings
+
+    text = SMOKE.read_text(encoding="utf-8").replace("users = 30\n", "users = 30\nnew_items = 0.2\n")
+    suite = parse_suite(text, "smoke-new-items")
+    data = prepare_data(suite, suite_settings(suite, eval_settings))
+    plain = prepare_data(load_suite(SMOKE), suite_settings(load_suite(SMOKE), eval_settings))
+    items = sorted(set(plain.frame["item_id"].astype(str)))
+    assert len(data.new_item_ids) == round(0.2 * len(items))
+    first = plain.frame.assign(item_id=plain.frame["item_id"].astype(str)).groupby("item_id")["timestamp"].min()
+    assert first[sorted(data.new_item_ids)].min() >= first.drop(sorted(data.new_item_ids)).max()
+    assert data.users and all(data.test_targets[u] in data.new_item_ids for u in data.users)
+    assert set(data.users) == {u for u, i in plain.test_targets.items() if i in data.new_item_ids}
+    for frame in (data.test_frame, data.validation_frame):
+        assert not set(frame["item_id"].astype(str)) & data.new_item_ids
+    assert all(not set(h) & data.new_item_ids for h in data.test_histories.values())
+    assert "newitems0.2" in data.namespace("test") and "newitems0.2" in data.namespace("validation")
+    with pytest.raises(SuiteError, match="new_users and new_items are two scenarios"):
+        parse_suite(text.replace("new_items = 0.2\n", "new_items = 0.2\nnew_users = 2\n"), "both")
+    with pytest.raises(SuiteError, match="new_items"):
+        parse_suite(text.replace("new_items = 0.2", "new_items = 1.5"), "too-many")
