@@ -24,8 +24,7 @@ from promptrec.config import Settings
 from promptrec.data.named import load_named_dataset
 from promptrec.data.preprocess import temporal_split
 from promptrec.recommender import Recommender
-from promptrec.retrieval.retriever import Retriever
-from promptrec.train.fusion import all_source_rankings, score_weights
+from promptrec.retrieval.weights import all_source_rankings, score_settings
 
 from _common import percentile, print_epochs
 
@@ -37,7 +36,8 @@ ROWS = [
     ("item-to-item transitions", {"transitions": 1.0}),
     ("sequential model (SASRec, in Chroma)", {"sequential": 1.0}),
     ("fused without the sequential model (previous default)", PREVIOUS_DEFAULT),
-    ("promptrec fused (default weights)", None),
+    ("fused, the retrieval.weights defaults", "defaults"),
+    ("promptrec fused (the weights this index fitted)", None),
 ]
 
 
@@ -49,12 +49,13 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-def print_table(retriever, rankings, histories, targets, default_weights) -> None:
+def print_table(rankings, targets, served_weights, rrf_k) -> None:
     print("| retriever | NDCG@10 | Recall@10 | Recall@20 | Recall@50 |\n|---|---|---|---|---|")
-    for label, weights in ROWS:
-        s = score_weights(retriever, rankings, histories, targets, weights or default_weights)
+    defaults = Settings().retrieval.weights
+    settings = [served_weights if w is None else defaults if w == "defaults" else w for _, w in ROWS]
+    for (label, _), s in zip(ROWS, score_settings(rankings, targets, settings, rrf_k)):
         print(f"| {label} | {s.ndcg10:.4f} | {s.recall10:.4f} | {s.recall20:.4f} | {s.recall50:.4f} |", flush=True)
-    print(f"\ndefault weights: {default_weights}")
+    print(f"\nserved weights: {served_weights}; defaults: {defaults}")
 
 
 def main() -> None:
@@ -71,7 +72,8 @@ def main() -> None:
     if args.rescore:
         with open(args.rescore, "rb") as fh:
             saved = pickle.load(fh)
-        print_table(saved["retriever"], saved["rankings"], saved["histories"], saved["targets"], Settings().retrieval.weights)
+        rs = Settings().retrieval
+        print_table(saved["rankings"], saved["targets"], saved.get("served_weights", rs.weights), rs.rrf_k)
         return
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -106,15 +108,23 @@ def main() -> None:
 
         histories = {u: rec.history(u) for u in users}
         started = time.perf_counter()
-        rankings = all_source_rankings(rec.retriever, histories, users)
+        every = rec.retriever.with_every_source()
+        rankings = all_source_rankings(every.source_rankings, histories, users, rec.settings.retrieval.pool_size)
         rank_s = time.perf_counter() - started
         print(f"# {args.dataset}, {args.split} split, {len(users)} users, temporal leave-one-out "
               "(sorted by timestamp, then item id), all items ranked, history excluded\n")
-        print_table(rec.retriever, rankings, histories, targets, rec.settings.retrieval.weights)
+        served = rec.retriever.settings.weights
+        print_table(rankings, targets, served, rec.settings.retrieval.rrf_k)
+        fit = rec.index.manifest.fusion
+        if fit is not None and fit.weights is not None:
+            print(f"fusion weights fitted in the build on {fit.users} held-out last events ({fit.settings_tried} "
+                  f"settings, {fit.seconds:.1f} s): held-out NDCG@10 {fit.best.ndcg10:.4f}, "
+                  f"retrieval.weights {fit.settings_weights.ndcg10:.4f}")
+        elif fit is not None:
+            print(f"fusion weights not fitted: {fit.skipped}")
         if args.dump:
-            fuser = Retriever(None, {}, rec.settings.retrieval)  # fusion needs only the settings
             with open(args.dump, "wb") as fh:
-                pickle.dump({"retriever": fuser, "rankings": rankings, "histories": histories, "targets": targets}, fh)
+                pickle.dump({"rankings": rankings, "targets": targets, "served_weights": served}, fh)
         model, m = rec.index.sequential_model, rec.index.manifest
         if model is not None and model.stats is not None:
             st = model.stats

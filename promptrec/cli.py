@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.console import Console
@@ -14,6 +14,9 @@ from rich.text import Text
 from promptrec.cli_errors import OneLineErrors, data_text, err
 from promptrec.config import Settings
 from promptrec.errors import InputError
+
+if TYPE_CHECKING:
+    from promptrec.recommender import Recommender
 
 app = typer.Typer(
     help="promptrec: LLM-prompting recommender with retrieval.", no_args_is_help=True, cls=OneLineErrors
@@ -127,6 +130,21 @@ def index(rebuild: bool = typer.Option(False, help="Drop the stored vectors and 
         console.print(f"[yellow]sequential retriever skipped: {m.sequential_skipped}[/]")
     elif m.sequential_trained:
         console.print("sequential retriever trained (no checkpoint existed); retrain: `promptrec train retriever`")
+    console.print(fusion_summary(rec))
+
+
+def fusion_summary(rec: Recommender) -> str:
+    """One line: the fusion weights served and where they come from."""
+    served = ", ".join(f"{s} {w:g}" for s, w in rec.retriever.settings.weights.items() if w > 0)
+    fit = rec.index.manifest.fusion
+    if rec.settings.retrieval.weights_pinned:
+        return f"fusion weights (pinned by retrieval.weights): {served}"
+    if fit is None or fit.weights is None:
+        why = fit.skipped if fit is not None else "the index was built before fits were recorded"
+        return f"fusion weights (retrieval.weights; not fitted: {why}): {served}"
+    return (f"fusion weights fitted on {fit.users} held-out last events ({fit.settings_tried} settings, "
+            f"{fit.seconds:.1f} s): {served}; held-out NDCG@10 {fit.best.ndcg10:.4f} against "
+            f"{fit.settings_weights.ndcg10:.4f} for retrieval.weights")
 
 
 @train_app.command("retriever")

@@ -77,12 +77,26 @@ class RetrievalSettings(_Section):
     """How candidates are retrieved and fused."""
 
     # Fusion weights per source (reciprocal-rank fusion); a source with weight 0 is skipped.
-    # Chosen on MovieLens-100K's validation split by benchmarks/fusion_weights.py (README).
+    # Served where an index fitted none (see fit_weights), and always when set explicitly.
+    # These defaults were chosen on MovieLens-100K's validation split.
     weights: dict[str, float] = Field(
         default_factory=lambda: {
             "sequential": 0.5, "transitions": 0.5, "behaviour": 0.25, "text": 0.2, "popularity": 0.0,
         }
     )
+    # Fit the weights per index: each build holds out every user's last event, refits the
+    # behaviour vectors, transitions and popularity without it, ranks a seeded sample of users
+    # by every source once and scores each setting of `weight_grid` (NDCG@10); the best is
+    # recorded in the index manifest and served. Setting `weights` explicitly pins them.
+    fit_weights: bool = True
+    weight_grid: dict[str, list[NonNegativeFloat]] = Field(
+        default_factory=lambda: {
+            "sequential": [0.0, 0.5, 1.0, 2.0, 3.0], "transitions": [0.0, 0.25, 0.5, 1.0],
+            "behaviour": [0.0, 0.25, 0.5], "text": [0.0, 0.1, 0.2],
+        }
+    )
+    fit_weights_users: PositiveInt = 1000  # a seeded sample of the held-out users
+    fit_weights_min_users: PositiveInt = 200  # fewer held-out users: the fit is skipped (too noisy)
     rrf_k: NonNegativeFloat = 60.0
     pool_size: PositiveInt = 200  # items each source contributes to the fusion
     seed: int = 0
@@ -110,6 +124,24 @@ class RetrievalSettings(_Section):
         if not any(w > 0 for w in weights.values()):
             raise ValueError("every fusion weight is 0: no source would be queried; give at least one a weight > 0")
         return weights
+
+    @field_validator("weight_grid")
+    @classmethod
+    def _check_grid(cls, grid: dict[str, list[float]]) -> dict[str, list[float]]:
+        unknown = sorted(set(grid) - set(RETRIEVAL_SOURCES))
+        if unknown:
+            raise ValueError(f"unknown retrieval source(s) {unknown}; the sources are {list(RETRIEVAL_SOURCES)}")
+        empty = sorted(name for name, values in grid.items() if not values)
+        if empty:
+            raise ValueError(f"the grid lists no weight for {', '.join(empty)}; give at least one value")
+        if not any(w > 0 for values in grid.values() for w in values):
+            raise ValueError("every weight in the grid is 0: no setting would query a source")
+        return grid
+
+    @property
+    def weights_pinned(self) -> bool:
+        """The weights are served as set: `fit_weights` is off, or `weights` was given explicitly."""
+        return not self.fit_weights or "weights" in self.model_fields_set
 
 
 class VLLMSettings(_Section):

@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Collection, Container, Sequence
 
 import numpy as np
+from pydantic import BaseModel
 from scipy.stats import rankdata
 
 __all__ = [
@@ -50,9 +51,23 @@ __all__ = [
     "reciprocal_rank",
     "reliability_curve",
     "roc_auc",
+    "score_ranks",
     "softmax",
     "sigmoid",
+    "ValidationScore",
 ]
+
+VALIDATION_RECALL_KS = (10, 20, 50)
+
+
+class ValidationScore(BaseModel):
+    """Means over users of one relevant (held-out) item each: NDCG@10, Recall@10/20/50."""
+
+    users: int
+    ndcg10: float
+    recall10: float
+    recall20: float
+    recall50: float
 
 
 def _relevant_set(relevant: str | Collection[str]) -> set[str]:
@@ -98,6 +113,15 @@ def ndcg_of_ranks(ranks: Sequence[int] | np.ndarray, k: int) -> np.ndarray:
     _check_k(k)
     r = np.asarray(ranks, dtype=np.float64)
     return np.where(r < k, 1.0 / np.log2(r + 2.0), 0.0)
+
+
+def score_ranks(ranks: Sequence[float] | np.ndarray) -> ValidationScore:
+    """`ValidationScore` from each user's 0-based rank of the held-out item (`inf`: not ranked)."""
+    r = np.asarray(ranks, dtype=np.float64)
+    if r.size == 0:
+        return ValidationScore(users=0, ndcg10=0.0, recall10=0.0, recall20=0.0, recall50=0.0)
+    return ValidationScore(users=int(r.size), ndcg10=float(ndcg_of_ranks(r, 10).mean()),
+                           **{f"recall{k}": float((r < k).mean()) for k in VALIDATION_RECALL_KS})
 
 
 def recall_at_k(ranked: Sequence[str], relevant: str | Collection[str], k: int) -> float:

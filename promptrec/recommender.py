@@ -82,7 +82,10 @@ class Recommender:
         self.catalog = {item.item_id: item for item in self.items}
         self.histories = histories
         self.index = index
-        self.retriever = Retriever(index, self.catalog, settings.retrieval)
+        # The index's fitted fusion weights, unless the settings pin their own.
+        weights = index.served_weights(settings.retrieval) if index is not None else settings.retrieval.weights
+        served = settings.retrieval.model_copy(update={"weights": weights})
+        self.retriever = Retriever(index, self.catalog, served)
         self._lock = threading.Lock()
         self._backend: LLMBackend | None = None
         self._owns_backend = False  # close() closes only a backend this recommender loaded

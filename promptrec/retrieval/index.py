@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import shutil
 import time
@@ -26,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 from pydantic import BaseModel
 
-from promptrec.config import Settings, SplitSettings
+from promptrec.config import RetrievalSettings, Settings, SplitSettings
 from promptrec.data.schema import Item
 from promptrec.errors import IndexMismatchError
 from promptrec.index_layout import IndexLayout, VersionLayout
@@ -42,6 +43,7 @@ from promptrec.retrieval.sasrec import (
     checkpoint_key,
 )
 from promptrec.retrieval.sources import BehaviourModel, TransitionModel, popularity
+from promptrec.retrieval.weights import FusionFit, choose_weights, holdout_split, sample_users, all_source_rankings
 from promptrec.retrieval.store import (
     ItemVectorCollection,
     SyncReport,
@@ -51,6 +53,7 @@ from promptrec.retrieval.store import (
 )
 
 _SPACES = {"text": "cosine", "behaviour": "ip", "sequential": "ip"}  # each vector kind's distance
+_HOLDOUT = "behaviour-holdout"  # the scratch collection of a build's weight fit
 REBUILD_HINT = "run `promptrec index --rebuild` to build it again from the data"
 log = logging.getLogger("promptrec")
 ProgressFn = Callable[[str, int, int], None]  # (stage, advance, total)
@@ -106,6 +109,7 @@ class IndexManifest(BaseModel):
     sequential_sync: SyncReport | None = None
     sequential_trained: bool = False  # this build trained the model (else: loaded the checkpoint)
     sequential_skipped: str | None = None  # why there is no sequential source
+    fusion: FusionFit | None = None  # the fusion weights this build fitted (None: built before fits)
 
     def key(self) -> IndexKey:
         return IndexKey(namespace=self.namespace, encoder=self.encoder, catalog_fingerprint=self.catalog_fingerprint,
@@ -302,7 +306,7 @@ class RetrievalIndex:
         if settings.chroma.mode == "http":
             old = read_version_manifest(version, strict=False)
             client = chroma_client(settings.chroma, version.chroma)
-            for kind in ("text", "behaviour", "sequential"):
+            for kind in ("text", "behaviour", "sequential", _HOLDOUT):
                 with contextlib.suppress(Exception):  # absent: never built, or already gone
                     client.delete_collection(
                         cls._collection_name(settings, version, old.namespace if old else namespace, kind))
@@ -326,6 +330,7 @@ class RetrievalIndex:
         retrain: bool = False,
     ) -> RetrievalIndex:
         started = time.perf_counter()
+        previous = read_version_manifest(version, strict=False)
         encoder = TextEncoder(settings.encoder, settings)
         rs = settings.retrieval
         text, behaviour = cls._open_collections(settings, version, namespace, encoder.dimension)
@@ -373,7 +378,74 @@ class RetrievalIndex:
             **sequential,
         )
         atomic_write_text(version.manifest, manifest.model_dump_json(indent=1))
-        return cls._load(manifest, settings, encoder, version)
+        index = cls._load(manifest, settings, encoder, version)
+        fusion = cls._fit_fusion(index, histories, settings, previous, report)
+        index.manifest = manifest = manifest.model_copy(
+            update={"fusion": fusion, "build_seconds": round(time.perf_counter() - started, 3)})
+        atomic_write_text(version.manifest, manifest.model_dump_json(indent=1))
+        return index
+
+    @classmethod
+    def _fit_fusion(cls, index: RetrievalIndex, histories: Mapping[str, Sequence[str]], settings: Settings,
+                    previous: IndexManifest | None, report: ProgressFn) -> FusionFit:
+        """Fit the fusion weights on each user's held-out last event (`promptrec.retrieval.weights`),
+        or reuse the previous build's fit when nothing it depends on changed."""
+        rs, manifest = settings.retrieval, index.manifest
+        payload = {"retrieval": rs.model_dump(mode="json", exclude={"sequential"}),
+                   "sequential_key": manifest.sequential_key, "encoder": manifest.encoder,
+                   "catalog": manifest.catalog_fingerprint, "interactions": manifest.interactions_fingerprint,
+                   "history_order": manifest.history_order}
+        key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+        if previous is not None and previous.fusion is not None and previous.fusion.fit_key == key:
+            return previous.fusion
+        if not rs.fit_weights:
+            return FusionFit(fit_key=key, skipped="retrieval.fit_weights is off")
+        if manifest.history_order != "time":
+            return FusionFit(fit_key=key, skipped="the interactions carry no time order: there is no last event to hold out")
+        log_without, targets = holdout_split(histories)
+        if len(targets) < rs.fit_weights_min_users:
+            return FusionFit(fit_key=key, skipped=f"{len(targets)} users have an event to hold out, fewer than "
+                                                  f"retrieval.fit_weights_min_users = {rs.fit_weights_min_users}")
+        started = time.perf_counter()
+        users = sample_users(list(targets), rs.fit_weights_users, rs.seed)
+        n_items = len(index.item_ids)
+        positions = {u: [index.position[i] for i in h] for u, h in log_without.items()}
+        report("fusion weights", 0, len(users))
+        behaviour_model = BehaviourModel.fit(positions, n_items, rs)
+        vectors = behaviour_model.item_factors.astype(np.float32)
+        holdout = ItemVectorCollection(
+            chroma_client(settings.chroma, index.version.chroma),
+            cls._collection_name(settings, index.version, manifest.namespace, _HOLDOUT), "ip",
+            {"kind": _HOLDOUT, "encoder": "implicit-als", "dimension": rs.als_factors},
+        )
+        try:
+            if holdout.count():
+                holdout.recreate()  # left by a build that stopped half-way
+            holdout.sync(index.item_ids, ["holdout"] * n_items, [{}] * n_items, lambda batch: vectors[batch])
+            held = cls(manifest, index.text, holdout, behaviour_model, TransitionModel.fit(positions, n_items, rs),
+                       popularity(positions, n_items), index.encoder, index.sequential, index.sequential_model,
+                       index.version)
+            from promptrec.retrieval.retriever import Retriever  # it imports this module
+
+            every = Retriever(held, {}, rs).with_every_source()
+            rankings = all_source_rankings(every.source_rankings, log_without, users, rs.pool_size,
+                                           on_user=lambda: report("fusion weights", 1, len(users)))
+        finally:
+            holdout.delete()
+        best, current, top, tried = choose_weights(rankings, targets, rs)
+        fit = FusionFit(fit_key=key, weights=best.weights, users=len(users), best=best, settings_weights=current,
+                        top=top, settings_tried=tried, seconds=round(time.perf_counter() - started, 3))
+        log.info("fusion weights fitted on %d held-out events: %s (NDCG@10 %.4f; retrieval.weights %.4f)",
+                 len(users), best.weights, best.ndcg10, current.ndcg10)
+        return fit
+
+    def served_weights(self, rs: RetrievalSettings) -> dict[str, float]:
+        """The fusion weights to serve: the ones this index fitted, unless the settings pin
+        theirs (`RetrievalSettings.weights_pinned`) or the build fitted none."""
+        fit = self.manifest.fusion
+        if rs.weights_pinned or fit is None or fit.weights is None:
+            return dict(rs.weights)
+        return dict(fit.weights)
 
     @classmethod
     def _open_collections(cls, settings: Settings, version: VersionLayout, namespace: str,

@@ -26,6 +26,12 @@ class Retriever:
         self.catalog = catalog
         self.settings = settings
 
+    def with_every_source(self) -> Retriever:
+        """This retriever with every source on (weight 1): `source_rankings` then ranks by all of
+        them, for fusion weights to be chosen over (`promptrec.retrieval.weights`)."""
+        return Retriever(self.index, self.catalog,
+                         self.settings.model_copy(update={"weights": dict.fromkeys(RETRIEVAL_SOURCES, 1.0)}))
+
     def _top(self, scores: np.ndarray, n: int, exclude: set[str], allowed: set[str] | None) -> list[tuple[str, float]]:
         ids = self.index.item_ids
         order = np.argsort(-scores, kind="stable")

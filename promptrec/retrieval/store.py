@@ -164,6 +164,11 @@ class ItemVectorCollection:
             self._client.delete_collection(self.name)
         self._open()
 
+    def delete(self) -> None:
+        """Drop the collection (a scratch collection a build no longer needs)."""
+        with self._errors(f"deleting collection {self.name!r}"):
+            self._client.delete_collection(self.name)
+
     def _errors(self, what: str):
         return chroma_errors(self.location, what, self.folder)
 

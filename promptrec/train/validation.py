@@ -1,6 +1,7 @@
 """The one validation evaluator of the train wing: ranked lists against each user's held-out
 item, scored by `promptrec.metrics` (NDCG@10 the primary metric, recall beside it). Tuning the
-ranker (early stopping) and choosing fusion weights score with it; the sequential model's own
+ranker (early stopping) scores with it; choosing fusion weights scores the held-out item's
+rank with `metrics.score_ranks`, the same definitions; the sequential model's own
 early stopping ranks every item in torch and scores the target's rank with the same
 `metrics.ndcg_of_ranks` definition."""
 
@@ -8,21 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from pydantic import BaseModel
-
-from promptrec.metrics import ndcg_at_k, recall_at_k
-
-RECALL_KS = (10, 20, 50)
-
-
-class ValidationScore(BaseModel):
-    """Means over users of one relevant (held-out) item each."""
-
-    users: int
-    ndcg10: float
-    recall10: float
-    recall20: float
-    recall50: float
+from promptrec.metrics import VALIDATION_RECALL_KS as RECALL_KS
+from promptrec.metrics import ValidationScore, ndcg_at_k, recall_at_k
 
 
 def score_lists(lists: Iterable[tuple[Sequence[str], str]]) -> ValidationScore:

@@ -135,13 +135,15 @@ def test_index_trains_once_refuses_mismatch_and_skips_untimed_data(asset_setting
     # The item nobody rated is not in the model but still reachable through its text vector.
     assert rec.index.sequential.count() == 30 and rec.index.text.count() == 31
     # On held-out planted items (history ends A, B; C follows) the grid picks the sequential source.
-    from promptrec.train.fusion import all_source_rankings, grid_search
+    from promptrec.retrieval.weights import all_source_rankings, choose_weights
 
     histories = {f"s{n}": [FILLER[n], FILLER[n + 1], A, B] for n in range(6)}
-    rankings = all_source_rankings(rec.retriever, histories, list(histories))
-    best = grid_search(rec.retriever, rankings, histories, dict.fromkeys(histories, C),
-                       {"sequential": [0.0, 1.0], "text": [0.0, 1.0]})[0]
-    assert best.weights == {"sequential": 1.0, "text": 0.0} and best.recall10 == 1.0
+    every = rec.retriever.with_every_source()
+    rankings = all_source_rankings(every.source_rankings, histories, list(histories), rs.pool_size)
+    grid = rs.model_copy(update={"weights": {"text": 1.0}, "weight_grid": {"sequential": [0.0, 1.0], "text": [0.0, 1.0]}})
+    best, text_only, _, tried = choose_weights(rankings, dict.fromkeys(histories, C), grid)
+    assert tried == 3 and best.weights["sequential"] == 1.0 and best.weights["text"] == 0.0 and best.recall10 == 1.0
+    assert text_only.ndcg10 < best.ndcg10
     again = Recommender.from_interactions(items, frame, settings, namespace="planted")
     assert not again.index.manifest.sequential_trained
     assert again.index.manifest.sequential_sync.unchanged == 30
@@ -161,3 +163,34 @@ def test_index_trains_once_refuses_mismatch_and_skips_untimed_data(asset_setting
     flat = Recommender.from_interactions(items, planted_frame(timestamps=False), untimed, namespace="untimed")
     assert flat.index.sequential_model is None and "no time order" in flat.index.manifest.sequential_skipped
     assert "sequential" not in flat.retriever.source_rankings(["f4", A, B], 10)
+
+
+@pytest.mark.integration
+def test_build_fits_fusion_weights_per_index_reuses_them_and_pinned_weights_win(asset_settings, tmp_path):
+    """Each build fits its own fusion weights on the held-out last events and serves them;
+    an unchanged rebuild reuses the fit; explicit `retrieval.weights` pin what is served; too
+    few users or an untimed log skip the fit and say why."""
+    from promptrec.config import RetrievalSettings
+    from promptrec.recommender import Recommender
+
+    grid = {"sequential": [0.0, 1.0], "transitions": [0.0, 1.0], "text": [0.0, 0.5]}
+    rs = asset_settings.retrieval.model_copy(
+        update={"sequential": TINY, "fit_weights_min_users": 100, "weight_grid": grid})
+    settings = asset_settings.model_copy(update={"index_dir": tmp_path / "index", "device": "cpu", "retrieval": rs})
+    items, frame = planted_catalog(), planted_frame()
+    rec = Recommender.from_interactions(items, frame, settings, namespace="planted")
+    fit = rec.index.manifest.fusion
+    assert fit.weights is not None and fit.users == 150 and fit.settings_tried == 9
+    assert fit.best.ndcg10 >= fit.settings_weights.ndcg10 and fit.top[0] == fit.best
+    assert rec.retriever.settings.weights == fit.weights
+    assert "behaviour-holdout" not in {c.name for c in rec.index.text._client.list_collections()}
+    again = Recommender.from_interactions(items, frame, settings, namespace="planted")
+    assert again.index.manifest.fusion == fit  # nothing changed: the fit is reused, not redone
+    pinned = {"sequential": 0.0, "transitions": 1.0, "behaviour": 0.0, "text": 0.0, "popularity": 0.0}
+    own = settings.model_copy(update={"retrieval": RetrievalSettings(**{**rs.model_dump(), "weights": pinned})})
+    assert own.retrieval.weights_pinned
+    assert Recommender.from_interactions(items, frame, own, namespace="planted").retriever.settings.weights == pinned
+    few = settings.model_copy(update={"retrieval": rs.model_copy(update={"fit_weights_min_users": 1000})})
+    skipped = Recommender.from_interactions(items, frame, few, namespace="planted")
+    assert "fewer than retrieval.fit_weights_min_users = 1000" in skipped.index.manifest.fusion.skipped
+    assert skipped.retriever.settings.weights == rs.weights
