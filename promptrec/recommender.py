@@ -251,16 +251,22 @@ class Recommender:
             self._rerankers.clear()
             self._calibrators.clear()
 
-    def reranker(self, template: str | None = None) -> LLMReranker:
-        """The LLMReranker for a template (default: `settings.ranker.template`)."""
+    def reranker(self, template: str | None = None, orders: int | None = None) -> LLMReranker:
+        """The LLMReranker for a template (default: `settings.ranker.template`); ``orders``
+        overrides `ranker.permutations` (what an auto decision for fewer orders serves)."""
         name = template or self.settings.ranker.template
         backend = self.backend
+        cache = name if orders is None else f"{name}#orders={orders}"
         with self._lock:
-            if name not in self._rerankers:
+            if cache not in self._rerankers:
                 from promptrec.ranker.factory import make_reranker
 
-                self._rerankers[name] = make_reranker(self.settings, backend, name)
-            return self._rerankers[name]
+                settings = self.settings
+                if orders is not None:
+                    ranker = settings.ranker.model_copy(update={"permutations": orders})
+                    settings = settings.model_copy(update={"ranker": ranker})
+                self._rerankers[cache] = make_reranker(settings, backend, name)
+            return self._rerankers[cache]
 
     def calibration_key(self, reranker: LLMReranker, n_candidates: int | None = None) -> CalibrationKey:
         from promptrec.ranker.calibration import calibration_key
@@ -295,10 +301,12 @@ class Recommender:
         where: dict[str, Any] | None = None,
         n_candidates: int | None = None,
         template: str | None = None,
+        orders: int | None = None,
     ) -> tuple[CandidateList, RerankResult]:
-        """Retrieve candidates and score them with the LLM (retrieval order if it fails)."""
+        """Retrieve candidates and score them with the LLM (retrieval order if it fails);
+        ``orders`` overrides `ranker.permutations`."""
         found = self.candidates(user_id, n_candidates, where=where, history=history)
-        reranker = self.reranker(template)
+        reranker = self.reranker(template, orders)
         result = reranker.run([self.catalog[i] for i in found.history], found)
         return found, result
 
@@ -337,23 +345,31 @@ class Recommender:
         if not isinstance(k, int) or k <= 0:
             raise InputError(f"k (the number of recommendations) must be positive, got {k!r}")
         started = time.perf_counter()
-        mode, reason = self.settings.ranker.mode, None
+        mode, reason, decision = self.settings.ranker.mode, None, None
         if mode == "auto":
             decision = self.mode_decision(self.reranker(template), n_candidates)
             mode = decision.mode if decision is not None else "llm"
             reason = decision.reason if decision is not None else (
                 "no ranker.mode = \"auto\" decision yet: serving the LLM rerank; run `promptrec calibrate` to decide")
+        orders = decision.orders if decision is not None else None
         if mode == "retrieval":
             found = self.candidates(user_id, n_candidates, where=where, history=history)
             listed = self.rank_retrieval(found, n_candidates).recommendation_list(k, time.perf_counter() - started)
             return listed.model_copy(update={"mode_reason": reason})
         found, result = self.rerank(
-            user_id, history=history, where=where, n_candidates=n_candidates, template=template
+            user_id, history=history, where=where, n_candidates=n_candidates, template=template, orders=orders
         )
         from promptrec.pipeline import rank_candidates
 
-        reranker = self.reranker(template)
-        calibrator = self.calibrator(reranker, n_candidates) if self.settings.ranker.calibrate else None
+        calibrator = None
+        if self.settings.ranker.calibrate:
+            # an auto decision for fewer orders carries the calibration fitted for them
+            if orders is None:
+                calibrator = self.calibrator(self.reranker(template), n_candidates)
+            else:
+                calibrator = decision.calibration
+                calibrator.check_key(self.calibration_key(self.reranker(template, orders), n_candidates),
+                                     self.mode_decision_file(self.reranker(template)))
         ranked = rank_candidates(found, result, calibrator)
         listed = ranked.recommendation_list(k, latency_s=time.perf_counter() - started)
         return listed.model_copy(update={"mode_reason": reason}) if reason else listed
@@ -459,9 +475,10 @@ class Recommender:
         for start in range(0, len(users), max(1, batch_users)):
             batch = users[start : start + max(1, batch_users)]
             for user, (found, result) in zip(batch, self.rerank_many(batch, template=template)):
-                records.append(CalibrationRecord(
-                    candidates=found, scores=result.scores_in_input_order(), relevant_item_id=targets[user]
-                ))
+                scores = result.scores_in_input_order()
+                first = result.details.get("first_order_scores") if scores is not None else None
+                records.append(CalibrationRecord(candidates=found, scores=scores, relevant_item_id=targets[user],
+                                                 first_order_scores=first))
                 if on_user:
                     on_user()
         return records

@@ -134,7 +134,12 @@ def test_auto_mode_decides_on_validation_users_and_serves_the_decision(setup):
     records = validation.calibration_records(validation.calibration_targets(data.validation_targets, 12))
     decision = validation.decide_mode(records)
     assert decision.fit_users + decision.judged_users == len(records) and decision.judged_users >= 5
-    assert set(decision.ndcg) == {"retrieval order", "calibrated retrieval", "calibrated LLM"}
+    from promptrec.ranker.mode import ONE_ORDER, _first_order
+
+    several = (test.reranker().strategy.permutations or 1) > 1
+    assert set(decision.ndcg) == {"retrieval order", "calibrated retrieval", "calibrated LLM"} | (
+        {ONE_ORDER} if several else set())
+    assert all(r.first_order_scores is not None for r in records if r.scores is not None) == several
     d = decision.llm_minus_retrieval
     assert d["low"] <= d["diff"] <= d["high"] and decision.mode == "retrieval"  # 6 judged users cannot show a gain
     assert "6 judged validation users are too few" in decision.reason
@@ -146,6 +151,22 @@ def test_auto_mode_decides_on_validation_users_and_serves_the_decision(setup):
             assert listed.mode == mode
             assert listed.mode_reason == decision.model_copy(update={"mode": mode}).reason
             assert (listed.model_id == "") == (mode == "retrieval")
+        if several:  # a decision for 1 candidate order serves the LLM over 1 order, calibrated for it
+            from promptrec.pipeline import rank_candidates
+            from promptrec.ranker.calibration import fit_calibration
+
+            key = test.calibration_key(test.reranker(orders=1))
+            one = decision.model_copy(update={"mode": "llm", "orders": 1, "judged_users": 60, "steps": [
+                {"option": ONE_ORDER, "against": "calibrated retrieval", "diff": 0.1, "low": 0.05, "high": 0.2}],
+                "calibration": fit_calibration([_first_order(r) for r in records], key)})
+            test.save_mode_decision(one)
+            listed = test.recommend(user, k=3, history=data.test_histories[user])
+            assert listed.mode == "llm" and listed.mode_reason.startswith("LLM rerank on, over 1 candidate order")
+            found, result = test.rerank(user, history=data.test_histories[user], orders=1)
+            assert result.n_prompts == 1
+            expected = rank_candidates(found, result, one.calibration).recommendation_list(3, 0.0)
+            assert [r.item_id for r in listed.recommendations] == [r.item_id for r in expected.recommendations]
+            assert [r.probability for r in listed.recommendations] == [r.probability for r in expected.recommendations]
         with pytest.raises(IndexMismatchError, match=r"decision .* was made for another setup \(n_candidates"):
             test.recommend(user, k=3, history=data.test_histories[user], n_candidates=N + 2)
     finally:  # the module's other tests serve the LLM row

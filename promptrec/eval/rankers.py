@@ -492,6 +492,7 @@ class LLMRanker:
             {
                 "candidates": r.candidates.model_dump(mode="json", exclude={"history"}) | {"history": []},
                 "scores": r.scores,
+                "first_order_scores": r.first_order_scores,
                 "relevant_item_id": r.relevant_item_id,
                 "degraded": r.scores is None,
             }
@@ -519,8 +520,9 @@ class LLMRanker:
         """The ``ranker.mode = "auto"`` decision on validation records (`Recommender.decide_mode`)."""
         from promptrec.ranker.calibration import CalibrationRecord
 
-        parsed = [CalibrationRecord.model_validate({k: r[k] for k in ("candidates", "scores", "relevant_item_id")})
-                  for r in records]
+        parsed = [CalibrationRecord.model_validate(
+            {k: r.get(k) for k in ("candidates", "scores", "relevant_item_id", "first_order_scores")})
+            for r in records]
         return self.recommender("validation").decide_mode(parsed, seed=seed, l2=l2)
 
     def rank(self, user_id: str, history: Sequence[str], length: int) -> RankOutput:

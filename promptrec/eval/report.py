@@ -153,7 +153,9 @@ def _auto_entry(name: str, calibration: dict[str, Any], by_ranker: dict[str, lis
     calibration records) picks, user by user on the LLM row's users, the LLM row's list or the
     calibrated-retrieval row's. None without a decision or without the row it chose."""
     decision = calibration.get("mode_decision")
-    if decision is None:
+    # None too when auto chose the LLM over fewer candidate orders than the row's: the run holds
+    # no row over them (a suite with grid.permutations = 1 measures that pipeline)
+    if decision is None or decision.get("orders"):
         return None
     source = name if decision["mode"] == "llm" else "calibrated-retrieval"
     users = {r["user_id"] for r in by_ranker[name]}

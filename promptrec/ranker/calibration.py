@@ -140,6 +140,8 @@ class CalibrationRecord(BaseModel):
     candidates: CandidateList
     scores: list[float] | None  # None: the LLM was degraded for this user
     relevant_item_id: str | None
+    # letters over several candidate orders: the scores of the first order alone (input order)
+    first_order_scores: list[float] | None = None
 
 
 class FitStats(BaseModel):

@@ -267,8 +267,11 @@ class LettersStrategy:
             prompt_tokens=sum(backend.count_tokens(p) for p in prompts),
             n_prompts=len(prompts),
             health=health,
+            # the first order alone (the retrieval order): what 1 permutation would have scored,
+            # for ranker.mode = "auto" to weigh 1 order against all of them (`ranker.mode`)
             details={"permutations": [list(o) for o in orders],
-                     "position_logprobs": renorm.mean(axis=0).tolist()},
+                     "position_logprobs": renorm.mean(axis=0).tolist(),
+                     "first_order_scores": per_candidate[0].tolist()},
         )
 
 

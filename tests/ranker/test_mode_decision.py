@@ -55,3 +55,25 @@ def test_a_decision_for_another_setup_is_refused(tmp_path):
     path.write_text("{", encoding="utf-8")
     with pytest.raises(CalibrationMismatchError, match="damaged"):
         ModeDecision.load(path)
+
+
+def test_fewer_candidate_orders_are_served_when_all_of_them_add_nothing():
+    """Letters over 3 orders: the records carry the first order's scores too. Where those
+    already carry the answer, the ladder stops at 1 order (3 cost 3x and add nothing), with the
+    calibration fitted for 1 order; where only the average over all orders carries it, all."""
+    from promptrec.ranker.mode import ONE_ORDER
+
+    key = KEY.model_copy(update={"permutations": 3})
+    rng = np.random.default_rng(1)
+    both = [r.model_copy(update={"first_order_scores": r.scores}) for r in records(120, informative=True)]
+    one = decide_mode(both, key, Settings())
+    assert one.mode == "llm" and one.orders == 1 and one.calibration.key.permutations == 1
+    assert [s["option"] for s in one.steps] == [ONE_ORDER, "calibrated LLM"]
+    assert one.steps[0]["low"] > 0 and one.steps[1]["against"] == ONE_ORDER and one.steps[1]["low"] <= 0
+    assert one.reason.startswith("LLM rerank on, over 1 candidate order") and "not enough to pay" in one.reason
+    only_all = [r.model_copy(update={"first_order_scores": rng.normal(size=10).tolist()})
+                for r in records(120, informative=True)]
+    full = decide_mode(only_all, key, Settings())
+    assert full.mode == "llm" and full.orders is None and full.calibration is None
+    assert full.steps[0]["low"] <= 0 and full.steps[1]["against"] == "calibrated retrieval"
+    assert ModeDecision.model_validate_json(one.model_dump_json()) == one  # the calibration travels in the file
