@@ -42,7 +42,7 @@ eval_app = typer.Typer(
 
 @eval_app.command("run")
 def run(
-    suite: str = typer.Argument(..., help="A shipped suite's name (ml100k, ml100k-new-users, ml1m, bookcrossing, smoke) or a suite file."),
+    suite: str = typer.Argument(..., help="A shipped suite's name (ml100k, ml100k-new-users, ml100k-new-items, ml1m, bookcrossing, smoke) or a suite file."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: runs/<suite name>)."),
     fresh: bool = typer.Option(False, "--fresh", help="Start the run folder over instead of continuing it."),
     limit: Optional[int] = typer.Option(
