@@ -46,6 +46,7 @@ class Cost(BaseModel):
     ranker: str
     latency_p50_s: float | None
     prompt_tokens_per_user: float
+    computed_tokens_per_user: float = 0.0  # positions the model ran (a shared prefix once)
     cpu_capability: str | None = None
     dtype: str | None = None
 
@@ -95,6 +96,7 @@ def applicability(run_dirs: Sequence[Path]) -> Applicability:
             params = entry.get("params") or {}
             costs.append(Cost(scenario=scenario, ranker=entry["name"], latency_p50_s=entry["cost"].get("latency_p50_s"),
                               prompt_tokens_per_user=entry["cost"]["prompt_tokens_per_user"],
+                              computed_tokens_per_user=entry["cost"].get("computed_tokens_per_user", 0.0),
                               cpu_capability=params.get("cpu_capability"), dtype=params.get("dtype")))
     if len(metrics) > 1:
         raise PromptrecError(f"the runs judge by different metrics ({', '.join(sorted(metrics))}); give runs whose "
@@ -127,12 +129,13 @@ def render_applicability(report: Applicability) -> str:
             label = "all users" if cut == "all users" else f"{cut}: {segment}"
             out.append(f"| {label} | " + " | ".join(cells) + " |")
         out.append("")
-    out += ["## Cost per user", "", "| scenario | ranker | latency p50 (s) | prompt tokens | CPU | dtype |",
-            "|---|---|---|---|---|---|"]
+    out += ["## Cost per user", "",
+            "| scenario | ranker | latency p50 (s) | prompt tokens | tokens computed | CPU | dtype |",
+            "|---|---|---|---|---|---|---|"]
     for c in report.costs:
         latency = f"{c.latency_p50_s:.3f}" if c.latency_p50_s is not None else "–"
         out.append(f"| {c.scenario} | {c.ranker} | {latency} | {c.prompt_tokens_per_user:.0f} | "
-                   f"{c.cpu_capability or '–'} | {c.dtype or '–'} |")
+                   f"{c.computed_tokens_per_user:.0f} | {c.cpu_capability or '–'} | {c.dtype or '–'} |")
     return "\n".join(out) + "\n"
 
 

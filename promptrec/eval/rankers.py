@@ -59,6 +59,7 @@ class RankOutput(BaseModel):
     degraded_reason: str | None = None
     label_mass: float | None = None
     prompt_tokens: int = 0
+    computed_tokens: int = 0  # positions the model ran (a shared prefix once)
     n_prompts: int = 0
     model_latency_s: float | None = None
     cold_start: bool = False
@@ -554,6 +555,7 @@ class LLMRanker:
             degraded_reason=result.degraded_reason,
             label_mass=health.label_mass if health is not None else None,
             prompt_tokens=result.prompt_tokens,
+            computed_tokens=result.computed_tokens,
             n_prompts=result.n_prompts,
             model_latency_s=result.latency_s,
             cold_start=ranked.found.cold_start,

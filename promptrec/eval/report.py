@@ -113,6 +113,7 @@ def _health(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def _cost(rows: list[dict[str, Any]]) -> dict[str, Any]:
     out = M.latency_summary([r["latency_s"] for r in rows])
     out["prompt_tokens_per_user"] = float(np.mean([r.get("prompt_tokens", 0) for r in rows]))
+    out["computed_tokens_per_user"] = float(np.mean([r.get("computed_tokens", 0) for r in rows]))
     out["prompts_per_user"] = float(np.mean([r.get("n_prompts", 0) for r in rows]))
     return out
 
@@ -444,8 +445,10 @@ def _health_lines(s: dict[str, Any]) -> list[str]:
 def _cost_lines(s: dict[str, Any]) -> list[str]:
     health_rows = [r for r in s["rankers"] if r.get("health")]
     return ["## Cost", ""] + _table(
-        ["ranker", "prompt tokens/user", "prompts/user", "latency p50 (ms)", "latency p95 (ms)", "users/s"],
-        [[r["name"], _fmt(r["cost"]["prompt_tokens_per_user"], 0), _fmt(r["cost"]["prompts_per_user"], 1),
+        ["ranker", "prompt tokens/user", "tokens computed/user", "prompts/user", "latency p50 (ms)",
+         "latency p95 (ms)", "users/s"],
+        [[r["name"], _fmt(r["cost"]["prompt_tokens_per_user"], 0),
+          _fmt(r["cost"].get("computed_tokens_per_user", 0.0), 0), _fmt(r["cost"]["prompts_per_user"], 1),
           _fmt(_ms(r["cost"]["latency_p50_s"]), 2), _fmt(_ms(r["cost"]["latency_p95_s"]), 2),
           _fmt(r["cost"]["users_per_s"], 1)]
          for r in health_rows],
