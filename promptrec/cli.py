@@ -262,9 +262,12 @@ def calibrate(
     split = temporal_split(load_dataset(settings).interactions, settings.split.tie_rule, settings.split.tie_seed)
     console.print(f"validation split: {split.rule}")
     with progress_bars() as report:
+        # the validation index serves the main index's fusion weights: the calibration is fitted
+        # on candidates retrieved the way they are served
         validation = Recommender.from_interactions(
             main.items, split.history_for_validation(),
-            settings.model_copy(update={"index_dir": settings.index_layout().validation}),
+            settings.model_copy(update={"index_dir": settings.index_layout().validation,
+                                        "retrieval": main.retriever.settings}),
             namespace=f"{settings.dataset_name()}-validation", progress=report,
         )
         retrieval = validation.fit_retrieval_calibration(split.validation_items(), users=users, seed=seed)

@@ -173,6 +173,12 @@ class Recommender:
             self._owns_backend = False
         return rec
 
+    @property
+    def served_settings(self) -> Settings:
+        """The settings with the fusion weights this recommender serves (the index's fitted ones,
+        unless pinned): what a calibration fitted on its candidates is keyed by."""
+        return self.settings.model_copy(update={"retrieval": self.retriever.settings})
+
     def history(self, user_id: str) -> list[str]:
         """The user's item ids, oldest first; an unknown user is an error."""
         user_id = str(user_id)
@@ -271,7 +277,7 @@ class Recommender:
     def calibration_key(self, reranker: LLMReranker, n_candidates: int | None = None) -> CalibrationKey:
         from promptrec.ranker.calibration import calibration_key
 
-        return calibration_key(reranker, self.settings, n_candidates)
+        return calibration_key(reranker, self.served_settings, n_candidates)
 
     def calibration_file(self, reranker: LLMReranker) -> Path:
         """Where the calibration for this template and model lives, beside the index."""
@@ -398,7 +404,8 @@ class Recommender:
         validation users): the LLM only where it beats the calibrated retrieval features."""
         from promptrec.ranker.mode import decide_mode
 
-        return decide_mode(records, self.calibration_key(self.reranker(template)), self.settings, seed=seed, l2=l2)
+        return decide_mode(records, self.calibration_key(self.reranker(template)), self.served_settings, seed=seed,
+                           l2=l2)
 
     def save_mode_decision(self, decision: ModeDecision, template: str | None = None) -> Path:
         """Store an auto-mode decision beside this recommender's index, where recommend() finds it."""
@@ -435,7 +442,7 @@ class Recommender:
                 self._calibrators[str(path)] = Calibrator.load(path) if path.is_file() else None
             calibrator = self._calibrators[str(path)]
         if calibrator is not None:
-            calibrator.check_key(retrieval_calibration_key(self.settings, n_candidates), path)
+            calibrator.check_key(retrieval_calibration_key(self.served_settings, n_candidates), path)
         return calibrator
 
     def fit_retrieval_calibration(self, targets: dict[str, str], *, users: int | str | None = None, seed: int = 0,
@@ -445,13 +452,13 @@ class Recommender:
         from promptrec.ranker.calibration import fit_retrieval_calibration, retrieval_calibration_key
 
         lists = [(self.candidates(u), item) for u, item in self.calibration_targets(targets, users, seed).items()]
-        return fit_retrieval_calibration(lists, retrieval_calibration_key(self.settings), l2=l2)
+        return fit_retrieval_calibration(lists, retrieval_calibration_key(self.served_settings), l2=l2)
 
     def save_retrieval_calibration(self, calibrator: Calibrator) -> Path:
         """Store a retrieval calibration beside this recommender's index, where recommend() finds it."""
         from promptrec.ranker.calibration import retrieval_calibration_key
 
-        calibrator.check_key(retrieval_calibration_key(self.settings))
+        calibrator.check_key(retrieval_calibration_key(self.served_settings))
         path = calibrator.save(self.retrieval_calibration_file())
         with self._lock:
             self._calibrators.pop(str(path), None)

@@ -243,6 +243,8 @@ class EvalData:
             base = self.settings.index_dir or (self.settings.cache_dir / "index")
             # min_rating None: the suite's own threshold was applied by prepare_data
             settings = self.settings.model_copy(update={"index_dir": Path(base) / namespace, "min_rating": None})
+            if part == "validation":  # calibrate on candidates fused as the test index serves them
+                settings = settings.model_copy(update={"retrieval": self.recommender("test").retriever.settings})
             try:
                 rec = Recommender.from_interactions(self.items, history, settings, namespace=namespace,
                                                     progress=self.progress)

@@ -398,8 +398,8 @@ class RetrievalIndex:
         key = hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
         if previous is not None and previous.fusion is not None and previous.fusion.fit_key == key:
             return previous.fusion
-        if not rs.fit_weights:
-            return FusionFit(fit_key=key, skipped="retrieval.fit_weights is off")
+        if rs.weights_pinned:
+            return FusionFit(fit_key=key, skipped="retrieval.weights are pinned (set explicitly, or fit_weights off)")
         if manifest.history_order != "time":
             return FusionFit(fit_key=key, skipped="the interactions carry no time order: there is no last event to hold out")
         log_without, targets = holdout_split(histories)
