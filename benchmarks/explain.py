@@ -12,11 +12,15 @@ users and items for every model), and the script prints, per model, side by side
   these zero);
 * regenerated / fallback: how often the first answer failed and was regenerated, and how
   often the regenerated one failed too and the plain evidence explanation was shown;
-* latency per explanation (evidence + generation + checks; p50 / p90 / mean) and model calls.
+* latency per explanation (evidence + generation + checks; p50 / p90 / mean) and model calls;
+* with ``--faithfulness``: for the why answers that cite history items, the share whose cited
+  items, removed from the history, lower the item's score in the served list (calibrated
+  probability, else reciprocal rank; `promptrec.explain.faithfulness`), and the mean drop
+  against removing as many random history items, with a paired interval.
 
     python benchmarks/explain.py [--dataset movielens-100k|book-crossing] [--users 30]
                                  [--models smollm2-135m-instruct,qwen2.5-coder-0.5b-instruct]
-                                 [--follow-up] [--threads 1] [--out runs/explain-bench.json]
+                                 [--follow-up] [--faithfulness] [--threads 1] [--out runs/explain-bench.json]
 
 The index is built under ``--index-dir`` (default: the settings' index folder).
 
@@ -65,10 +69,27 @@ def summarise(rows: list[dict]) -> dict[str, float]:
         "latency_p90": percentile(latencies, 0.9),
         "latency_mean": statistics.fmean(latencies) if latencies else float("nan"),
         "calls_per_answer": statistics.fmean(r["attempts"] for r in rows) if rows else float("nan"),
+        **faithfulness_summary(rows),
     }
 
 
-def row_of(conv, explanation, user: str) -> dict:
+def faithfulness_summary(rows: list[dict]) -> dict[str, float]:
+    """Over the answers that cite history items: the share whose cited items, removed, lower the
+    item's score, and the mean drop against removing as many random history items (paired)."""
+    from promptrec.stats import paired_difference
+
+    measured = [r["faithfulness"] for r in rows if r.get("faithfulness") and r["faithfulness"]["lowered"] is not None
+                and r["faithfulness"]["random_drop"] is not None]
+    nan = float("nan")
+    if not measured:
+        return {"faithful_n": 0, "faithful_lowered": nan, "cited_drop": nan, "random_drop": nan,
+                "drop_diff_low": nan, "drop_diff_high": nan}
+    d = paired_difference([f["random_drop"] for f in measured], [f["cited_drop"] for f in measured])
+    return {"faithful_n": len(measured), "faithful_lowered": sum(f["lowered"] for f in measured) / len(measured),
+            "cited_drop": d.mean_b, "random_drop": d.mean_a, "drop_diff_low": d.low, "drop_diff_high": d.high}
+
+
+def row_of(conv, explanation, user: str, faithfulness: bool = False) -> dict:
     history = conv.rec.history(user)
     first = explanation.checks[0]
     from promptrec.explain.prompts import evidence_variables
@@ -98,6 +119,7 @@ def row_of(conv, explanation, user: str) -> dict:
         "attempts": explanation.attempts,
         "latency_s": explanation.latency_s,
         "evidence": [r.item_id for r in explanation.evidence.related],
+        "faithfulness": conv.measure_faithfulness().model_dump(mode="json") if faithfulness else None,
     }
 
 
@@ -109,6 +131,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--models", default="smollm2-135m-instruct,qwen2.5-coder-0.5b-instruct")
     parser.add_argument("--follow-up", action="store_true", help=f"also ask {FOLLOW_UP!r}")
+    parser.add_argument("--faithfulness", action="store_true",
+                        help="measure each why answer counterfactually (its cited items removed vs random ones; "
+                             "4 recommend() calls per answer, in the settings' ranker.mode)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--max-new-tokens", type=int, default=120)
     parser.add_argument("--out", type=Path, default=None, help="write every answer here (JSON)")
@@ -151,7 +176,7 @@ def main() -> None:
             conv = Conversation(rec, user, backend, use_ranker=False, titles=titles,
                                 max_new_tokens=args.max_new_tokens)
             why = conv.why(items[user])
-            results[name]["why"].append(row_of(conv, why, user))
+            results[name]["why"].append(row_of(conv, why, user, args.faithfulness))
             if args.follow_up:
                 results[name]["follow-up"].append(row_of(conv, conv.ask(follow_up), user))
             print(f"  {name}: {n}/{len(users)} users, last {why.grounding} in {why.latency_s:.1f} s", flush=True)
@@ -178,6 +203,12 @@ def main() -> None:
         ("latency_p90", "latency p90 (s)", "{:.1f}"),
         ("latency_mean", "latency mean (s)", "{:.1f}"),
         ("calls_per_answer", "model calls per answer", "{:.2f}"),
+        *([("faithful_n", "faithfulness: answers citing history", "{:.0f}"),
+           ("faithful_lowered", "  removing the cited items lowers the item's score", "{:.0%}"),
+           ("cited_drop", "  mean score drop, cited items removed", "{:.4f}"),
+           ("random_drop", "  mean score drop, as many random items removed", "{:.4f}"),
+           ("drop_diff_low", "  cited - random drop, paired 95% CI low", "{:+.4f}"),
+           ("drop_diff_high", "  cited - random drop, paired 95% CI high", "{:+.4f}")] if args.faithfulness else []),
     ]
     width = max(len(label) for _, label, _ in labels)
     cols = [max(len(h), 10) for h in header[1:]]

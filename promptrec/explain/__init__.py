@@ -14,13 +14,16 @@ from promptrec.explain.conversation import (
     explain,
 )
 from promptrec.explain.evidence import Evidence, ItemScores, RelatedItem, SharedAttribute, build_evidence
+from promptrec.explain.faithfulness import Faithfulness, ItemPlace, measure_faithfulness
 from promptrec.explain.grounding import GroundingCheck, TitleIndex, TitleMention
 
 __all__ = [
     "Conversation",
     "Evidence",
     "Explanation",
+    "Faithfulness",
     "GroundingCheck",
+    "ItemPlace",
     "ItemScores",
     "QuestionError",
     "RelatedItem",
@@ -31,4 +34,5 @@ __all__ = [
     "TitleMention",
     "build_evidence",
     "explain",
+    "measure_faithfulness",
 ]

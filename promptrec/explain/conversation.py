@@ -41,6 +41,7 @@ from pydantic import BaseModel, Field
 
 from promptrec.errors import PromptrecError, UnknownItemError
 from promptrec.explain.evidence import Evidence, build_evidence
+from promptrec.explain.faithfulness import Faithfulness, measure_faithfulness
 from promptrec.explain.grounding import GroundingCheck, TitleIndex
 from promptrec.explain.prompts import (
     DEFAULT_TEMPLATE,
@@ -92,6 +93,8 @@ class Explanation(BaseModel):
     prompt_tokens: int  # of the last model call
     trimmed_turns: int = 0  # turns dropped from the context so far
     latency_s: float = 0.0  # the whole answer: evidence (for why), generation, checks
+    # counterfactual: the cited items removed vs random ones (`Conversation.measure_faithfulness`)
+    faithfulness: Faithfulness | None = None
 
     @property
     def cites_history(self) -> bool:
@@ -256,6 +259,15 @@ class Conversation:
     def ask_stream(self, question: str) -> Iterator[StreamEvent]:
         """`ask`, yielding the answer as it is generated (see `StreamEvent`)."""
         return self._answer(self.check_question(question), "free", stream=True)
+
+    def measure_faithfulness(self, trials: int = 3, seed: int = 0) -> Faithfulness:
+        """How far the item in focus falls when the history items the latest answer cites are
+        removed, against as many random history items (`promptrec.explain.faithfulness`); kept
+        on the explanation. Each removal runs the served pipeline once."""
+        e = self.explanation
+        e.faithfulness = measure_faithfulness(self.rec, self.user_id, e.item_id, e.cited_history_ids,
+                                              trials=trials, seed=seed)
+        return e.faithfulness
 
     def focus(self, item_id: str) -> Evidence:
         """Build the evidence for ``item_id`` and make it the item in focus (no model call)."""

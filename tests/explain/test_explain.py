@@ -380,3 +380,34 @@ def test_a_cut_off_answer_streams_whole_sentences_only(rec):
     conv = Conversation(rec, CLEAN_USER, scripted([whole]), use_ranker=False)
     deltas = "".join(e.text for e in conv.why_stream(item_id) if e.kind == "delta")
     assert deltas == whole == conv.explanation.text
+
+
+def test_faithfulness_removes_the_cited_items_against_random_ones(rec):
+    """The counterfactual measure reruns the served pipeline without the cited history items
+    and without as many random other ones; one of its lists is recomputed here by hand."""
+    from promptrec.errors import InputError
+    from promptrec.explain import measure_faithfulness
+
+    retrieval_only = rec.settings.ranker.model_copy(update={"mode": "retrieval"})
+    served = Recommender(rec.items, rec.histories, rec.index, rec.settings.model_copy(update={"ranker": retrieval_only}))
+    item_id = top_item(served, CLEAN_USER)
+    related = build_evidence(served, CLEAN_USER, item_id).related[:2]
+    answer = f'Because you watched "{safe_title(related[0].title)}" and "{safe_title(related[1].title)}".'
+    conv, _ = conversation(served, CLEAN_USER, [answer])
+    conv.why(item_id)
+    f = conv.measure_faithfulness(trials=2)
+    assert conv.explanation.faithfulness is f and f.cited == conv.explanation.cited_history_ids
+    assert sorted(f.cited) == sorted(r.item_id for r in related)
+    assert f.measure == "reciprocal rank" and f.before.rank == 1  # uncalibrated retrieval order
+    history = [h for h in served.history(CLEAN_USER) if h not in set(f.cited)]
+    listed = served.recommend(CLEAN_USER, k=served.settings.n_candidates, history=history)
+    assert f.without_cited.rank == {r.item_id: r.rank for r in listed.recommendations}.get(item_id)
+    assert len(f.without_random) == 2
+    assert all(len(p.removed) == 2 and not set(p.removed) & set(f.cited) for p in f.without_random)
+    assert f.lowered == (f.without_cited.score < f.before.score)
+    assert f.cited_drop == pytest.approx(f.before.score - f.without_cited.score)
+    assert f.random_drop == pytest.approx(sum(f.before.score - p.score for p in f.without_random) / 2)
+    with pytest.raises(InputError, match="not in user"):
+        measure_faithfulness(served, CLEAN_USER, item_id, ["not-an-item"])
+    nothing = measure_faithfulness(served, CLEAN_USER, item_id, [])
+    assert nothing.lowered is None and nothing.without_cited is None
