@@ -8,8 +8,9 @@ users and items for every model), and the script prints, per model, side by side
 * invented title: the share of the model's first answers naming a title that is in no
   catalog; beside it, the shares naming a real catalog title outside the evidence,
   claiming the user consumed an item they did not, and stating a year or number the facts do
-  not hold; and the same for the final answers (what the user sees; the check exists to make
-  these zero);
+  not hold, speaking as if it consumed an item itself ("I watched"), talking about its input
+  ("the facts") or using another medium's verb ("you watched" a book); and the same for the
+  final answers (what the user sees; the check exists to make these zero);
 * regenerated / fallback: how often the first answer failed and was regenerated, and how
   often the regenerated one failed too and the plain evidence explanation was shown;
 * latency per explanation (evidence + generation + checks; p50 / p90 / mean) and model calls;
@@ -63,6 +64,8 @@ def summarise(rows: list[dict]) -> dict[str, float]:
         "final_invented": share("final_invented"),
         "final_unsupported": share("final_unsupported"),
         "final_claims": share("final_claims"),
+        "first_roles": share("first_roles"),
+        "final_roles": share("final_roles"),
         "regenerated": sum(r["grounding"] == "regenerated" for r in rows) / n if n else float("nan"),
         "fallback": sum(r["grounding"] == "fallback" for r in rows) / n if n else float("nan"),
         "latency_p50": percentile(latencies, 0.5),
@@ -116,6 +119,8 @@ def row_of(conv, explanation, user: str, faithfulness: bool = False) -> dict:
         "final_invented": bool(final.invented),
         "final_unsupported": bool(final.unsupported),
         "final_claims": bool(final.unsupported_claims),
+        "first_roles": bool(first.first_person or first.meta_talk or first.wrong_domain),
+        "final_roles": bool(final.first_person or final.meta_talk or final.wrong_domain),
         "attempts": explanation.attempts,
         "latency_s": explanation.latency_s,
         "evidence": [r.item_id for r in explanation.evidence.related],
@@ -197,6 +202,8 @@ def main() -> None:
         ("final_invented", "final answer: invented title", "{:.0%}"),
         ("final_unsupported", "final answer: title outside the evidence", "{:.0%}"),
         ("final_claims", "final answer: a year or number not in the facts", "{:.0%}"),
+        ("first_roles", "first answer: 'I watched', talk of 'the facts', another medium's verb", "{:.0%}"),
+        ("final_roles", "final answer: the same", "{:.0%}"),
         ("regenerated", "regenerated once, then passed", "{:.0%}"),
         ("fallback", "fallback to the evidence explanation", "{:.0%}"),
         ("latency_p50", "latency p50 (s)", "{:.1f}"),

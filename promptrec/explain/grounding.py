@@ -19,7 +19,9 @@ scans an answer and returns a `GroundingCheck`:
   "you bought X", "you listened to X": the domain's verbs, `Domain.consumption_verbs`)
   though they are not in the user's history;
 * ``unsupported_claims``: numbers and years the answer states that the facts it was given
-  do not contain ("released in 1988" when the facts say 2004; "read by over 43 people").
+  do not contain ("released in 1988" when the facts say 2004; "read by over 43 people");
+* ``first_person``, ``meta_talk``, ``wrong_domain``: the roles and words of the answer
+  (`promptrec.explain.roles`): "I watched", "the facts", "you watched" a book.
 
 Prose is full of words that are also film titles ("heat", "now and then", "big"), so a
 catalog mention must be written like a title: every capitalised word of the catalog title
@@ -40,6 +42,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, Field
 
 from promptrec.data.schema import Item
+from promptrec.explain.roles import first_person_claims, meta_talk, wrong_domain_words
 
 if TYPE_CHECKING:  # pragma: no cover
     from promptrec.domain import Domain
@@ -144,11 +147,17 @@ class GroundingCheck(BaseModel):
     # and phrases it repeats (the same clause twice is filler, not an explanation):
     echoed: list[str] = Field(default_factory=list)
     repeated: list[str] = Field(default_factory=list)
+    # Roles and words (`promptrec.explain.roles`): the model claiming to have consumed an item
+    # itself, talk about its prompt ("the facts"), another medium's verbs ("watched" a book):
+    first_person: list[str] = Field(default_factory=list)
+    meta_talk: list[str] = Field(default_factory=list)
+    wrong_domain: list[str] = Field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return (not self.unsupported and not self.invented and not self.misattributed and not self.unsupported_claims
-                and not self.echoed and not self.repeated)
+                and not self.echoed and not self.repeated and not self.first_person and not self.meta_talk
+                and not self.wrong_domain)
 
     def cited_item_ids(self, among: Iterable[str] | None = None) -> list[str]:
         """Allowed item ids the answer names (in order of first mention), optionally only ``among``."""
@@ -167,7 +176,10 @@ class GroundingCheck(BaseModel):
         out: list[str] = []
         for text in ([m.text for m in self.unsupported] + self.invented + [m.text for m in self.misattributed]
                      + self.unsupported_claims + [f"(repeats the instructions: {e!r})" for e in self.echoed]
-                     + [f"(repeats itself: {r!r})" for r in self.repeated]):
+                     + [f"(repeats itself: {r!r})" for r in self.repeated]
+                     + [f"(speaks as if it consumed an item itself: {v!r})" for v in self.first_person]
+                     + [f"(talks about its input: {m!r})" for m in self.meta_talk]
+                     + [f"(another medium's word: {w!r})" for w in self.wrong_domain]):
             if text not in out:
                 out.append(text)
         return out
@@ -469,7 +481,9 @@ class TitleIndex:
         titles_out = _blank_spans(answer, [(m.start, m.end) for m in mentions])
         return GroundingCheck(mentions=mentions, unsupported=unsupported, invented=invented,
                               misattributed=misattributed, unsupported_claims=claims,
-                              echoed=echoed_runs(titles_out, instructions), repeated=repeated_runs(titles_out))
+                              echoed=echoed_runs(titles_out, instructions), repeated=repeated_runs(titles_out),
+                              first_person=first_person_claims(titles_out, self.domain),
+                              meta_talk=meta_talk(titles_out), wrong_domain=wrong_domain_words(titles_out, self.domain))
 
 
 ECHO_WORDS = 8  # a run this long copied from the instructions is parroting, not an answer

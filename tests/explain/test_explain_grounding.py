@@ -146,3 +146,29 @@ def test_a_plain_grounded_answer_is_still_ok(titles, ids):
     answer = 'You watched "Heat (1995)", a crime film like "Fargo (1996)", so I recommend "Fargo (1996)".'
     check = titles.check(answer, {ids["Heat (1995)"], ids["Fargo (1996)"]}, instructions=[RETRY])
     assert check.ok, check
+
+
+def test_roles_and_words_are_checked_on_every_answer(titles, ids):
+    """The model speaks as the recommender: no "I watched", no talk about its input, no other
+    medium's verbs; a plain answer passes; a title holding such words is not read as them."""
+    allowed = {ids["Heat (1995)"], ids["Fargo (1996)"]}
+    speaks = titles.check('I watched "Heat (1995)" and loved it, so "Fargo (1996)".', allowed)
+    assert speaks.first_person == ["I watched"] and not speaks.ok
+    assert any("consumed an item itself" in o for o in speaks.offending())
+    meta = titles.check('Based on the facts, you watched "Heat (1995)", so "Fargo (1996)".', allowed)
+    assert meta.meta_talk == ["the facts"] and not meta.ok
+    listened = titles.check('You listened to "Heat (1995)", so "Fargo (1996)".', allowed)
+    assert listened.wrong_domain == ["listened to"] and not listened.ok
+    plain = titles.check('You watched "Heat (1995)"; the records don\'t say more, so "Fargo (1996)".', allowed)
+    assert plain.ok, plain
+
+
+def test_the_domain_decides_which_verbs_are_foreign():
+    from promptrec.explain.roles import first_person_claims, wrong_domain_words
+
+    books, music, generic = DOMAIN_PRESETS["books"], DOMAIN_PRESETS["music"], DOMAIN_PRESETS["generic"]
+    assert wrong_domain_words("You watched it and were watching more", books) == ["watched", "watching"]
+    assert wrong_domain_words("You listened to it", music) == [] and wrong_domain_words("You watched", music)
+    assert wrong_domain_words("You watched it", generic) == []
+    assert first_person_claims("We've also enjoyed it; you read it; I really loved", books) == [
+        "We've also enjoyed", "I really loved"]
