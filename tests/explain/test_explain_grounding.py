@@ -148,6 +148,7 @@ def test_a_plain_grounded_answer_is_still_ok(titles, ids):
     assert check.ok, check
 
 
+@pytest.mark.integration
 def test_roles_and_words_are_checked_on_every_answer(titles, ids):
     """The model speaks as the recommender: no "I watched", no talk about its input, no other
     medium's verbs; a plain answer passes; a title holding such words is not read as them."""
