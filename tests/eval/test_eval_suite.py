@@ -118,3 +118,10 @@ def test_an_empty_suite_file_is_an_error_not_the_default_suite(tmp_path, text):
     path.write_text(text, encoding="utf-8")
     with pytest.raises(SuiteError, match=r"empty\.toml: the suite is empty"):
         load_suite(path)
+
+
+def test_the_shop_example_suite_is_valid():
+    """`examples/shop/suite.toml`, a scenario of the applicability page, parses and names its files."""
+    suite = load_suite(ROOT / "examples" / "shop" / "suite.toml")
+    assert suite.name == "shop-example" and suite.data.catalog.path.name == "catalog.jsonl"
+    assert suite.settings == {"domain": {"preset": "shop"}}
