@@ -267,7 +267,8 @@ def calibrate(
         validation = Recommender.from_interactions(
             main.items, split.history_for_validation(),
             settings.model_copy(update={"index_dir": settings.index_layout().validation,
-                                        "retrieval": main.retriever.settings}),
+                                        "retrieval": main.retriever.settings.model_copy(
+                                            update={"fit_weights": False})}),
             namespace=f"{settings.dataset_name()}-validation", progress=report,
         )
         retrieval = validation.fit_retrieval_calibration(split.validation_items(), users=users, seed=seed)

@@ -73,21 +73,21 @@ class SequentialSettings(_Section):
         return self
 
 
+DEFAULT_FUSION_WEIGHTS = {"sequential": 0.5, "transitions": 0.5, "behaviour": 0.25, "text": 0.2, "popularity": 0.0}
+
+
 class RetrievalSettings(_Section):
     """How candidates are retrieved and fused."""
 
     # Fusion weights per source (reciprocal-rank fusion); a source with weight 0 is skipped.
     # Served where an index fitted none (see fit_weights), and always when set explicitly.
     # These defaults were chosen on MovieLens-100K's validation split.
-    weights: dict[str, float] = Field(
-        default_factory=lambda: {
-            "sequential": 0.5, "transitions": 0.5, "behaviour": 0.25, "text": 0.2, "popularity": 0.0,
-        }
-    )
+    weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_FUSION_WEIGHTS))
     # Fit the weights per index: each build holds out every user's last event, refits the
     # behaviour vectors, transitions and popularity without it, ranks a seeded sample of users
     # by every source once and scores each setting of `weight_grid` (NDCG@10); the best is
-    # recorded in the index manifest and served. Setting `weights` explicitly pins them.
+    # recorded in the index manifest and served. Weights other than the defaults pin them (are
+    # served as set), as does fit_weights = false.
     fit_weights: bool = True
     weight_grid: dict[str, list[NonNegativeFloat]] = Field(
         default_factory=lambda: {
@@ -99,6 +99,10 @@ class RetrievalSettings(_Section):
     fit_weights_min_users: PositiveInt = 200  # fewer held-out users: the fit is skipped (too noisy)
     rrf_k: NonNegativeFloat = 60.0
     pool_size: PositiveInt = 200  # items each source contributes to the fusion
+    # The last N places of a candidate list go to the best text matches among items with no
+    # interaction in the indexed log (new items), which the fusion can never rank high: only
+    # their text knows them. 0: off.
+    new_item_slots: NonNegativeInt = 0
     seed: int = 0
     als_factors: PositiveInt = 64
     als_iterations: PositiveInt = 15
@@ -140,8 +144,8 @@ class RetrievalSettings(_Section):
 
     @property
     def weights_pinned(self) -> bool:
-        """The weights are served as set: `fit_weights` is off, or `weights` was given explicitly."""
-        return not self.fit_weights or "weights" in self.model_fields_set
+        """The weights are served as set: `fit_weights` is off, or `weights` differ from the defaults."""
+        return not self.fit_weights or self.weights != DEFAULT_FUSION_WEIGHTS
 
 
 class VLLMSettings(_Section):

@@ -244,7 +244,8 @@ class EvalData:
             # min_rating None: the suite's own threshold was applied by prepare_data
             settings = self.settings.model_copy(update={"index_dir": Path(base) / namespace, "min_rating": None})
             if part == "validation":  # calibrate on candidates fused as the test index serves them
-                settings = settings.model_copy(update={"retrieval": self.recommender("test").retriever.settings})
+                served = self.recommender("test").retriever.settings.model_copy(update={"fit_weights": False})
+                settings = settings.model_copy(update={"retrieval": served})
             try:
                 rec = Recommender.from_interactions(self.items, history, settings, namespace=namespace,
                                                     progress=self.progress)

@@ -76,9 +76,14 @@ class CalibrationKey(ArtifactKey):
     history_items: int | None = None
 
 
+# How the fusion weights are chosen, not which: the served weights are in the signature already.
+_WEIGHT_FIT_FIELDS = {"fit_weights", "weight_grid", "fit_weights_users", "fit_weights_min_users"}
+
+
 def retrieval_signature(retrieval: Any) -> str:
-    """Readable identity of the retrieval settings: the fusion weights, then a hash of all of them."""
-    dumped = retrieval.model_dump(mode="json")
+    """Readable identity of the retrieval settings: the fusion weights served, then a hash of all
+    of them (except how the weights were fitted)."""
+    dumped = retrieval.model_dump(mode="json", exclude=_WEIGHT_FIT_FIELDS)
     weights = " ".join(f"{name}={weight:g}" for name, weight in sorted(dumped["weights"].items()))
     digest = hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest()[:8]
     return f"{weights} #{digest}"

@@ -95,6 +95,22 @@ class Retriever:
             k=self.settings.rrf_k,
         )
 
+    def _with_new_items(self, fused: list[tuple[str, float]], text: Sequence[tuple[str, float]],
+                        n: int) -> list[tuple[str, float]]:
+        """``fused`` with places n-k+1..n of a list of n given to the best text matches among the
+        items no one has interacted with that are not above them already (k = `new_item_slots`);
+        the fused items they displace follow."""
+        slots = min(self.settings.new_item_slots, n)
+        if not slots or not text:
+            return fused
+        pop, position = self.index.popularity, self.index.position
+        head = fused[: n - slots]
+        taken = {i for i, _ in head}
+        scores = dict(fused)
+        tail = [(i, scores.get(i, 0.0)) for i, _ in text if pop[position[i]] == 0 and i not in taken][:slots]
+        moved = {i for i, _ in tail}
+        return head + tail + [(i, s) for i, s in fused[n - slots:] if i not in moved]
+
     def candidates(
         self, history: Sequence[str], n: int, where: dict[str, Any] | None = None
     ) -> list[Candidate]:
@@ -104,6 +120,7 @@ class Retriever:
         pool = max(self.settings.pool_size, n)
         rankings = self.source_rankings(history, pool, where)
         fused = self.fuse(rankings, bool(history))
+        fused = self._with_new_items(fused, rankings.get("text", []), n)
         scores = {s: dict(r) for s, r in rankings.items()}
         ranks = {s: {i: k for k, (i, _) in enumerate(r, start=1)} for s, r in rankings.items()}
         out = []

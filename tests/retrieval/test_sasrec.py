@@ -194,3 +194,23 @@ def test_build_fits_fusion_weights_per_index_reuses_them_and_pinned_weights_win(
     skipped = Recommender.from_interactions(items, frame, few, namespace="planted")
     assert "fewer than retrieval.fit_weights_min_users = 1000" in skipped.index.manifest.fusion.skipped
     assert skipped.retriever.settings.weights == rs.weights
+
+
+@pytest.mark.integration
+def test_new_item_slots_bring_items_nobody_interacted_with_into_the_list(asset_settings, tmp_path):
+    """`retrieval.new_item_slots`: the last places of a list go to the best text matches among
+    items with no interaction; the fused items above them keep their places."""
+    from promptrec.recommender import Recommender
+
+    rs = asset_settings.retrieval.model_copy(update={"weights": {"transitions": 1.0, "text": 0.2}})
+    settings = asset_settings.model_copy(update={"index_dir": tmp_path / "index", "device": "cpu", "retrieval": rs})
+    rec = Recommender.from_interactions(planted_catalog(), planted_frame(), settings, namespace="planted-new")
+    history = ["f4", A, B]
+    plain = [c.item_id for c in rec.candidates("someone", 6, history=history).candidates]
+    assert "new" not in plain
+    slotted = Recommender(rec.items, rec.histories, rec.index, settings.model_copy(
+        update={"retrieval": rs.model_copy(update={"new_item_slots": 2})}))
+    found = slotted.candidates("someone", 6, history=history).candidates
+    # 2 slots, one item nobody rated: it takes place 5, the plain list's 5th follows it
+    assert [c.item_id for c in found] == plain[:4] + ["new", plain[4]]
+    assert found[4].popularity == 0 and "text" in found[4].source_ranks and found[4].rank == 5
