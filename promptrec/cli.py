@@ -138,7 +138,8 @@ def fusion_summary(rec: Recommender) -> str:
     served = ", ".join(f"{s} {w:g}" for s, w in rec.retriever.settings.weights.items() if w > 0)
     fit = rec.index.manifest.fusion
     if rec.settings.retrieval.weights_pinned:
-        return f"fusion weights (pinned by retrieval.weights): {served}"
+        return ("fusion weights (pinned: retrieval.weights differ from the defaults, or fit_weights is off): "
+                f"{served}")
     if fit is None or fit.weights is None:
         why = fit.skipped if fit is not None else "the index was built before fits were recorded"
         return f"fusion weights (retrieval.weights; not fitted: {why}): {served}"

@@ -80,7 +80,7 @@ class RetrievalSettings(_Section):
     """How candidates are retrieved and fused."""
 
     # Fusion weights per source (reciprocal-rank fusion); a source with weight 0 is skipped.
-    # Served where an index fitted none (see fit_weights), and always when set explicitly.
+    # Served where an index fitted none (see fit_weights), and always when they differ from these defaults.
     # These defaults were chosen on MovieLens-100K's validation split.
     weights: dict[str, float] = Field(default_factory=lambda: dict(DEFAULT_FUSION_WEIGHTS))
     # Fit the weights per index: each build holds out every user's last event, refits the

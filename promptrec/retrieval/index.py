@@ -399,7 +399,7 @@ class RetrievalIndex:
         if previous is not None and previous.fusion is not None and previous.fusion.fit_key == key:
             return previous.fusion
         if rs.weights_pinned:
-            return FusionFit(fit_key=key, skipped="retrieval.weights are pinned (set explicitly, or fit_weights off)")
+            return FusionFit(fit_key=key, skipped="retrieval.weights are pinned (they differ from the defaults, or fit_weights is off)")
         if manifest.history_order != "time":
             return FusionFit(fit_key=key, skipped="the interactions carry no time order: there is no last event to hold out")
         log_without, targets = holdout_split(histories)
