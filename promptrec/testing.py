@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from promptrec.ranker.backends.base import TokenizerOps
+from promptrec.ranker.backends.base import TokenizerOps, continues_final_message
 
 __all__ = ["FakeBackend", "FakeBackendError"]
 
@@ -165,6 +165,9 @@ class FakeBackend(TokenizerOps):
     def render_chat(self, messages: Messages) -> str:
         if self.tokenizer is not None:
             return super().render_chat(messages)
+        if continues_final_message(messages):  # the answer continues the open assistant message
+            *before, last = messages
+            return "".join(f"<{m['role']}>\n{m['content']}\n" for m in before) + f"<assistant>\n{last['content']}"
         return "".join(f"<{m['role']}>\n{m['content']}\n" for m in messages) + "<assistant>\n"
 
     def count_tokens(self, text: str) -> int:

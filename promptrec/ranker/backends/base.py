@@ -13,7 +13,10 @@ server) can implement it too:
   of ``prefix`` (or the continuation encoded alone when the boundary merges tokens).
 * `render_chat(messages)`: the prompt text for a chat (the model's chat template, with the
   generation prompt), which strategies extend with an assistant prefix.
-* `chat(messages, max_new_tokens, temperature)` / `chat_stream(...)`: generation.
+* `chat(messages, max_new_tokens, temperature)` / `chat_stream(...)`: generation. When the last
+  message is the assistant's, the answer continues it (the chat template's
+  ``continue_final_message``) and only the continuation is returned: how an explanation's
+  opening words, written from the records, are handed to the model.
 * `label_token_ids(labels)`: the single token id of each label string, taken literally:
   ``"A"`` and ``" A"`` are different tokens in byte-level BPE vocabularies; a label that
   is not exactly one token is an error (`ValueError`).
@@ -50,6 +53,11 @@ class LLMBackend(Protocol):
     def label_token_ids(self, labels: list[str]) -> list[int]: ...
 
     def count_tokens(self, text: str) -> int: ...
+
+
+def continues_final_message(messages: Sequence[dict[str, str]]) -> bool:
+    """Whether a chat ends in an assistant message that the answer continues."""
+    return bool(messages) and messages[-1].get("role") == "assistant"
 
 
 class TokenizerOps:
@@ -95,10 +103,15 @@ class TokenizerOps:
         return ids
 
     def render_chat(self, messages: list[dict[str, str]]) -> str:
+        """The prompt text: the chat template with the generation prompt, or, when the last
+        message is the assistant's, ending in that message's open text (to be continued)."""
         tok = self.tokenizer
+        go_on = continues_final_message(messages)
         if getattr(tok, "chat_template", None):
-            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return "".join(m["content"].strip() + "\n\n" for m in messages)
+            return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=not go_on,
+                                           continue_final_message=go_on)
+        text = "".join(m["content"].strip() + "\n\n" for m in messages)
+        return text.rstrip("\n") if go_on else text
 
     def continuation_token_ids(self, prefix: str, continuations: list[str]) -> tuple[list[int], list[list[int]]]:
         """(prefix ids, each continuation's own ids), split as the transformers backend splits them."""

@@ -27,7 +27,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from promptrec.ranker.backends.base import TokenizerOps, common_prefix_length, record_usage
+from promptrec.ranker.backends.base import TokenizerOps, common_prefix_length, continues_final_message, record_usage
+from promptrec.ranker.backends.quoted import QuotedChoices, TokenTexts
 from promptrec.extras import require
 from promptrec.hardware import HardwareInfo, hardware_info, resolve_device, resolve_dtype_name
 
@@ -278,7 +279,13 @@ class TransformersBackend(TokenizerOps):
 
     # ------------------------------------------------------------------ protocol: generation
 
-    def _generation_inputs(self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float) -> dict:
+    # chat() and chat_stream() take ``quoted``: strings that quoted text must be one of
+    # (`promptrec.ranker.backends.quoted`); backends without it generate freely.
+    constrains_quotes = True
+    _token_texts: TokenTexts | None = None
+
+    def _generation_inputs(self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float,
+                           quoted: Sequence[str] | None = None) -> dict:
         ids = torch.tensor([self.encode(self.render_chat(messages))], device=self.device)
         config = copy.deepcopy(self.model.generation_config)
         config.max_new_tokens = int(max_new_tokens)
@@ -287,17 +294,29 @@ class TransformersBackend(TokenizerOps):
         config.top_p = None
         config.top_k = None
         config.pad_token_id = self._pad_id
-        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "generation_config": config}
+        inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "generation_config": config}
+        if quoted:
+            from transformers import LogitsProcessorList
 
-    def chat(self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float = 0.0) -> str:
-        inputs = self._generation_inputs(messages, max_new_tokens, temperature)
+            if self._token_texts is None:
+                self._token_texts = TokenTexts(self.tokenizer)
+            inputs["logits_processor"] = LogitsProcessorList(
+                [QuotedChoices(self.tokenizer, self._token_texts, quoted, ids.shape[1],
+                               messages[-1]["content"] if continues_final_message(messages) else "")]
+            )
+        return inputs
+
+    def chat(self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float = 0.0, *,
+             quoted: Sequence[str] | None = None) -> str:
+        inputs = self._generation_inputs(messages, max_new_tokens, temperature, quoted)
         with self._lock, torch.inference_mode():
             out = self.model.generate(**inputs)
         new = out[0, inputs["input_ids"].shape[1] :]
         return self.tokenizer.decode(new, skip_special_tokens=True).strip()
 
     def chat_stream(
-        self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float = 0.0
+        self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float = 0.0, *,
+        quoted: Sequence[str] | None = None,
     ) -> Iterator[str]:
         """Yield text pieces as they are generated; closing the iterator stops generation."""
         from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
@@ -308,7 +327,7 @@ class TransformersBackend(TokenizerOps):
             def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
                 return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
 
-        inputs = self._generation_inputs(messages, max_new_tokens, temperature)
+        inputs = self._generation_inputs(messages, max_new_tokens, temperature, quoted)
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         errors: list[BaseException] = []
 

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from promptrec.ranker.backends.base import TokenizerOps, record_usage
+from promptrec.ranker.backends.base import TokenizerOps, continues_final_message, record_usage
 from promptrec.ranker.backends.vllm_common import ServerUnavailable, root_url, vllm_default, wait_until_ready
 from promptrec.ranker.backends.vllm_engine import (
     MAX_LOGPROB_TOKEN_IDS,
@@ -408,12 +408,15 @@ class VLLMServerBackend(TokenizerOps):
     # ------------------------------------------------------------------ protocol: generation
 
     def _chat_payload(self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float) -> dict:
-        return {
+        payload = {
             "model": self._prepare(),
             "messages": messages,
             "max_tokens": int(max_new_tokens),
             "temperature": float(max(temperature, 0.0)),
         }
+        if continues_final_message(messages):  # vLLM's chat API continues the open assistant message
+            payload.update(add_generation_prompt=False, continue_final_message=True)
+        return payload
 
     def chat(self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float = 0.0) -> str:
         body = self._request("POST", "/v1/chat/completions", self._chat_payload(messages, max_new_tokens, temperature))

@@ -1,0 +1,91 @@
+"""Constrained decoding for quoted text: inside double quotes, a generator may only write one of
+the given strings (then the closing quote). Explanations quote titles, so a model held to this
+cannot quote a title that is not in its evidence; what it writes outside quotes is left free
+(and checked afterwards, sentence by sentence).
+
+`QuotedChoices` is a transformers logits processor over the generated tokens. At each step it
+decodes what was generated so far: inside an open quote, only tokens that continue one of the
+choices whose start matches what is written (or close the quote after a whole choice) keep
+their scores; outside, tokens that would open a quote into text no choice starts with are
+masked. When no choice fits (a quote opened by a token the model was already committed to),
+nothing is masked and the checks downstream decide.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+QUOTE = '"'
+
+
+class TokenTexts:
+    """Each token id's text, decoded alone, indexed for `QuotedChoices` (built once per tokenizer)."""
+
+    def __init__(self, tokenizer: Any):
+        size = len(tokenizer)
+        self.texts = [tokenizer.decode([i], skip_special_tokens=True) for i in range(size)]
+        self.by_text: dict[str, list[int]] = {}
+        for i, text in enumerate(self.texts):
+            if text:
+                self.by_text.setdefault(text, []).append(i)
+        self.with_quote = [i for i, t in enumerate(self.texts) if QUOTE in t]
+        # tokens that close a quote and go on without opening another: '"', '".', '",' ...
+        self.closing = [i for i, t in enumerate(self.texts) if t.startswith(QUOTE) and t.count(QUOTE) == 1]
+
+
+class QuotedChoices:
+    """A logits processor (transformers' ``LogitsProcessor`` protocol): quoted spans of the
+    generated text must be one of ``choices``. ``prompt_length``: the prompt's token count (the
+    processor reads the tokens after it); ``written``: the answer's text already in the prompt
+    (an assistant message being continued), which may have opened a quote."""
+
+    def __init__(self, tokenizer: Any, texts: TokenTexts, choices: Sequence[str], prompt_length: int,
+                 written: str = ""):
+        self.tokenizer = tokenizer
+        self.texts = texts
+        self.choices = sorted({c for c in choices if c and QUOTE not in c})
+        self.prompt_length = prompt_length
+        self.written = written
+        # outside quotes the masked tokens do not depend on what was written: found once
+        self.bad_openers = [t for t in texts.with_quote if self.opens_badly(texts.texts[t])]
+
+    def allowed_inside(self, partial: str) -> set[int]:
+        """Tokens that may follow an open quote and ``partial``: a piece of a choice's rest, or
+        the closing quote once a whole choice is written (empty: no choice starts so)."""
+        allowed: set[int] = set()
+        by_text = self.texts.by_text
+        for choice in self.choices:
+            if not choice.startswith(partial):
+                continue
+            rest = choice[len(partial):] + QUOTE
+            if rest == QUOTE:
+                allowed.update(self.texts.closing)
+            for end in range(1, len(rest) + 1):
+                allowed.update(by_text.get(rest[:end], ()))
+        return allowed
+
+    def opens_badly(self, token_text: str) -> bool:
+        """Whether a token, written outside quotes, opens a quote into text no choice starts with."""
+        if token_text.count(QUOTE) != 1:
+            return token_text.count(QUOTE) > 1  # a whole quoted span in one token: never a title
+        after = token_text.split(QUOTE, 1)[1]
+        return bool(after) and not any(c.startswith(after) for c in self.choices)
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        if not self.choices:
+            return scores
+        for row in range(input_ids.shape[0]):
+            text = self.written + self.tokenizer.decode(input_ids[row, self.prompt_length:], skip_special_tokens=True)
+            if text.count(QUOTE) % 2:
+                allowed = self.allowed_inside(text[text.rfind(QUOTE) + 1:])
+                if allowed:
+                    keep = torch.full_like(scores[row], float("-inf"))
+                    index = torch.tensor(sorted(allowed), device=scores.device)
+                    keep[index] = scores[row, index]
+                    scores[row] = keep
+            elif self.bad_openers:
+                scores[row, torch.tensor(self.bad_openers, device=scores.device)] = float("-inf")
+        return scores
