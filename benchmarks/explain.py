@@ -11,9 +11,13 @@ users and items for every model), and the script prints, per model, side by side
   not hold, speaking as if it consumed an item itself ("I watched"), talking about its input
   ("the facts") or using another medium's verb ("you watched" a book); and the same for the
   final answers (what the user sees; the check exists to make these zero);
-* regenerated / fallback: how often the first answer failed and was regenerated, and how
-  often the regenerated one failed too and the plain evidence explanation was shown;
-* latency per explanation (evidence + generation + checks; p50 / p90 / mean) and model calls;
+* the model's own: the share of final answers the model wrote (not the fallback) that pass
+  every check (target >= 90%); trimmed / regenerated / fallback: how often an answer was
+  ended before a sentence that failed, how often the first answer had no sentence that passed
+  and was regenerated, and how often the regenerated one failed too and the plain evidence
+  explanation was shown;
+* latency: the first sentence on screen (streamed: evidence + the first checked sentence)
+  and the whole explanation (evidence + generation + checks; p50 / p90 / mean), model calls;
 * with ``--faithfulness``: for the why answers that cite history items, the share whose cited
   items, removed from the history, lower the item's score in the served list (calibrated
   probability, else reciprocal rank; `promptrec.explain.faithfulness`), and the mean drop
@@ -66,8 +70,12 @@ def summarise(rows: list[dict]) -> dict[str, float]:
         "final_claims": share("final_claims"),
         "first_roles": share("first_roles"),
         "final_roles": share("final_roles"),
+        "own_and_ok": sum(r["grounding"] != "fallback" and r["final_ok"] for r in rows) / n if n else float("nan"),
+        "trimmed": sum(r["grounding"] == "trimmed" for r in rows) / n if n else float("nan"),
         "regenerated": sum(r["grounding"] == "regenerated" for r in rows) / n if n else float("nan"),
         "fallback": sum(r["grounding"] == "fallback" for r in rows) / n if n else float("nan"),
+        "first_sentence_p50": percentile([r["first_sentence_s"] for r in rows], 0.5),
+        "first_sentence_p90": percentile([r["first_sentence_s"] for r in rows], 0.9),
         "latency_p50": percentile(latencies, 0.5),
         "latency_p90": percentile(latencies, 0.9),
         "latency_mean": statistics.fmean(latencies) if latencies else float("nan"),
@@ -92,7 +100,19 @@ def faithfulness_summary(rows: list[dict]) -> dict[str, float]:
             "cited_drop": d.mean_b, "random_drop": d.mean_a, "drop_diff_low": d.low, "drop_diff_high": d.high}
 
 
-def row_of(conv, explanation, user: str, faithfulness: bool = False) -> dict:
+def streamed(events) -> tuple[object, float]:
+    """Consume an answer's stream: (the explanation, seconds until its first sentence showed)."""
+    started = time.perf_counter()
+    first = None
+    for event in events:
+        if event.kind == "delta" and first is None:
+            first = time.perf_counter() - started
+        if event.kind == "done":
+            return event.explanation, first if first is not None else time.perf_counter() - started
+    raise RuntimeError("the answer stream ended without its explanation")
+
+
+def row_of(conv, explanation, user: str, first_sentence_s: float, faithfulness: bool = False) -> dict:
     history = conv.rec.history(user)
     first = explanation.checks[0]
     from promptrec.explain.prompts import evidence_variables
@@ -119,10 +139,12 @@ def row_of(conv, explanation, user: str, faithfulness: bool = False) -> dict:
         "final_invented": bool(final.invented),
         "final_unsupported": bool(final.unsupported),
         "final_claims": bool(final.unsupported_claims),
+        "final_ok": final.ok,
         "first_roles": bool(first.first_person or first.meta_talk or first.wrong_domain),
         "final_roles": bool(final.first_person or final.meta_talk or final.wrong_domain),
         "attempts": explanation.attempts,
         "latency_s": explanation.latency_s,
+        "first_sentence_s": round(first_sentence_s, 4),
         "evidence": [r.item_id for r in explanation.evidence.related],
         "faithfulness": conv.measure_faithfulness().model_dump(mode="json") if faithfulness else None,
     }
@@ -141,6 +163,7 @@ def main() -> None:
                              "4 recommend() calls per answer, in the settings' ranker.mode)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--max-new-tokens", type=int, default=120)
+    parser.add_argument("--template", default="grounded", help="explain template: a name or a .j2 path")
     parser.add_argument("--out", type=Path, default=None, help="write every answer here (JSON)")
     args = parser.parse_args()
 
@@ -178,12 +201,13 @@ def main() -> None:
         backend = TransformersBackend(resolve_model(name, settings), model_id=name, device="cpu")
         results[name] = {"why": [], "follow-up": []}
         for n, user in enumerate(users, start=1):
-            conv = Conversation(rec, user, backend, use_ranker=False, titles=titles,
+            conv = Conversation(rec, user, backend, use_ranker=False, titles=titles, template=args.template,
                                 max_new_tokens=args.max_new_tokens)
-            why = conv.why(items[user])
-            results[name]["why"].append(row_of(conv, why, user, args.faithfulness))
+            why, first_s = streamed(conv.why_stream(items[user]))
+            results[name]["why"].append(row_of(conv, why, user, first_s, args.faithfulness))
             if args.follow_up:
-                results[name]["follow-up"].append(row_of(conv, conv.ask(follow_up), user))
+                answer, answer_first_s = streamed(conv.ask_stream(follow_up))
+                results[name]["follow-up"].append(row_of(conv, answer, user, answer_first_s))
             print(f"  {name}: {n}/{len(users)} users, last {why.grounding} in {why.latency_s:.1f} s", flush=True)
         del backend
 
@@ -204,8 +228,12 @@ def main() -> None:
         ("final_claims", "final answer: a year or number not in the facts", "{:.0%}"),
         ("first_roles", "first answer: 'I watched', talk of 'the facts', another medium's verb", "{:.0%}"),
         ("final_roles", "final answer: the same", "{:.0%}"),
+        ("own_and_ok", "the model's own answer, passing every check (target >= 90%)", "{:.0%}"),
+        ("trimmed", "ended before a sentence that failed", "{:.0%}"),
         ("regenerated", "regenerated once, then passed", "{:.0%}"),
         ("fallback", "fallback to the evidence explanation", "{:.0%}"),
+        ("first_sentence_p50", "first sentence on screen p50 (s)", "{:.2f}"),
+        ("first_sentence_p90", "first sentence on screen p90 (s)", "{:.2f}"),
         ("latency_p50", "latency p50 (s)", "{:.1f}"),
         ("latency_p90", "latency p90 (s)", "{:.1f}"),
         ("latency_mean", "latency mean (s)", "{:.1f}"),
@@ -221,7 +249,8 @@ def main() -> None:
     cols = [max(len(h), 10) for h in header[1:]]
     print()
     print(f"Explanations on {settings.dataset_name()} ({rec.domain.name}): {len(users)} users (seed {args.seed}), each user's top "
-          f"retrieval candidate; greedy, max_new_tokens {args.max_new_tokens}, torch threads {args.threads}")
+          f"retrieval candidate; template {args.template}, greedy, max_new_tokens {args.max_new_tokens}, "
+          f"torch threads {args.threads}")
     print(" | ".join([" " * width, *(h.rjust(c) for h, c in zip(header[1:], cols))]))
     for key, label, fmt in labels:
         cells = [fmt.format(summaries[h][key]).rjust(c) for h, c in zip(header[1:], cols)]

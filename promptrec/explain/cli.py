@@ -37,8 +37,9 @@ HELP = (
 )
 _GROUNDING_NOTE = {
     "ok": "grounded: the answer names only items from the evidence",
-    "regenerated": "regenerated once: the first answer failed the grounding check",
-    "fallback": "fallback: the model's answers failed the grounding check; this one is built from the evidence",
+    "trimmed": "grounded: the model's answer, ended before a sentence that failed the checks",
+    "regenerated": "grounded, on the second try: the first answer failed the checks",
+    "fallback": "built from your records: the model's answers did not pass the checks",
 }
 
 
@@ -108,33 +109,20 @@ def evidence_table(explanation: Explanation) -> Table:
 
 
 def _stream(console: Console, events: Iterator[StreamEvent]) -> Explanation:
-    """Print an answer as it streams; a retracted answer is followed by its replacement."""
+    """Print an answer sentence by sentence as it passes the checks (nothing printed is withdrawn)."""
     final: Explanation | None = None
-    streamed = False
     for event in events:
         if event.kind == "delta":
             console.out(event.text, end="", highlight=False)
-            streamed = True
-        elif event.kind == "retract":
-            if streamed:
-                console.out("")
-            console.print(data_text(f"[withdrawn: {event.text}]", style="yellow"))
-            streamed = False
         else:
             final = event.explanation
-            assert final is not None
-            if streamed and final.attempts == 1:
-                console.out("")
-            else:
-                console.print(data_text(final.text))
     assert final is not None
+    console.out("")
     return final
 
 
 def _footer(console: Console, explanation: Explanation) -> None:
     note = _GROUNDING_NOTE[explanation.grounding]
-    if explanation.offending:
-        note += " (" + ", ".join(explanation.offending) + ")"
     console.print(data_text(f"[{note}; {explanation.model_id}, {explanation.latency_s:.1f} s]", style="dim"))
 
 

@@ -3,22 +3,30 @@
     conv = explain(rec, "1", "50")
     conv.explanation.text                    # the answer
     conv.explanation.evidence.related        # the history items it rests on (real ids)
-    conv.explanation.grounding               # "ok" | "regenerated" | "fallback"
+    conv.explanation.grounding               # "ok" | "trimmed" | "regenerated" | "fallback"
     conv.ask("What do they have in common?") # continues with the earlier turns in context
     conv.why("172")                          # switch to another item
     conv.recommend_more(5)                   # the next recommendations, not yet shown
 
 How one answer is made:
 
-1. The evidence for the item in focus is built deterministically (`build_evidence`) and
-   rendered into the system message of the template (``prompts/explain/*.j2``). It is the
-   only record data the model sees, and it belongs to this conversation's user only.
-2. The model answers (greedy, ``max_new_tokens`` capped). `TitleIndex.check` looks for
-   catalog titles outside the allowed set (the items shown to the model in this
-   conversation) and for invented titles. An answer that fails is regenerated once, with
-   the allowed titles spelt out; if that fails too, the template's plain ``fallback``
-   explanation, built from the evidence alone, replaces it. `Explanation.grounding` says
-   which happened, ``offending`` names the titles and ``rejected`` keeps the rejected texts.
+1. The evidence for the item in focus is built deterministically (`build_evidence`: the
+   history items whose removal lowers the item's retrieval score most) and rendered into the
+   system message of the template (``prompts/explain/*.j2``). It is the only record data the
+   model sees, and it belongs to this conversation's user only.
+2. A "why" answer starts with the template's ``answer_lead``, written from the evidence
+   ("Because you watched" and the evidence item that moved the score most); the model
+   continues it (greedy, ``max_new_tokens`` capped), so the answer cites the evidence by
+   construction. On a backend that constrains decoding (transformers), text the model opens
+   a double quote for can only be a title shown to it (or an attribute of the evidence).
+   Each sentence is checked before it is kept or streamed: `TitleIndex.check`
+   looks for catalog titles outside the allowed set (the items shown to the model in this
+   conversation), invented titles and numbers, roles and words. The first sentence that
+   fails ends the answer there (``trimmed``); an answer with no sentence that passes is
+   regenerated once, with the allowed titles spelt out; if that fails too, the template's
+   plain ``fallback`` explanation, built from the evidence alone, replaces it. Nothing shown
+   is ever withdrawn. `Explanation.grounding` says which happened, ``offending`` names what
+   failed and ``rejected`` keeps the failed texts.
 3. The turn joins the context. Before each call the context is trimmed oldest turn first
    to ``max_history_tokens`` / ``max_turns``; the system message (the evidence) and the
    current question are never trimmed.
@@ -32,7 +40,7 @@ from __future__ import annotations
 import re
 import time
 import weakref
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -40,7 +48,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, Field
 
 from promptrec.errors import PromptrecError, UnknownItemError
-from promptrec.explain.evidence import Evidence, build_evidence
+from promptrec.explain.evidence import SHORTLIST, Evidence, build_evidence
 from promptrec.explain.faithfulness import Faithfulness, measure_faithfulness
 from promptrec.explain.grounding import GroundingCheck, TitleIndex
 from promptrec.explain.prompts import (
@@ -57,7 +65,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from promptrec.recommender import Recommender
     from promptrec.schema import RecommendationList
 
-Grounding = Literal["ok", "regenerated", "fallback"]
+Grounding = Literal["ok", "trimmed", "regenerated", "fallback"]
 
 MAX_QUESTION_CHARS = 500
 MAX_NEW_TOKENS = 120
@@ -116,13 +124,12 @@ class Suggestion(BaseModel):
 class StreamEvent:
     """What `Conversation.ask_stream` yields.
 
-    ``delta``: a piece of the model's answer as it is generated; ``retract``: the answer
-    streamed so far failed the grounding check and is withdrawn (``text`` names why);
-    ``done``: the final `Explanation` (its ``text`` is the answer to show when different
-    from what was streamed).
+    ``delta``: the next sentence(s) of the answer, each shown only once it has passed the
+    checks (nothing shown is withdrawn; a fallback answer comes as one delta); ``done``: the
+    final `Explanation`, whose ``text`` is the deltas joined.
     """
 
-    kind: Literal["delta", "retract", "done"]
+    kind: Literal["delta", "done"]
     text: str = ""
     explanation: Explanation | None = None
 
@@ -153,15 +160,6 @@ _SENTENCE_END = re.compile(r"[.!?][\"”')\]]*(?=\s|$)")
 _SENTENCE_END_FOLLOWED = re.compile(r"[.!?][\"”')\]]*(?=\s)")
 
 
-def last_full_sentence(text: str) -> str:
-    """``text`` up to its last sentence end ("." "!" "?", maybe followed by a quote or bracket);
-    unchanged when it has none."""
-    ends = list(_SENTENCE_END.finditer(text))
-    if not ends:
-        return text
-    return text[: ends[-1].end()].strip()
-
-
 def resolve_backend(rec: Recommender, backend: LLMBackend | None = None) -> LLMBackend:
     """The backend to use: the one given, else the recommender's own (`Recommender.backend`:
     the configured generator, loaded once and shared with the ranker)."""
@@ -186,6 +184,7 @@ class Conversation:
         recommendations: RecommendationList | None = None,
         use_ranker: bool = True,
         evidence_items: int = 3,
+        evidence_shortlist: int = SHORTLIST,
         max_new_tokens: int = MAX_NEW_TOKENS,
         max_question_chars: int = MAX_QUESTION_CHARS,
         max_history_tokens: int = 600,
@@ -202,6 +201,7 @@ class Conversation:
         self._ranker_note: str | None = None
         self.use_ranker = use_ranker
         self.evidence_items = evidence_items
+        self.evidence_shortlist = evidence_shortlist
         self.max_new_tokens = max_new_tokens
         self.max_question_chars = max_question_chars
         self.max_history_tokens = max_history_tokens
@@ -275,7 +275,7 @@ class Conversation:
         recs = self.recommendations()
         self.evidence = build_evidence(
             self.rec, self.user_id, item.item_id, k=self.evidence_items, recommendations=recs,
-            ranker_note=self._ranker_note,
+            ranker_note=self._ranker_note, shortlist=self.evidence_shortlist,
         )
         self.allowed.update(self.evidence.cited_item_ids())
         return self.evidence
@@ -381,34 +381,77 @@ class Conversation:
         assert self.evidence is not None
         return [question, *self.evidence.item.genres, *(s.value for s in self.evidence.shared)]
 
-    def _generate(self, messages: list[dict[str, str]], stream: bool) -> Iterator[str]:
-        if stream:
-            yield from self.backend.chat_stream(messages, self.max_new_tokens, temperature=0.0)
-        else:
-            yield self.backend.chat(messages, self.max_new_tokens, temperature=0.0)
+    def _quoted_choices(self) -> list[str]:
+        """What the model may write inside double quotes: the titles of the items shown to it in
+        this conversation (with and without the year) and the evidence's attribute values."""
+        assert self.evidence is not None
+        out: set[str] = set()
+        for item_id in self.allowed:
+            item = self.rec.item(item_id)
+            out.update((safe_title(item.display_title()), safe_title(item.title)))
+        out.update(safe_title(g, 40) for g in self.evidence.item.genres)
+        out.update(safe_title(s.value, 60) for s in self.evidence.shared)
+        return sorted(out)
 
-    def _streamed_sentences(self, msgs: list[dict[str, str]], stream: bool) -> Generator[StreamEvent, None, str]:
-        """Generate an answer; when streaming, yield it as "delta" events of whole sentences (a
-        sentence end followed by whitespace: "3." then "5" is no end yet), the rest at the end.
-        Returns the raw answer."""
+    def _generate(self, messages: list[dict[str, str]], stream: bool) -> Iterator[str]:
+        # A backend that can constrain decoding (transformers) keeps quoted text to the evidence.
+        extra = {"quoted": self._quoted_choices()} if getattr(self.backend, "constrains_quotes", False) else {}
+        if stream:
+            yield from self.backend.chat_stream(messages, self.max_new_tokens, temperature=0.0, **extra)
+        else:
+            yield self.backend.chat(messages, self.max_new_tokens, temperature=0.0, **extra)
+
+    def _gated_answer(
+        self, msgs: list[dict[str, str]], lead: str, stream: bool, check: Callable[[str], GroundingCheck],
+        must_cite: set[str],
+    ) -> Generator[StreamEvent, None, GatedAnswer]:
+        """Generate an answer (continuing ``lead`` when given) and keep its sentences, in order,
+        while each passes the check (``check`` of the text up to and including it; the first
+        sentence must also name an item of ``must_cite`` when that is not empty). A sentence
+        ends at "." "!" or "?" (maybe followed by a quote or bracket) and whitespace: "3." then
+        "5" is no end yet. When streaming, each kept sentence is yielded as a "delta" as soon
+        as it is checked, so nothing shown is ever withdrawn; the first failing sentence stops
+        the generation. An answer cut off at the token cap loses its unfinished tail."""
+        calls = msgs + [{"role": "assistant", "content": lead}] if lead else msgs
         pieces: list[str] = []
-        emitted = 0  # characters of the raw answer streamed so far
-        for piece in self._generate(msgs, stream):
-            pieces.append(piece)
-            if stream:
-                raw = "".join(pieces)
-                ends = [m.end() for m in _SENTENCE_END_FOLLOWED.finditer(raw, emitted)]
-                end = ends[-1] if ends else emitted
-                if end > emitted:
-                    yield StreamEvent("delta", raw[emitted:end])
-                    emitted = end
-        raw = "".join(pieces)
-        if stream:  # up to the last sentence end (all of it if it has none)
-            ends = [m.end() for m in _SENTENCE_END.finditer(raw)]
-            cut = ends[-1] if ends else len(raw)
-            if cut > emitted:
-                yield StreamEvent("delta", raw[emitted:cut])
-        return raw
+        kept = GatedAnswer()
+        generator = self._generate(calls, stream)
+
+        def advance(text: str, final: bool) -> Iterator[StreamEvent]:
+            pattern = _SENTENCE_END if final else _SENTENCE_END_FOLLOWED
+            # a "." inside a quoted title ("People vs. Larry Flynt") ends no sentence
+            ends = [m.end() for m in pattern.finditer(text, kept.end) if text.count('"', 0, m.end()) % 2 == 0]
+            if final and not ends and kept.end == 0 and text.strip():
+                ends = [len(text)]  # an answer with no sentence end at all is one sentence
+            for end in ends:
+                result = check(text[:end].strip())
+                uncited = kept.end == 0 and bool(must_cite) and not result.cited_item_ids(must_cite)
+                if not result.ok or uncited:
+                    kept.failed = result
+                    kept.uncited = uncited and result.ok
+                    return
+                if stream:
+                    yield StreamEvent("delta", text[kept.end:end].lstrip() if kept.end == 0 else text[kept.end:end])
+                kept.end, kept.check = end, result
+
+        try:
+            for piece in generator:
+                pieces.append(piece)
+                if stream:
+                    yield from advance(_answer_text(lead, "".join(pieces)), final=False)
+                    if kept.failed is not None:
+                        break
+        finally:
+            close = getattr(generator, "close", None)
+            if close is not None:
+                close()  # stops the generation of a failed answer
+        kept.raw = _answer_text(lead, "".join(pieces))
+        if not "".join(pieces).strip():  # the model said nothing (or added nothing to the lead)
+            kept.failed = check("")
+        if kept.failed is None:
+            yield from advance(kept.raw, final=True)
+        kept.text = kept.raw[: kept.end].strip()
+        return kept
 
     def _answer(
         self, question: str, kind: Literal["why", "free"], stream: bool, started: float | None = None
@@ -421,36 +464,38 @@ class Conversation:
         ignore = self._ignore_phrases(question)
         history = self.rec.history(self.user_id)
         history_ids = set(evidence.history_item_ids())
+        lead = self.template.render_optional("answer_lead", **variables) if kind == "why" else ""
         checks: list[GroundingCheck] = []
         rejected: list[str] = []
         offending: list[str] = []
         text = ""
         grounding: Grounding = "ok"
+        final_check: GroundingCheck | None = None
         user_message = self.template.render("turn", **variables, question=question)
         prompt_tokens = 0
         for attempt in (1, 2):
             msgs = self.messages(user_message)
             prompt_tokens = self.backend.count_tokens(self.backend.render_chat(msgs))
-            raw = yield from self._streamed_sentences(msgs, stream and attempt == 1)
-            # An answer cut off at the token cap ends mid-sentence: drop the broken tail.
-            text = last_full_sentence(clean_answer(raw))
-            facts = "\n".join(m["content"] for m in msgs)
-            check = self.titles.check(text, self.allowed, ignore=ignore, history=history, facts=facts,
-                                      instructions=_instructions(msgs))
-            checks.append(check)
-            # A "why" answer must name at least one history item of the evidence, when there is one.
-            uncited = kind == "why" and bool(history_ids) and not check.cited_item_ids(history_ids)
-            if check.ok and text and not uncited:
-                grounding = "ok" if attempt == 1 else "regenerated"
+            facts, told = "\n".join(m["content"] for m in msgs), _instructions(msgs)
+
+            def check(answer: str) -> GroundingCheck:
+                return self.titles.check(answer, self.allowed, ignore=ignore, history=history, facts=facts,
+                                         instructions=told)
+
+            must_cite = history_ids if kind == "why" else set()
+            kept = yield from self._gated_answer(msgs, lead, stream, check, must_cite)
+            checks.append(kept.failed or kept.check or check(kept.text))
+            if kept.text:
+                final_check = kept.check
+                grounding = "trimmed" if kept.failed is not None else "ok" if attempt == 1 else "regenerated"
+            if kept.failed is not None:
+                rejected.append(kept.raw)
+                for title in kept.failed.offending() or [UNCITED if kept.uncited else "(empty answer)"]:
+                    if title not in offending:
+                        offending.append(title)
+            if kept.text:
+                text = kept.text
                 break
-            rejected.append(text)
-            for title in check.offending() or [UNCITED if text else "(empty answer)"]:
-                if title not in offending:
-                    offending.append(title)
-            if stream and attempt == 1:
-                named = [t for t in offending if t != UNCITED]
-                yield StreamEvent("retract", "that answer named " + ", ".join(named) + ", not in your history"
-                                  if named else "that answer named no item of your history")
             if attempt == 1:
                 user_message = self.template.render(
                     "retry", **variables, question=question, allowed_titles=self._allowed_titles(),
@@ -459,9 +504,10 @@ class Conversation:
         else:
             grounding = "fallback"
             text = self.template.render("fallback", **variables, question_kind=kind)
-        final_check = checks[-1] if grounding != "fallback" else self.titles.check(
-            text, self.allowed, ignore=ignore, history=history
-        )
+            final_check = self.titles.check(text, self.allowed, ignore=ignore, history=history)
+            if stream:
+                yield StreamEvent("delta", text)
+        assert final_check is not None
         explanation = Explanation(
             user_id=self.user_id,
             item_id=evidence.item.item_id,
@@ -485,6 +531,28 @@ class Conversation:
         self.turns += [Turn("user", question), Turn("assistant", text)]
         self.explanations.append(explanation)
         yield StreamEvent("done", text, explanation)
+
+
+@dataclass
+class GatedAnswer:
+    """What `Conversation._gated_answer` kept of one model answer."""
+
+    text: str = ""  # the sentences that passed, as shown
+    end: int = 0  # where they end in ``raw``
+    check: GroundingCheck | None = None  # the check of ``text``
+    failed: GroundingCheck | None = None  # the check of the first failing sentence, if one failed
+    uncited: bool = False  # it failed only because the first sentence names no history item
+    raw: str = ""  # the whole answer as generated (lead included), cleaned
+
+
+def _answer_text(lead: str, continuation: str) -> str:
+    """The lead and the model's continuation as one cleaned answer; a continuation that starts
+    with a word or a quote gets the space a backend may have stripped."""
+    if lead and continuation.strip():
+        rest = continuation.lstrip()
+        joiner = "" if rest[0] in ",.;:!?)]" or continuation[0].isspace() else " "
+        continuation = joiner + continuation
+    return clean_answer(lead + continuation)
 
 
 def _id_key(item_id: str) -> tuple[int, Any]:
@@ -531,7 +599,7 @@ def explain(
     ``explanation`` holds the answer, its evidence and its grounding, and whose ``ask`` goes on.
 
     ``options`` go to `Conversation` (template, recommendations, use_ranker, evidence_items,
-    max_new_tokens, max_question_chars, max_history_tokens, max_turns).
+    evidence_shortlist, max_new_tokens, max_question_chars, max_history_tokens, max_turns).
     """
     conversation = Conversation(rec, user_id, backend, **options)
     conversation.why(item_id)

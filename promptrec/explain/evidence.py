@@ -3,12 +3,17 @@
 For one (user, item) pair, `build_evidence` gathers, from the user's own history and the
 catalog only:
 
-* ``related``: the history items most related to the item. Three signals are computed for
-  every (distinct) history item — text cosine (the stored unit text vectors), behaviour
-  cosine (the ALS item factors) and co-occurrence (item-to-item transitions, both directions,
-  as fitted on the time-ordered histories) — each turned into a ranking, fused by reciprocal
-  rank (the retriever's fusion) and tie-broken by recency, then by item id. Same data, same
-  evidence.
+* ``related``: the history items that moved the item's retrieval score most. Three signals
+  are computed for every (distinct) history item — text cosine (the stored unit text
+  vectors), behaviour cosine (the ALS item factors) and co-occurrence (item-to-item
+  transitions, both directions, as fitted on the time-ordered histories) — each turned into a
+  ranking, fused by reciprocal rank (the retriever's fusion) and tie-broken by recency, then
+  by item id. That shortlists the ``shortlist`` most related items; each is then left out of
+  the history in turn and the retriever run again (`score_drops`): the items whose removal
+  lowers the item's fused score most are the evidence, relatedness breaking ties. Similarity
+  alone picks items the recommender may not have used; the drop is what it did use (the
+  faithfulness measure, `promptrec.explain.faithfulness`, checks the served probability).
+  Same data, same evidence.
 * ``shared``: the item's attributes (each genre, its decade, other catalog attributes) with
   the history items that share them.
 * ``scores``: the item's retrieval scores and ranks (each source's, and the fused rank among
@@ -57,6 +62,9 @@ class RelatedItem(ItemRef):
     behaviour_similarity: float  # cosine of the ALS item factors
     co_occurrence: float  # transitions[h, item] + transitions[item, h] (damped counts)
     score: float  # fused (reciprocal-rank) relatedness
+    # the item's fused retrieval score minus its score with this item left out of the history
+    # (0 when the item is no longer retrieved without it: the full score); None: not measured
+    score_drop: float | None = None
     shared_genres: list[str] = Field(default_factory=list)
     same_decade: bool = False
     shared_attributes: dict[str, str] = Field(default_factory=dict)
@@ -122,10 +130,31 @@ def decade(year: int | None) -> str | None:
     return None if year is None else f"{year // 10 * 10}s"
 
 
+SHORTLIST = 8  # history items whose removal is tried when choosing the evidence
+
+
+def score_drops(rec: Recommender, user_id: str, item_id: str, history: Sequence[str],
+                left_out: Sequence[str]) -> dict[str, float]:
+    """For each of ``left_out``: the item's fused retrieval score for ``history`` minus its score
+    for ``history`` without that item (every occurrence); an item not retrieved scores 0.
+    One retriever run per item, plus one for the whole history."""
+    pool = max(rec.settings.retrieval.pool_size, rec.settings.n_candidates)
+
+    def fused(h: Sequence[str]) -> float:
+        found = rec.candidates(user_id, pool, history=h)
+        return next((c.fused_score for c in found.candidates if c.item_id == item_id), 0.0)
+
+    base = fused(history)
+    return {o: base - fused([h for h in history if h != o]) for o in left_out}
+
+
 def related_history_items(
-    rec: Recommender, item_id: str, history: Sequence[str], k: int = 3
+    rec: Recommender, item_id: str, history: Sequence[str], k: int = 3, *,
+    user_id: str | None = None, shortlist: int = SHORTLIST,
 ) -> list[RelatedItem]:
-    """The k history items most related to ``item_id`` (see the module doc), most related first."""
+    """The k history items that explain ``item_id`` best (see the module doc): the ``shortlist``
+    most related, ordered by the drop of the item's retrieval score without each (most first),
+    when ``user_id`` is given and ``shortlist`` > 0; else the k most related."""
     item = rec.item(item_id)
     # Distinct history items, most recent first (an item seen twice counts at its last position).
     last_pos: dict[str, int] = {}
@@ -147,7 +176,15 @@ def related_history_items(
         rankings[name] = [recent_first[n] for n in order]
     fused = dict(reciprocal_rank_fusion(rankings, k=rec.settings.retrieval.rrf_k))
     index = {h: n for n, h in enumerate(recent_first)}
-    chosen = sorted(recent_first, key=lambda h: (-fused.get(h, 0.0), index[h], h))[:k]
+    by_relatedness = sorted(recent_first, key=lambda h: (-fused.get(h, 0.0), index[h], h))
+    drops: dict[str, float] = {}
+    if user_id is not None and shortlist > 0:
+        listed = by_relatedness[: max(shortlist, k)]
+        drops = score_drops(rec, user_id, item.item_id, history, listed)
+        place = {h: n for n, h in enumerate(listed)}
+        chosen = sorted(listed, key=lambda h: (-round(drops[h], 9), place[h]))[:k]
+    else:
+        chosen = by_relatedness[:k]
     item_decade = decade(item.year)
     out = []
     for h in chosen:
@@ -162,6 +199,7 @@ def related_history_items(
                 behaviour_similarity=round(float(behaviour[n]), 4),
                 co_occurrence=round(float(co[n]), 4),
                 score=round(float(fused.get(h, 0.0)), 6),
+                score_drop=round(drops[h], 6) if h in drops else None,
                 shared_genres=[g for g in item.genres if g in other.genres],
                 same_decade=item_decade is not None and decade(other.year) == item_decade,
                 shared_attributes={
@@ -249,9 +287,11 @@ def build_evidence(
     k: int = 3,
     recommendations: RecommendationList | None = None,
     ranker_note: str | None = None,
+    shortlist: int = SHORTLIST,
 ) -> Evidence:
     """The evidence for explaining ``item_id`` to ``user_id`` (unknown ids raise
-    `UnknownUserError` / `UnknownItemError`)."""
+    `UnknownUserError` / `UnknownItemError`); ``shortlist`` 0 chooses the related history
+    items by relatedness alone, without the leave-one-out retrieval runs."""
     user_id = str(user_id)
     history = rec.history(user_id)
     item = rec.item(item_id)
@@ -260,7 +300,7 @@ def build_evidence(
         item=ItemRef.of(item),
         history_size=len(set(history)),
         already_in_history=item.item_id in set(history),
-        related=related_history_items(rec, item.item_id, history, k),
+        related=related_history_items(rec, item.item_id, history, k, user_id=user_id, shortlist=shortlist),
         shared=shared_attributes(rec, item.item_id, history),
         scores=item_scores(rec, user_id, item.item_id, recommendations, ranker_note=ranker_note),
     )

@@ -35,7 +35,7 @@ from __future__ import annotations
 import difflib
 import re
 import unicodedata
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -452,7 +452,8 @@ class TitleIndex:
         user watched ("you watched X", "I saw X") but that is not in it is ``misattributed``.
         ``instructions``: what the model was told to do (not the facts it may restate); a run of
         ``ECHO_WORDS`` of their words in the answer is ``echoed``. A clause of ``REPEAT_WORDS``
-        words that the answer says twice (titles aside) is ``repeated``.
+        words that the answer says twice (titles aside) is ``repeated``, and so is a title named
+        again within ``DOUBLED_GAP_WORDS`` words ('"X" and "X"').
         """
         allowed_set = set(allowed)
         mentions = self.find_mentions(answer, allowed_set)
@@ -481,7 +482,8 @@ class TitleIndex:
         titles_out = _blank_spans(answer, [(m.start, m.end) for m in mentions])
         return GroundingCheck(mentions=mentions, unsupported=unsupported, invented=invented,
                               misattributed=misattributed, unsupported_claims=claims,
-                              echoed=echoed_runs(titles_out, instructions), repeated=repeated_runs(titles_out),
+                              echoed=echoed_runs(titles_out, instructions),
+                              repeated=repeated_runs(titles_out) + doubled_titles(answer, mentions),
                               first_person=first_person_claims(titles_out, self.domain),
                               meta_talk=meta_talk(titles_out), wrong_domain=wrong_domain_words(titles_out, self.domain))
 
@@ -526,6 +528,21 @@ def repeated_runs(answer: str, n: int = REPEAT_WORDS) -> list[str]:
                 found.append(" ".join(run))
             seen.add(run)
     return _merged(found)
+
+
+DOUBLED_GAP_WORDS = 2
+
+
+def doubled_titles(answer: str, mentions: Sequence[TitleMention], gap: int = DOUBLED_GAP_WORDS) -> list[str]:
+    """Titles named twice in a row, a few words apart ('"X" and "X" are two movies')."""
+    found: list[str] = []
+    for before, after in zip(mentions, mentions[1:]):
+        between = answer[before.end:after.start]
+        if set(before.item_ids) & set(after.item_ids) and len(_words(between)) <= gap:
+            text = f"{after.text} (named twice)"
+            if text not in found:
+                found.append(text)
+    return found
 
 
 def _merged(runs: list[str]) -> list[str]:

@@ -9,7 +9,11 @@ One file is one explanation style, with these blocks (each rendered on its own, 
   once (sees ``question``, ``allowed_titles`` and ``offending``; the shipped template does
   not repeat the offending titles: a small model tends to copy what it is told to avoid);
 * ``fallback``: a plain explanation built from the evidence alone, used when the
-  regenerated answer fails too (sees ``question_kind``: ``"why"`` or ``"free"``).
+  regenerated answer fails too (sees ``question_kind``: ``"why"`` or ``"free"``);
+* ``answer_lead`` (optional): the opening words of a "why" answer, written from the evidence
+  (the shipped template: "Because you watched" and the history item that moved the score
+  most); the model continues them, so every answer cites the evidence by construction. It may
+  render empty (no related history item): the model then writes the whole answer.
 
 Templates render in the ranker's sandboxed Jinja2 environment (StrictUndefined, no
 include/extends), and every string from item records is sanitised with the ranker's
@@ -37,6 +41,7 @@ from promptrec.ranker.prompts import (
 )
 
 REQUIRED_BLOCKS = ("system", "why_question", "turn", "retry", "fallback")
+OPTIONAL_BLOCKS = ("answer_lead",)
 DEFAULT_TEMPLATE = "grounded"
 MAX_TITLE_CHARS = 120
 
@@ -136,7 +141,17 @@ class ExplainTemplate:
     def origin(self) -> str:
         return str(self.path) if self.path is not None else self.name
 
+    def render_optional(self, block: str, **variables: Any) -> str:
+        """An optional block (OPTIONAL_BLOCKS): "" when the template lacks it or it renders empty."""
+        if block not in self._template.blocks:
+            return ""
+        return self._render(block, variables, allow_empty=True)
+
     def render(self, block: str, **variables: Any) -> str:
+        """One block, stripped; a block that renders empty is a template error."""
+        return self._render(block, variables, allow_empty=False)
+
+    def _render(self, block: str, variables: dict[str, Any], allow_empty: bool) -> str:
         tmpl = self._template
         try:
             text = "".join(tmpl.blocks[block](tmpl.new_context(variables))).strip()
@@ -149,7 +164,7 @@ class ExplainTemplate:
         except (TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError, OverflowError,
                 RecursionError) as exc:
             raise PromptError(f"{self.origin}: block {block!r}: rendering failed: {type(exc).__name__}: {exc}") from exc
-        if not text:
+        if not text and not allow_empty:
             raise PromptError(f"{self.origin}: block {block!r} rendered empty")
         return text
 

@@ -65,7 +65,7 @@ class WhyRequest(_Request):
     user_id: str
     item_id: str
     conversation_id: str | None = Field(None, description="Continue this conversation (it must be the user's).")
-    stream: bool = Field(True, description="Server-sent events (delta, retract, evidence, done); false: one JSON body.")
+    stream: bool = Field(True, description="Server-sent events (evidence, delta, done); false: one JSON body.")
 
 
 class AskRequest(_Request):

@@ -21,7 +21,7 @@ from promptrec.serve.schema import Answer
 log = logging.getLogger("promptrec.serve")
 
 SSE_DOC = {"content": {"text/event-stream": {}}, "description": "server-sent events, or an Answer with stream=false"}
-_MODEL_OUTPUT = frozenset({"delta", "retract", "done"})
+_MODEL_OUTPUT = frozenset({"delta", "done"})
 Events = Callable[[], Iterator[tuple[str, Any]]]
 
 

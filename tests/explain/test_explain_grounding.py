@@ -142,6 +142,16 @@ def test_an_answer_that_says_one_clause_again_and_again_is_not_ok(titles, ids):
 
 
 @pytest.mark.integration
+def test_a_title_named_twice_in_a_row_is_not_ok(titles, ids):
+    answer = 'Because you watched "Escape from New York (1981)" and "Escape from New York (1981)" together.'
+    check = titles.check(answer, {ids["Escape from New York (1981)"]})
+    assert check.repeated == ["Escape from New York (1981) (named twice)"] and not check.ok
+    far = ('You watched "Heat (1995)". Many people who watched "Fargo (1996)" also liked '
+           'the crime story of "Heat (1995)".')  # named again much later: a fair reference
+    assert titles.check(far, {ids["Heat (1995)"], ids["Fargo (1996)"]}).repeated == []
+
+
+@pytest.mark.integration
 def test_a_plain_grounded_answer_is_still_ok(titles, ids):
     answer = 'You watched "Heat (1995)", a crime film like "Fargo (1996)", so I recommend "Fargo (1996)".'
     check = titles.check(answer, {ids["Heat (1995)"], ids["Fargo (1996)"]}, instructions=[RETRY])

@@ -79,7 +79,7 @@ def end_conversation(conversation_id: str, state: ServeState, user_id: str = Que
              responses={200: {**SSE_DOC, "links": _ANSWERED_LINKS}, 503: {"description": "generator failed"}})
 async def why(body: WhyRequest, state: ServeState) -> Any:
     """Why this item for this user: the grounded answer streamed as server-sent events
-    (`conversation`, `evidence`, `delta`…, `retract`, `done` with the Explanation; `error`),
+    (`conversation`, `evidence`, `delta`… (sentences that passed the checks), `done` with the Explanation; `error`),
     in a new conversation unless `conversation_id` names one of the user's."""
     rec = state.recommender()
     fields: dict[str, Loc] = {"conversation": ("body", "conversation_id")}

@@ -139,8 +139,9 @@ function renderEvidence(evidence) {
 
 const GROUNDING = {
   ok: "grounded: names only items from the evidence",
-  regenerated: "regenerated once: the first answer named items outside the evidence",
-  fallback: "fallback: built from the evidence alone",
+  trimmed: "grounded: the model's answer, ended before a sentence that failed the checks",
+  regenerated: "grounded, on the second try: the first answer failed the checks",
+  fallback: "built from your records: the model's answers did not pass the checks",
 };
 
 async function answer(url, body, label) {
@@ -161,7 +162,6 @@ async function answer(url, body, label) {
         text.textContent += data.text;
         turn.dataset.pieces = String(Number(turn.dataset.pieces || 0) + 1);
       }
-      else if (event === "retract") { meta.textContent = `withdrawn: ${data.text}`; text.textContent = ""; }
       else if (event === "done") {
         text.textContent = data.text;
         meta.textContent = `${GROUNDING[data.grounding]}; ${data.model_id}, ${data.latency_s.toFixed(1)} s`;
