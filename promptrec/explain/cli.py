@@ -26,6 +26,7 @@ from rich.text import Text
 from promptrec.cli_errors import data_text
 from promptrec.errors import PromptrecError
 from promptrec.explain.conversation import Conversation, Explanation, StreamEvent, Suggestion
+from promptrec.explain.refine import Refined
 
 if TYPE_CHECKING:  # pragma: no cover
     from promptrec.ranker.backends.base import LLMBackend
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 HELP = (
     "Commands: 'recommend more' | 'why ITEM' (ITEM: #N from the list, an item id, or a title) | "
+    "a request such as 'no horror', 'something lighter', 'more like this but newer' (or 'refine: ...') | "
     "'help' | 'quit'. Anything else is a question about the item in focus."
 )
 _GROUNDING_NOTE = {
@@ -40,6 +42,7 @@ _GROUNDING_NOTE = {
     "trimmed": "grounded: the model's answer, ended before a sentence that failed the checks",
     "regenerated": "grounded, on the second try: the first answer failed the checks",
     "fallback": "built from your records: the model's answers did not pass the checks",
+    "declined": "declined: the question asks for other users' records or for the instructions",
 }
 
 
@@ -50,7 +53,7 @@ _QUESTION_WORDS = frozenset(
 
 
 def parse_command(line: str) -> tuple[str, str]:
-    """("more" | "why" | "help" | "quit" | "ask" | "empty", argument) for one chat line."""
+    """("more" | "why" | "refine" | "help" | "quit" | "ask" | "empty", argument) for one chat line."""
     text = line.strip()
     lower = text.lower()
     if not text:
@@ -61,10 +64,30 @@ def parse_command(line: str) -> tuple[str, str]:
         return "help", ""
     if re.fullmatch(r"(?:recommend|show|suggest)?\s*(?:me\s+)?more(?:\s+(?:please|recommendations|movies|items))?[.!]?", lower):
         return "more", ""
+    refine = _REFINE.match(text)
+    if refine:
+        return "refine", text[refine.end():].strip() if lower.startswith("refine") else text
     match = re.fullmatch(r"why\s+(.+?)\??", text, flags=re.IGNORECASE | re.DOTALL)
     if match and match.group(1).split()[0].lower() not in _QUESTION_WORDS:
         return "why", match.group(1).strip()
     return "ask", text
+
+
+_REFINE = re.compile(
+    r"refine:?\s+|(?:something|anything|no|without|only|nothing|less|fewer|newer|older|lighter|darker|"
+    r"funnier|more like|more \w+ but)\b(?!\s*[,?])",
+    re.IGNORECASE,
+)
+
+
+def _print_refined(console: Console, conv: Conversation, refined: Refined) -> None:
+    understood = "; ".join(refined.refinement.understood) or "nothing"
+    console.print(data_text(f"[understood: {understood}]", style="dim"))
+    start = len(conv.shown) - len(refined.items)
+    for n, r in enumerate(refined.items, start=start + 1):
+        console.print(data_text(f"#{n}  {r.title}  [item {r.item_id}]  ({'; '.join(r.reasons)})"))
+    if refined.note:
+        console.print(data_text(f"[{refined.note}]", style="yellow"))
 
 
 def _plain(value: Any) -> Text:
@@ -208,6 +231,8 @@ def chat_command(
                 console.print(data_text(HELP))
             elif command == "more":
                 _print_suggestions(console, conv, conv.recommend_more(k))
+            elif command == "refine":
+                _print_refined(console, conv, conv.refine(arg, k))
             elif command == "why":
                 _footer(console, _stream(console, conv.why_stream(conv.resolve_item(arg))))
             elif conv.evidence is None:

@@ -7,6 +7,7 @@
     conv.ask("What do they have in common?") # continues with the earlier turns in context
     conv.why("172")                          # switch to another item
     conv.recommend_more(5)                   # the next recommendations, not yet shown
+    conv.refine("no horror, something lighter")  # a new list for a request, with its reasons
 
 How one answer is made:
 
@@ -26,7 +27,9 @@ How one answer is made:
    regenerated once, with the allowed titles spelt out; if that fails too, the template's
    plain ``fallback`` explanation, built from the evidence alone, replaces it. Nothing shown
    is ever withdrawn. `Explanation.grounding` says which happened, ``offending`` names what
-   failed and ``rejected`` keeps the failed texts.
+   failed and ``rejected`` keeps the failed texts. A question asking for other users'
+   records or for the instructions is declined without a model call (`promptrec.explain.scope`;
+   grounding ``declined``, the template's ``declined`` block).
 3. The turn joins the context. Before each call the context is trimmed oldest turn first
    to ``max_history_tokens`` / ``max_turns``; the system message (the evidence) and the
    current question are never trimmed.
@@ -58,6 +61,8 @@ from promptrec.explain.prompts import (
     load_explain_template,
     safe_title,
 )
+from promptrec.explain.refine import Refined, parse_refinement, refine
+from promptrec.explain.scope import Declined, declined
 from promptrec.ranker.prompts import CHAT_MARKERS, sanitize_text
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -65,7 +70,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from promptrec.recommender import Recommender
     from promptrec.schema import RecommendationList
 
-Grounding = Literal["ok", "trimmed", "regenerated", "fallback"]
+Grounding = Literal["ok", "trimmed", "regenerated", "fallback", "declined"]
 
 MAX_QUESTION_CHARS = 500
 MAX_NEW_TOKENS = 120
@@ -103,6 +108,7 @@ class Explanation(BaseModel):
     latency_s: float = 0.0  # the whole answer: evidence (for why), generation, checks
     # counterfactual: the cited items removed vs random ones (`Conversation.measure_faithfulness`)
     faithfulness: Faithfulness | None = None
+    declined: Declined | None = None  # a question about other users or the instructions (`scope`)
 
     @property
     def cites_history(self) -> bool:
@@ -321,6 +327,28 @@ class Conversation:
         self.turns += [Turn("user", "Recommend more."), Turn("assistant", listing)]
         return fresh
 
+    def refine(self, request: str, k: int = 5) -> Refined:
+        """A new list for a request such as "something lighter", "more like this but newer" or
+        "no horror" (`promptrec.explain.refine`): the user's candidates filtered and reordered,
+        each with its reasons, leaving out what was shown or explained already; they join the
+        shown list (so "why #N" reaches them) and the context. What the request asked that no
+        rule understood is in ``note``."""
+        focus = self.rec.item(self.evidence.item.item_id) if self.evidence is not None else None
+        refinement = parse_refinement(request, self.rec.catalog, focus)
+        done = {s.item_id for s in self.shown} | {e.item_id for e in self.explanations}
+        if focus is not None:
+            done.add(focus.item_id)
+        refined = refine(self.rec, self.user_id, refinement, k=k, exclude=done)
+        fresh = [Suggestion(item_id=r.item_id, title=r.title, rank=r.rank, retrieval_rank=r.retrieval_rank)
+                 for r in refined.items]
+        self.shown.extend(fresh)
+        self.allowed.update(s.item_id for s in fresh)
+        listing = "; ".join(f'"{safe_title(r.title)}" ({", ".join(r.reasons)})' for r in refined.items)
+        self.turns += [Turn("user", refinement.request),
+                       Turn("assistant", (f"Refined: {listing}." if listing else "Nothing fits that request.")
+                            + (f" ({refined.note})" if refined.note else ""))]
+        return refined
+
     def resolve_item(self, ref: str) -> str:
         """An item id from what a user typed: "#2" (the 2nd suggestion shown), an id, or a title."""
         ref = ref.strip().strip("\"'“”")
@@ -473,7 +501,8 @@ class Conversation:
         final_check: GroundingCheck | None = None
         user_message = self.template.render("turn", **variables, question=question)
         prompt_tokens = 0
-        for attempt in (1, 2):
+        refused = declined(question) if kind == "free" else None
+        for attempt in (() if refused else (1, 2)):
             msgs = self.messages(user_message)
             prompt_tokens = self.backend.count_tokens(self.backend.render_chat(msgs))
             facts, told = "\n".join(m["content"] for m in msgs), _instructions(msgs)
@@ -502,8 +531,9 @@ class Conversation:
                     offending=[safe_title(t) for t in offending],
                 )
         else:
-            grounding = "fallback"
-            text = self.template.render("fallback", **variables, question_kind=kind)
+            grounding = "declined" if refused else "fallback"
+            text = (self.template.render_optional("declined", **variables, reason=refused.reason) if refused
+                    else "") or self.template.render("fallback", **variables, question_kind=kind)
             final_check = self.titles.check(text, self.allowed, ignore=ignore, history=history)
             if stream:
                 yield StreamEvent("delta", text)
@@ -527,6 +557,7 @@ class Conversation:
             prompt_tokens=prompt_tokens,
             trimmed_turns=self.trimmed_turns,
             latency_s=round(time.perf_counter() - started, 4),
+            declined=refused,
         )
         self.turns += [Turn("user", question), Turn("assistant", text)]
         self.explanations.append(explanation)

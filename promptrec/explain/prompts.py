@@ -13,7 +13,10 @@ One file is one explanation style, with these blocks (each rendered on its own, 
 * ``answer_lead`` (optional): the opening words of a "why" answer, written from the evidence
   (the shipped template: "Because you watched" and the history item that moved the score
   most); the model continues them, so every answer cites the evidence by construction. It may
-  render empty (no related history item): the model then writes the whole answer.
+  render empty (no related history item): the model then writes the whole answer;
+* ``declined`` (optional): the answer to a question about other users' records or about the
+  instructions, which no model sees (sees ``reason``: ``"other users"`` or ``"instructions"``);
+  without it, the ``fallback`` block answers.
 
 Templates render in the ranker's sandboxed Jinja2 environment (StrictUndefined, no
 include/extends), and every string from item records is sanitised with the ranker's
@@ -41,7 +44,7 @@ from promptrec.ranker.prompts import (
 )
 
 REQUIRED_BLOCKS = ("system", "why_question", "turn", "retry", "fallback")
-OPTIONAL_BLOCKS = ("answer_lead",)
+OPTIONAL_BLOCKS = ("answer_lead", "declined")
 DEFAULT_TEMPLATE = "grounded"
 MAX_TITLE_CHARS = 120
 

@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from promptrec.explain.conversation import MAX_QUESTION_CHARS, Explanation, Suggestion
+from promptrec.explain.refine import MAX_REQUEST_CHARS
 
 ANONYMOUS = "anonymous"
 
@@ -75,6 +76,16 @@ class AskRequest(_Request):
     question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS, pattern=r"\w",
                           description="Holds at least one letter or digit (control characters are removed).")
     stream: bool = True
+
+
+class RefineRequest(_Request):
+    """A request that changes the conversation's list ("no horror", "something lighter")."""
+
+    user_id: str
+    request: str = Field(min_length=1, max_length=MAX_REQUEST_CHARS, pattern=r"\w",
+                         description="What to change, in words: genres to leave out or keep to, "
+                                     "'newer'/'older', a mood ('lighter', 'darker'), 'like this'.")
+    k: int = Field(5, ge=1, le=50, description="How many items the new list holds.")
 
 
 class NewConversation(_Request):

@@ -117,9 +117,8 @@ def test_why_streams_a_grounded_answer_and_follow_ups_stay_with_the_user(client,
     assert done.evidence == evidence and done.user_id == "1" and done.item_id == item and done.text
     assert {r.item_id for r in evidence.related} <= set(rec.history("1"))
     assert (evidence.scores.recommended_rank, evidence.scores.recommended_of) == (2, 10)  # the list shown
-    if done.attempts == 1:  # the streamed pieces are the answer (before the final clean-up)
-        streamed = "".join(data["text"] for kind, data in events if kind == "delta")
-        assert done.text.split()[0] in streamed
+    streamed = "".join(data["text"] for kind, data in events if kind == "delta")
+    assert streamed == done.text  # each sentence shown once it passed the checks: nothing withdrawn
 
     follow = client.post(f"/conversations/{cid}/ask",
                          json={"user_id": "1", "question": "What else do they share?", "stream": False})
@@ -142,6 +141,20 @@ def test_why_streams_a_grounded_answer_and_follow_ups_stay_with_the_user(client,
     assert detail["loc"] == ["body", "question"]
     assert client.delete(f"/conversations/{cid}", params={"user_id": "1"}).status_code == 204
     assert client.get(f"/conversations/{cid}", params={"user_id": "1"}).status_code == 404
+
+
+def test_a_refinement_returns_a_new_list_with_reasons(client, rec):
+    info = client.post("/conversations", json={"user_id": "1"}).json()
+    cid = info["conversation_id"]
+    response = client.post(f"/conversations/{cid}/refine", json={"user_id": "1", "request": "no comedy", "k": 3})
+    assert response.status_code == 200, response.text
+    refined = response.json()
+    assert refined["refinement"]["exclude_genres"] == ["Comedy"] and len(refined["items"]) == 3
+    assert all("Comedy" not in rec.item(i["item_id"]).genres and "not Comedy" in i["reasons"] for i in refined["items"])
+    detail = error_of(client.post(f"/conversations/{cid}/refine", json={"user_id": "2", "request": "no comedy"}), 404)
+    assert detail["type"] == "unknown_conversation"
+    detail = error_of(client.post(f"/conversations/{cid}/refine", json={"user_id": "1", "request": "!!"}), 422)
+    assert detail["loc"] == ["body", "request"]
 
 
 def test_a_follow_up_needs_an_item_in_focus(client):

@@ -1,5 +1,6 @@
 """Conversations about a user's recommendations: ``POST /why`` and
-``POST /conversations/{id}/ask`` (server-sent events), and a conversation's start, transcript and end."""
+``POST /conversations/{id}/ask`` (server-sent events), ``POST /conversations/{id}/refine`` (a new
+list for a request), and a conversation's start, transcript and end."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from fastapi.concurrency import run_in_threadpool
 
 from promptrec.serve.conversations import Entry
 from promptrec.serve.http_errors import BODY_ERRORS, FieldError, Loc, call
+from promptrec.explain.refine import Refined
 from promptrec.serve.schema import (
     AskRequest,
     ConversationInfo,
     NewConversation,
+    RefineRequest,
     WhyRequest,
 )
 from promptrec.serve.state import ServeState
@@ -114,3 +117,17 @@ async def ask(conversation_id: str, body: AskRequest, state: ServeState) -> Any:
         yield from conversation_events(conv, conv.ask_stream(question), evidence_first=False)
 
     return await answer(entry, events, body.stream, state.recommender().settings.ranker.timeout_s, {})
+
+
+@router.post("/conversations/{conversation_id}/refine", response_model=Refined, operation_id="refine",
+             responses={409: {"description": "busy"}})
+def refine(conversation_id: str, body: RefineRequest, state: ServeState) -> Refined:
+    """A new list for a request such as "no horror", "something lighter" or "more like this but
+    newer": the user's candidates filtered and reordered, each item with its reasons; what the
+    request asked that was not understood is in `note`. The items join the conversation's list."""
+    entry = call(lambda: state.conversations.get(conversation_id, body.user_id))
+    call(entry.claim)
+    try:
+        return call(lambda: entry.conversation.refine(body.request, body.k))
+    finally:
+        entry.release()
