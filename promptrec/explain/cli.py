@@ -42,7 +42,7 @@ _GROUNDING_NOTE = {
     "trimmed": "grounded: the model's answer, ended before a sentence that failed the checks",
     "regenerated": "grounded, on the second try: the first answer failed the checks",
     "fallback": "built from your records: the model's answers did not pass the checks",
-    "declined": "declined: the question asks for other users' records or for the instructions",
+    "declined": "declined: the question asks for other users' records, the instructions, or a fact the records lack",
 }
 
 

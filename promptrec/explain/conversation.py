@@ -28,8 +28,9 @@ How one answer is made:
    plain ``fallback`` explanation, built from the evidence alone, replaces it. Nothing shown
    is ever withdrawn. `Explanation.grounding` says which happened, ``offending`` names what
    failed and ``rejected`` keeps the failed texts. A question asking for other users'
-   records or for the instructions is declined without a model call (`promptrec.explain.scope`;
-   grounding ``declined``, the template's ``declined`` block).
+   records, for the instructions or for a fact the item's record lacks ("who directed it?") is
+   declined without a model call (`promptrec.explain.scope`; grounding ``declined``, the
+   template's ``declined`` block: "the records don't say ...").
 3. The turn joins the context. Before each call the context is trimmed oldest turn first
    to ``max_history_tokens`` / ``max_turns``; the system message (the evidence) and the
    current question are never trimmed.
@@ -409,21 +410,25 @@ class Conversation:
         assert self.evidence is not None
         return [question, *self.evidence.item.genres, *(s.value for s in self.evidence.shared)]
 
-    def _quoted_choices(self) -> list[str]:
+    def _quoted_choices(self, kind: Literal["why", "free"]) -> list[str]:
         """What the model may write inside double quotes: the titles of the items shown to it in
-        this conversation (with and without the year) and the evidence's attribute values."""
+        this conversation (with and without the year) and the evidence's attribute values. A
+        "why" answer leaves out the explained item itself: the question has named it, and a
+        small model that quotes it again mostly says the user watched it."""
         assert self.evidence is not None
         out: set[str] = set()
         for item_id in self.allowed:
+            if kind == "why" and item_id == self.evidence.item.item_id:
+                continue
             item = self.rec.item(item_id)
             out.update((safe_title(item.display_title()), safe_title(item.title)))
         out.update(safe_title(g, 40) for g in self.evidence.item.genres)
         out.update(safe_title(s.value, 60) for s in self.evidence.shared)
         return sorted(out)
 
-    def _generate(self, messages: list[dict[str, str]], stream: bool) -> Iterator[str]:
+    def _generate(self, messages: list[dict[str, str]], stream: bool, kind: Literal["why", "free"]) -> Iterator[str]:
         # A backend that can constrain decoding (transformers) keeps quoted text to the evidence.
-        extra = {"quoted": self._quoted_choices()} if getattr(self.backend, "constrains_quotes", False) else {}
+        extra = {"quoted": self._quoted_choices(kind)} if getattr(self.backend, "constrains_quotes", False) else {}
         if stream:
             yield from self.backend.chat_stream(messages, self.max_new_tokens, temperature=0.0, **extra)
         else:
@@ -431,7 +436,7 @@ class Conversation:
 
     def _gated_answer(
         self, msgs: list[dict[str, str]], lead: str, stream: bool, check: Callable[[str], GroundingCheck],
-        must_cite: set[str],
+        must_cite: set[str], kind: Literal["why", "free"],
     ) -> Generator[StreamEvent, None, GatedAnswer]:
         """Generate an answer (continuing ``lead`` when given) and keep its sentences, in order,
         while each passes the check (``check`` of the text up to and including it; the first
@@ -443,7 +448,7 @@ class Conversation:
         calls = msgs + [{"role": "assistant", "content": lead}] if lead else msgs
         pieces: list[str] = []
         kept = GatedAnswer()
-        generator = self._generate(calls, stream)
+        generator = self._generate(calls, stream, kind)
 
         def advance(text: str, final: bool) -> Iterator[StreamEvent]:
             pattern = _SENTENCE_END if final else _SENTENCE_END_FOLLOWED
@@ -501,7 +506,7 @@ class Conversation:
         final_check: GroundingCheck | None = None
         user_message = self.template.render("turn", **variables, question=question)
         prompt_tokens = 0
-        refused = declined(question) if kind == "free" else None
+        refused = declined(question, self.rec.item(evidence.item.item_id).attributes) if kind == "free" else None
         for attempt in (() if refused else (1, 2)):
             msgs = self.messages(user_message)
             prompt_tokens = self.backend.count_tokens(self.backend.render_chat(msgs))
@@ -512,7 +517,7 @@ class Conversation:
                                          instructions=told)
 
             must_cite = history_ids if kind == "why" else set()
-            kept = yield from self._gated_answer(msgs, lead, stream, check, must_cite)
+            kept = yield from self._gated_answer(msgs, lead, stream, check, must_cite, kind)
             checks.append(kept.failed or kept.check or check(kept.text))
             if kept.text:
                 final_check = kept.check
@@ -532,7 +537,8 @@ class Conversation:
                 )
         else:
             grounding = "declined" if refused else "fallback"
-            text = (self.template.render_optional("declined", **variables, reason=refused.reason) if refused
+            text = (self.template.render_optional("declined", **variables, reason=refused.reason,
+                                                  asked=refused.asked) if refused
                     else "") or self.template.render("fallback", **variables, question_kind=kind)
             final_check = self.titles.check(text, self.allowed, ignore=ignore, history=history)
             if stream:

@@ -15,7 +15,8 @@ One file is one explanation style, with these blocks (each rendered on its own, 
   most); the model continues them, so every answer cites the evidence by construction. It may
   render empty (no related history item): the model then writes the whole answer;
 * ``declined`` (optional): the answer to a question about other users' records or about the
-  instructions, which no model sees (sees ``reason``: ``"other users"`` or ``"instructions"``);
+  instructions or for a fact the item's record lacks, which no model sees (sees ``reason``:
+  ``"other users"``, ``"instructions"`` or ``"not in the records"``, and ``asked``);
   without it, the ``fallback`` block answers.
 
 Templates render in the ranker's sandboxed Jinja2 environment (StrictUndefined, no

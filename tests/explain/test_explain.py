@@ -374,8 +374,25 @@ def test_declined_questions_are_narrow():
         found = declined(question)
         assert found is not None and found.reason == reason, question
     for fair in ("People who liked this also liked what?", "Why is it like the other movies I watched?",
-                 "Is it a comedy?", "What do these films have in common?", "Who else stars in it?"):
+                 "Is it a comedy?", "What do these films have in common?", "Is it newer than the others?"):
         assert declined(fair) is None, fair
+    for question, asked in {"Who directed it?": "who directed it", "How long is it?": "how long it is",
+                            "Which actors are in it?": "who is in it", "Who wrote it?": "who wrote it"}.items():
+        found = declined(question)
+        assert found is not None and (found.reason, found.asked) == ("not in the records", asked), question
+    assert declined("Who wrote it?", {"author": "Jane Austen"}) is None  # the record holds it
+
+
+def test_a_question_the_records_cannot_answer_says_so_without_a_model_call(rec):
+    conv, backend = conversation(rec, CLEAN_USER, lambda m: ".")
+    item_id = top_item(rec, CLEAN_USER)
+    conv.why(item_id)
+    calls = len(backend.chats)
+    answer = conv.ask("Who directed it?")
+    assert answer.grounding == "declined" and answer.attempts == 0 and len(backend.chats) == calls
+    title = safe_title(rec.item(item_id).display_title())
+    assert answer.text.startswith(f'The records don\'t say who directed it: for "{title}" they hold its title')
+    assert conv.titles.check(answer.text, conv.allowed, history=rec.history(CLEAN_USER)).ok
 
 
 # ---------------------------------------------------------------------------- real model

@@ -63,3 +63,7 @@ def test_generation_quotes_only_the_choices(smol):
     assert all(q in CHOICES for q in re.findall(r'"([^"]*)"', '"' + held))
     streamed = "".join(smol.chat_stream(messages, 30, quoted=CHOICES))
     assert streamed.strip() == held
+    # each choice is quoted once: after "Fargo (1996)" a new quote cannot be it again
+    proc = processor(smol, [])
+    assert proc.allowed_inside("Far", frozenset({"Fargo (1996)"})) == set()
+    assert proc.allowed_inside("Far") and proc.allowed_inside("", frozenset({"Fargo (1996)"}))

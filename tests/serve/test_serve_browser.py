@@ -52,3 +52,12 @@ def test_the_page_recommends_streams_an_answer_and_takes_a_follow_up(
         assert follow.locator(".question").inner_text() == "What do they have in common?"
         assert follow.get_attribute("data-done") != "error" and follow.locator(".answer").inner_text().strip()
         page.screenshot(path=str(tmp_path / "serve.png"), full_page=True)
+
+        page.fill("#request", "no comedy")  # refine the list in words, in the same conversation
+        page.click("#refine-go")
+        page.wait_for_selector("#recs tbody tr[data-refined]", timeout=60_000)
+        refined = page.locator("#recs tbody tr[data-refined]")
+        assert refined.count() == 10 and "no Comedy" in page.locator("#rec-note").inner_text()
+        ids = [refined.nth(n).get_attribute("data-item") for n in range(refined.count())]
+        assert all("Comedy" not in rec.item(i).genres for i in ids)
+        assert "not Comedy" in refined.first.locator(".reasons").inner_text()

@@ -1,7 +1,7 @@
 """Constrained decoding for quoted text: inside double quotes, a generator may only write one of
-the given strings (then the closing quote). Explanations quote titles, so a model held to this
-cannot quote a title that is not in its evidence; what it writes outside quotes is left free
-(and checked afterwards, sentence by sentence).
+the given strings (then the closing quote), and each of them once. Explanations quote titles,
+so a model held to this cannot quote a title that is not in its evidence, nor name one twice;
+what it writes outside quotes is left free (and checked afterwards, sentence by sentence).
 
 `QuotedChoices` is a transformers logits processor over the generated tokens. At each step it
 decodes what was generated so far: inside an open quote, only tokens that continue one of the
@@ -50,12 +50,15 @@ class QuotedChoices:
         # outside quotes the masked tokens do not depend on what was written: found once
         self.bad_openers = [t for t in texts.with_quote if self.opens_badly(texts.texts[t])]
 
-    def allowed_inside(self, partial: str) -> set[int]:
+    def allowed_inside(self, partial: str, used: frozenset[str] = frozenset()) -> set[int]:
         """Tokens that may follow an open quote and ``partial``: a piece of a choice's rest, or
-        the closing quote once a whole choice is written (empty: no choice starts so)."""
+        the closing quote once a whole choice is written (empty: no choice starts so). Choices
+        in ``used`` (quoted already) are not offered again."""
         allowed: set[int] = set()
         by_text = self.texts.by_text
         for choice in self.choices:
+            if choice in used:
+                continue
             if not choice.startswith(partial):
                 continue
             rest = choice[len(partial):] + QUOTE
@@ -80,7 +83,8 @@ class QuotedChoices:
         for row in range(input_ids.shape[0]):
             text = self.written + self.tokenizer.decode(input_ids[row, self.prompt_length:], skip_special_tokens=True)
             if text.count(QUOTE) % 2:
-                allowed = self.allowed_inside(text[text.rfind(QUOTE) + 1:])
+                used = frozenset(text.split(QUOTE)[1:-1:2])  # the spans quoted so far
+                allowed = self.allowed_inside(text[text.rfind(QUOTE) + 1:], used)
                 if allowed:
                     keep = torch.full_like(scores[row], float("-inf"))
                     index = torch.tensor(sorted(allowed), device=scores.device)

@@ -100,20 +100,54 @@ function renderRecommendations(recs) {
   if (recs.cold_start) note += "; no history: popular items";
   $("rec-note").textContent = note;
   for (const r of recs.recommendations) {
-    const row = el("tr");
-    row.dataset.item = r.item_id;
-    row.append(el("td", null, r.rank), el("td", "title", r.title),
+    itemRow(body, r, el("td", "title", r.title), [
       el("td", "prob", r.probability === null ? "–" : r.probability.toFixed(3)),
       el("td", null, r.llm_score === null ? "–" : r.llm_score.toFixed(2)),
-      el("td", null, `#${r.retrieval_rank}`));
-    const cell = el("td");
-    const button = el("button", "why", "why?");
-    button.type = "button";
-    button.addEventListener("click", () => why(r.item_id, r.title));
-    cell.appendChild(button);
-    row.appendChild(cell);
-    body.appendChild(row);
+    ]);
   }
+}
+
+// One row of the list: rank, title cell, score cells, retrieval rank, a "why?" button.
+function itemRow(body, r, titleCell, scoreCells) {
+  const row = el("tr");
+  row.dataset.item = r.item_id;
+  row.append(el("td", null, r.rank), titleCell, ...scoreCells, el("td", null, `#${r.retrieval_rank}`));
+  const cell = el("td");
+  const button = el("button", "why", "why?");
+  button.type = "button";
+  button.addEventListener("click", () => why(r.item_id, r.title));
+  cell.appendChild(button);
+  row.appendChild(cell);
+  body.appendChild(row);
+  return row;
+}
+
+// A request such as "no horror" turns into a new list, each item with its reasons.
+async function refineList(ev) {
+  ev.preventDefault();
+  const request = $("request").value.trim();
+  if (!request || state.busy || !state.user) return;
+  setBusy(true);
+  setStatus("refining…");
+  try {
+    if (!state.conversation) {
+      state.conversation = (await postJSON("/conversations", { user_id: state.user })).conversation_id;
+    }
+    const refined = await postJSON(`/conversations/${encodeURIComponent(state.conversation)}/refine`,
+      { user_id: state.user, request, k: Number($("k").value) || 10 });
+    const body = $("recs").querySelector("tbody");
+    body.replaceChildren();
+    const understood = refined.refinement.understood.join("; ") || "nothing";
+    $("rec-note").textContent = `refined (${understood})` + (refined.note ? `; ${refined.note}` : "");
+    for (const r of refined.items) {
+      const title = el("td", "title", r.title);
+      title.appendChild(el("div", "reasons dim", r.reasons.join("; ")));
+      itemRow(body, r, title, [el("td", "prob", "–"), el("td", null, "–")]).dataset.refined = "1";
+    }
+    setStatus(`${refined.items.length} items for “${request}”`);
+  } catch (e) {
+    setStatus(e.message);
+  } finally { setBusy(false); }
 }
 
 function renderEvidence(evidence) {
@@ -142,7 +176,7 @@ const GROUNDING = {
   trimmed: "grounded: the model's answer, ended before a sentence that failed the checks",
   regenerated: "grounded, on the second try: the first answer failed the checks",
   fallback: "built from your records: the model's answers did not pass the checks",
-  declined: "declined: the question asks for other users' records or for the instructions",
+  declined: "declined: the question asks for other users' records, the instructions, or a fact the records lack",
 };
 
 async function answer(url, body, label) {
@@ -192,4 +226,5 @@ function followUp(ev) {
 
 $("choose").addEventListener("submit", recommend);
 $("follow").addEventListener("submit", followUp);
+$("refine").addEventListener("submit", refineList);
 loadStatus();
