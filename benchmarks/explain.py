@@ -121,7 +121,8 @@ def row_of(conv, explanation, user: str, first_sentence_s: float, faithfulness: 
     facts = system + "\n" + explanation.question
     if explanation.grounding == "fallback":  # built from the evidence: its numbers are the evidence's
         facts += "\n" + explanation.evidence.model_dump_json()
-    final = conv.titles.check(explanation.text, conv.allowed, history=history, facts=facts)
+    final = conv.titles.check(explanation.text, conv.allowed, ignore=conv.ignore_phrases(explanation.question),
+                              history=history, facts=facts)
     return {
         "user": user,
         "item": explanation.item_id,

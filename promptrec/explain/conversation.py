@@ -405,7 +405,7 @@ class Conversation:
     def _allowed_titles(self) -> list[str]:
         return [safe_title(self.rec.item(i).display_title()) for i in sorted(self.allowed, key=_id_key)]
 
-    def _ignore_phrases(self, question: str) -> list[str]:
+    def ignore_phrases(self, question: str) -> list[str]:
         """Quoted phrases that are not titles: genres, decades, the question itself."""
         assert self.evidence is not None
         return [question, *self.evidence.item.genres, *(s.value for s in self.evidence.shared)]
@@ -494,7 +494,7 @@ class Conversation:
             raise PromptrecError("no item in focus: call why(item) first")
         evidence = self.evidence
         variables = evidence_variables(evidence, self.domain)
-        ignore = self._ignore_phrases(question)
+        ignore = self.ignore_phrases(question)
         history = self.rec.history(self.user_id)
         history_ids = set(evidence.history_item_ids())
         lead = self.template.render_optional("answer_lead", **variables) if kind == "why" else ""

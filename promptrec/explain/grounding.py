@@ -388,6 +388,11 @@ class TitleIndex:
             if parts and all(p in skip for p in parts):
                 return  # "Mystery, Thriller": a list of genres, not a title
             words = norm.split()
+            tail = words
+            while tail and (tail[0].isdigit() or tail[0] in _COUNT_VERBS):
+                tail = tail[1:]
+            if tail != words and " ".join(tail) in skip:
+                return  # "1 is Sci-Fi": a count of a genre, not a title
             if self._known_suffix(words) or norm in seen:
                 return
             seen.add(norm)
@@ -488,6 +493,7 @@ class TitleIndex:
                               meta_talk=meta_talk(titles_out), wrong_domain=wrong_domain_words(titles_out, self.domain))
 
 
+_COUNT_VERBS = frozenset({"is", "are", "was", "were", "of"})
 ECHO_WORDS = 8  # a run this long copied from the instructions is parroting, not an answer
 REPEAT_WORDS = 6  # a clause this long said twice is filler
 _WORD = re.compile(r"[a-z0-9']+")

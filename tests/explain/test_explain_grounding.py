@@ -152,6 +152,14 @@ def test_a_title_named_twice_in_a_row_is_not_ok(titles, ids):
 
 
 @pytest.mark.integration
+def test_a_genre_count_is_not_an_invented_title(titles, ids):
+    answer = 'You watched "Heat (1995)". Of the 27 movies you watched, 25 are Comedy, 1 is Sci-Fi.'
+    check = titles.check(answer, {ids["Heat (1995)"]}, ignore=["Comedy", "Sci-Fi"])
+    assert check.invented == [] and check.ok
+    assert titles.check(answer, {ids["Heat (1995)"]}).invented == ["1 is Sci-Fi"]  # unless told the genres
+
+
+@pytest.mark.integration
 def test_a_plain_grounded_answer_is_still_ok(titles, ids):
     answer = 'You watched "Heat (1995)", a crime film like "Fargo (1996)", so I recommend "Fargo (1996)".'
     check = titles.check(answer, {ids["Heat (1995)"], ids["Fargo (1996)"]}, instructions=[RETRY])

@@ -67,3 +67,4 @@ def test_generation_quotes_only_the_choices(smol):
     proc = processor(smol, [])
     assert proc.allowed_inside("Far", frozenset({"Fargo (1996)"})) == set()
     assert proc.allowed_inside("Far") and proc.allowed_inside("", frozenset({"Fargo (1996)"}))
+    assert proc.allowed_inside("Hea", frozenset({"Heat (1995)"})) == set()  # "Heat" is the same film

@@ -53,11 +53,13 @@ class QuotedChoices:
     def allowed_inside(self, partial: str, used: frozenset[str] = frozenset()) -> set[int]:
         """Tokens that may follow an open quote and ``partial``: a piece of a choice's rest, or
         the closing quote once a whole choice is written (empty: no choice starts so). Choices
-        in ``used`` (quoted already) are not offered again."""
+        in ``used`` (quoted already), or that one of them starts with or is the start of, are not
+        offered again."""
         allowed: set[int] = set()
         by_text = self.texts.by_text
         for choice in self.choices:
-            if choice in used:
+            # a title quoted with its year has been quoted without it too ("Heat (1995)", "Heat")
+            if any(choice.startswith(u) or u.startswith(choice) for u in used):
                 continue
             if not choice.startswith(partial):
                 continue
