@@ -19,7 +19,7 @@ How one answer is made:
    ("Because you watched" and the evidence item that moved the score most); the model
    continues it (greedy, ``max_new_tokens`` capped), so the answer cites the evidence by
    construction. On a backend that constrains decoding (transformers), text the model opens
-   a double quote for can only be a title shown to it (or an attribute of the evidence).
+   a double quote for can only be a title shown to it, each once.
    Each sentence is checked before it is kept or streamed: `TitleIndex.check`
    looks for catalog titles outside the allowed set (the items shown to the model in this
    conversation), invented titles and numbers, roles and words. The first sentence that
@@ -412,9 +412,10 @@ class Conversation:
 
     def _quoted_choices(self, kind: Literal["why", "free"]) -> list[str]:
         """What the model may write inside double quotes: the titles of the items shown to it in
-        this conversation (with and without the year) and the evidence's attribute values. A
-        "why" answer leaves out the explained item itself: the question has named it, and a
-        small model that quotes it again mostly says the user watched it."""
+        this conversation (with and without the year). A "why" answer leaves out the explained
+        item itself: the question has named it, and a small model that quotes it again mostly
+        says the user watched it. Genres are not quoted choices: quoted, a small model lists
+        them as if they were items ('you watched "Drama"')."""
         assert self.evidence is not None
         out: set[str] = set()
         for item_id in self.allowed:
@@ -422,8 +423,6 @@ class Conversation:
                 continue
             item = self.rec.item(item_id)
             out.update((safe_title(item.display_title()), safe_title(item.title)))
-        out.update(safe_title(g, 40) for g in self.evidence.item.genres)
-        out.update(safe_title(s.value, 60) for s in self.evidence.shared)
         return sorted(out)
 
     def _generate(self, messages: list[dict[str, str]], stream: bool, kind: Literal["why", "free"]) -> Iterator[str]:

@@ -436,6 +436,17 @@ def test_greedy_chat_matches_reference(backend, reference):
     assert got == ref
 
 
+def test_a_chat_ending_in_an_assistant_message_is_continued(backend, reference):
+    """An explanation's lead: the answer continues the open assistant message (the chat
+    template's continue_final_message) and returns only the continuation."""
+    opened = [*MESSAGES, {"role": "assistant", "content": "The answer is"}]
+    assert backend.render_chat(opened).endswith("The answer is")
+    ref = cached("chat-continued", lambda: reference.chat(opened, max_new_tokens=12), reference.model_id)
+    got = backend.chat(opened, max_new_tokens=12)
+    assert got == ref and not got.startswith("The answer is")
+    assert "".join(backend.chat_stream(opened, max_new_tokens=12)).strip() == got
+
+
 def test_chat_stream_joins_to_chat_and_can_be_closed(backend):
     full = backend.chat(MESSAGES, max_new_tokens=12)
     pieces = list(backend.chat_stream(MESSAGES, max_new_tokens=12))

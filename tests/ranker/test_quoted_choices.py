@@ -68,3 +68,5 @@ def test_generation_quotes_only_the_choices(smol):
     assert proc.allowed_inside("Far", frozenset({"Fargo (1996)"})) == set()
     assert proc.allowed_inside("Far") and proc.allowed_inside("", frozenset({"Fargo (1996)"}))
     assert proc.allowed_inside("Hea", frozenset({"Heat (1995)"})) == set()  # "Heat" is the same film
+    # once every choice is quoted, no quote can open at all
+    assert proc.opens_badly(' "', []) and not proc.opens_badly(' "', ["Heat"]) and not proc.opens_badly(" the", [])

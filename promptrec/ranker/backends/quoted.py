@@ -6,9 +6,10 @@ what it writes outside quotes is left free (and checked afterwards, sentence by 
 `QuotedChoices` is a transformers logits processor over the generated tokens. At each step it
 decodes what was generated so far: inside an open quote, only tokens that continue one of the
 choices whose start matches what is written (or close the quote after a whole choice) keep
-their scores; outside, tokens that would open a quote into text no choice starts with are
-masked. When no choice fits (a quote opened by a token the model was already committed to),
-nothing is masked and the checks downstream decide.
+their scores; outside, tokens that would open a quote into text no unused choice starts with
+are masked, and once every choice is used no quote can open. When no choice fits (a quote
+opened by a token the model was already committed to), nothing is masked and the checks
+downstream decide.
 """
 
 from __future__ import annotations
@@ -47,8 +48,6 @@ class QuotedChoices:
         self.choices = sorted({c for c in choices if c and QUOTE not in c})
         self.prompt_length = prompt_length
         self.written = written
-        # outside quotes the masked tokens do not depend on what was written: found once
-        self.bad_openers = [t for t in texts.with_quote if self.opens_badly(texts.texts[t])]
 
     def allowed_inside(self, partial: str, used: frozenset[str] = frozenset()) -> set[int]:
         """Tokens that may follow an open quote and ``partial``: a piece of a choice's rest, or
@@ -57,10 +56,7 @@ class QuotedChoices:
         offered again."""
         allowed: set[int] = set()
         by_text = self.texts.by_text
-        for choice in self.choices:
-            # a title quoted with its year has been quoted without it too ("Heat (1995)", "Heat")
-            if any(choice.startswith(u) or u.startswith(choice) for u in used):
-                continue
+        for choice in self.available(used):
             if not choice.startswith(partial):
                 continue
             rest = choice[len(partial):] + QUOTE
@@ -70,12 +66,18 @@ class QuotedChoices:
                 allowed.update(by_text.get(rest[:end], ()))
         return allowed
 
-    def opens_badly(self, token_text: str) -> bool:
-        """Whether a token, written outside quotes, opens a quote into text no choice starts with."""
+    def available(self, used: frozenset[str]) -> list[str]:
+        """The choices not quoted yet: a title quoted with its year has been quoted without it
+        too ("Heat (1995)", "Heat"), so a choice that starts a used one, or that one starts, is out."""
+        return [c for c in self.choices if not any(c.startswith(u) or u.startswith(c) for u in used)]
+
+    def opens_badly(self, token_text: str, choices: Sequence[str]) -> bool:
+        """Whether a token, written outside quotes, opens a quote into text none of ``choices``
+        starts with (any quote, when there are none left)."""
         if token_text.count(QUOTE) != 1:
             return token_text.count(QUOTE) > 1  # a whole quoted span in one token: never a title
         after = token_text.split(QUOTE, 1)[1]
-        return bool(after) and not any(c.startswith(after) for c in self.choices)
+        return not choices or (bool(after) and not any(c.startswith(after) for c in choices))
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
@@ -84,14 +86,18 @@ class QuotedChoices:
             return scores
         for row in range(input_ids.shape[0]):
             text = self.written + self.tokenizer.decode(input_ids[row, self.prompt_length:], skip_special_tokens=True)
-            if text.count(QUOTE) % 2:
-                used = frozenset(text.split(QUOTE)[1:-1:2])  # the spans quoted so far
-                allowed = self.allowed_inside(text[text.rfind(QUOTE) + 1:], used)
+            parts = text.split(QUOTE)
+            if len(parts) % 2 == 0:  # a quote is open
+                used = frozenset(parts[1:-1:2])  # the spans quoted (and closed) so far
+                allowed = self.allowed_inside(parts[-1], used)
                 if allowed:
                     keep = torch.full_like(scores[row], float("-inf"))
                     index = torch.tensor(sorted(allowed), device=scores.device)
                     keep[index] = scores[row, index]
                     scores[row] = keep
-            elif self.bad_openers:
-                scores[row, torch.tensor(self.bad_openers, device=scores.device)] = float("-inf")
+            else:
+                left = self.available(frozenset(parts[1::2]))
+                bad = [t for t in self.texts.with_quote if self.opens_badly(self.texts.texts[t], left)]
+                if bad:
+                    scores[row, torch.tensor(bad, device=scores.device)] = float("-inf")
         return scores
