@@ -194,6 +194,15 @@ class RankerSettings(_Section):
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
 
 
+class ExplainSettings(_Section):
+    """Who answers "why this item?" questions."""
+
+    # The explainer: a registered generator name; None: the ranker's generator (one model
+    # loaded). Another name loads a second model on the same backend kind, without the
+    # ranker's LoRA adapter (docs/results/explanations.md measures the choices side by side).
+    generator: str | None = None
+
+
 TieRule = Literal["id", "hash"]
 
 
@@ -332,6 +341,7 @@ class Settings(BaseSettings):
     data: DataSettings = Field(default_factory=DataSettings)  # files of your own instead of `dataset`
     domain: DomainSettings = Field(default_factory=DomainSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    explain: ExplainSettings = Field(default_factory=ExplainSettings)
 
     @classmethod
     def settings_customise_sources(

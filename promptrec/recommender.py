@@ -89,6 +89,7 @@ class Recommender:
         self._lock = threading.Lock()
         self._backend: LLMBackend | None = None
         self._owns_backend = False  # close() closes only a backend this recommender loaded
+        self._explainer: LLMBackend | None = None  # `explain.generator`, when it is another model
         self._rerankers: dict[str, LLMReranker] = {}
         self._calibrators: dict[str, Calibrator | None] = {}
 
@@ -248,6 +249,21 @@ class Recommender:
                 self._backend = make_backend(self.settings)
                 self._owns_backend = True
             return self._backend
+
+    @property
+    def explainer(self) -> LLMBackend:
+        """The generator that answers "why this item?": `explain.generator` when it names another
+        model than the ranker's (loaded on first use, without the ranker's adapter), else `backend`."""
+        name = self.settings.explain.generator
+        if name is None or name == self.settings.generator:
+            return self.backend
+        with self._lock:
+            if self._explainer is None:
+                from promptrec.ranker.factory import make_backend
+
+                ranker = self.settings.ranker.model_copy(update={"adapter": "none"})
+                self._explainer = make_backend(self.settings.model_copy(update={"generator": name, "ranker": ranker}))
+            return self._explainer
 
     def use_backend(self, backend: LLMBackend) -> None:
         """Rerank with an already loaded backend (e.g. one shared by several recommenders)."""
@@ -544,8 +560,12 @@ class Recommender:
         with self._lock:
             backend, self._backend = self._backend, None
             owned, self._owns_backend = self._owns_backend, False
+            explainer, self._explainer = self._explainer, None
             self._rerankers.clear()
             self._calibrators.clear()
+        close_explainer = getattr(explainer, "close", None)
+        if callable(close_explainer):
+            close_explainer()
         if backend is not None and owned:
             from promptrec.ranker.reranker import wait_for_abandoned
 

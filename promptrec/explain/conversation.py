@@ -168,11 +168,11 @@ _SENTENCE_END_FOLLOWED = re.compile(r"[.!?][\"”')\]]*(?=\s)")
 
 
 def resolve_backend(rec: Recommender, backend: LLMBackend | None = None) -> LLMBackend:
-    """The backend to use: the one given, else the recommender's own (`Recommender.backend`:
-    the configured generator, loaded once and shared with the ranker)."""
+    """The backend to use: the one given, else the recommender's explainer (`Recommender.explainer`:
+    `explain.generator`, or the ranker's generator, loaded once and shared)."""
     if backend is not None:
         return backend
-    found = getattr(rec, "backend", None)
+    found = getattr(rec, "explainer", None)
     if found is None:
         raise PromptrecError("explanations need an LLM backend: pass backend=")
     return found

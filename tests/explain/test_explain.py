@@ -414,6 +414,30 @@ def test_explain_with_the_real_model_and_ranker_scores(rec, smol):
     assert deltas.strip() and deltas == conv.text  # what was shown is the answer: nothing withdrawn
 
 
+def test_the_explainer_is_a_setting_of_its_own(rec, smol):
+    """`explain.generator` names the model that answers "why"; here the ranker's generator is
+    another model that is never loaded (the ranker serves retrieval), the explainer is SmolLM2."""
+    from promptrec.config import ExplainSettings
+
+    settings = rec.settings.model_copy(update={
+        "generator": "qwen2.5-coder-0.5b-instruct",
+        "ranker": rec.settings.ranker.model_copy(update={"mode": "retrieval"}),
+        "explain": ExplainSettings(generator="smollm2-135m-instruct"),
+    })
+    own = Recommender(rec.items, rec.histories, rec.index, settings)
+    try:
+        conv = explain(own, CLEAN_USER, top_item(own, CLEAN_USER))
+        assert conv.backend is own.explainer and conv.explanation.model_id == "smollm2-135m-instruct"
+        assert own._backend is None  # the ranker's generator was not loaded
+        assert conv.explanation.text.strip()
+    finally:
+        own.close()
+    assert own._explainer is None
+    same = Recommender(rec.items, rec.histories, rec.index, rec.settings)
+    same.use_backend(smol)
+    assert same.explainer is smol  # no explain.generator: the ranker's model answers
+
+
 # ---------------------------------------------------------------------------- CLI
 
 
