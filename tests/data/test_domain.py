@@ -75,11 +75,13 @@ def test_no_shop_prompt_or_explanation_speaks_of_movies(shop):
     assert any("products" in t for t in texts) and any("buy next" in t for t in texts)
     # Explanations: a model-written one that passes, a fallback one, and every prompt they sent.
     item = found.candidates[0].item_id
-    good = FakeBackend(answers=lambda m: first_fact(m) + ", so I recommend it.")
+    # a "why" answer continues the lead ('Because you bought "X"'), which names the first fact
+    good = FakeBackend(answers=lambda m: ", so I recommend it." if m[-1]["role"] == "assistant"
+                       else first_fact(m) + ", so I recommend it.")
     conv = Conversation(shop, user, good, use_ranker=False)
     kept = conv.why(item)
     assert kept.grounding == "ok" and kept.cites_history
-    bad = FakeBackend(answers="You will love it.")
+    bad = FakeBackend(answers=' and "The Midnight Gardener Pro Deluxe" too.')  # a product in no catalog
     conv2 = Conversation(shop, user, bad, use_ranker=False)
     fell = conv2.why(item)
     assert fell.grounding == "fallback" and fell.cites_history  # names the real history items
