@@ -49,7 +49,7 @@ def run(
         None, "--limit", min=1, help="Only N users of each ranker, the first of its seeded order (a seeded sample)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     only: Optional[list[str]] = typer.Option(
-        None, "--only", help='Run only this ranker now (repeatable; "baselines" or "llm" for a group); the rest later.'),
+        None, "--only", help='Run only this ranker now (repeatable; "baselines" or "llm" for a group, "explain" for the explanations); the rest later.'),
     tie_rule: Optional[str] = typer.Option(None, "--tie-rule", help='Override data.tie_rule: "id" or "hash".'),
     tie_seed: Optional[int] = typer.Option(None, "--tie-seed", help="Override data.tie_seed (the hash rule's seed)."),
     users: Optional[str] = typer.Option(None, "--users", help='Override data.users: "all" or a sample size.'),

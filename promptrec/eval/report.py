@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from promptrec import metrics as M
+from promptrec.eval.explanations import explanation_lines, read_explanations, summarize_explanations
 from promptrec.eval.run_folder import load_run, load_user_facts
 from promptrec.eval.segments import BASELINE, segment_report, segments_json
 from promptrec.eval.rerank_view import rerank_view
@@ -230,6 +231,7 @@ def summarize(run_dir: str | Path) -> dict[str, Any]:
         "rankers": entries,
         "common_users": common,
         "segments": segments,  # None: the run folder has no users.json (continue the run to write it)
+        "explanations": summarize_explanations(read_explanations(Path(run_dir)), suite),
         "skipped": manifest.get("skipped", {}),
         "packages": manifest.get("packages", {}),
         "sessions": len(manifest.get("sessions", [])),
@@ -335,7 +337,10 @@ def render_markdown(summary: dict[str, Any], images: dict[str, str] | None = Non
     if s.get("description"):
         out += [s["description"].strip(), ""]
     out += _protocol_lines(s) + _ranking_lines(s) + _rerank_lines(s) + _calibration_lines(s)
-    out += _segment_lines(s) + _health_lines(s) + _cost_lines(s) + _trailer_lines(s)
+    out += _segment_lines(s) + explanation_lines(s.get("explanations"))
+    if s["rankers"]:  # a run of explanations alone has no lists to judge
+        out += _health_lines(s) + _cost_lines(s)
+    out += _trailer_lines(s)
     for title, file in (images or {}).items():
         out += [f"![{title}]({file})", ""]
     return "\n".join(out).rstrip() + "\n"

@@ -24,8 +24,9 @@ RESULTS = "results.jsonl"
 VALIDATION = "validation.jsonl"
 CALIBRATION_DIR = "calibration"
 USER_FACTS = "users.json"  # per evaluated user: what the report's segments cut by
+EXPLANATIONS = "explanations.jsonl"  # the [explain] rows (`promptrec.eval.explanations`)
 #: Every name a run folder holds: a folder with anything else and no manifest is not ours to write.
-RUN_FILES = frozenset({SUITE_FILE, SUITE_JSON, MANIFEST, RESULTS, VALIDATION, CALIBRATION_DIR, USER_FACTS,
+RUN_FILES = frozenset({SUITE_FILE, SUITE_JSON, MANIFEST, RESULTS, VALIDATION, CALIBRATION_DIR, USER_FACTS, EXPLANATIONS,
                        "summary.json", "summary.md", "metrics.png", "reliability.png", "segments.png"})
 
 

@@ -59,6 +59,8 @@ from promptrec.eval.run_folder import (  # noqa: F401 - re-exported: the run fol
     check_run_dir,
     read_results,
 )
+from promptrec.eval.explanations import EXPLANATIONS, explained_users, run_explanations
+from promptrec.eval.explanations import ROW_KEY as EXPLAIN_KEY
 from promptrec.eval.suite import Suite, load_suite
 from promptrec.paths import atomic_write_text
 
@@ -240,10 +242,10 @@ def _select(rankers: list[EvalRanker], only: Sequence[str] | None) -> list[EvalR
     if not only:
         return rankers
     names = {r.name for r in rankers}
-    unknown = [o for o in only if o not in names and o not in ("baselines", "llm")]
+    unknown = [o for o in only if o not in names and o not in ("baselines", "llm", "explain")]
     if unknown:
         raise PromptrecError(f"--only {unknown[0]!r}: not a ranker of the suite; use one of {sorted(names)}, "
-                             '"baselines" or "llm"')
+                             '"baselines", "llm" or "explain"')
     return [r for r in rankers
             if r.name in only or ("llm" in only and r.kind == "llm") or ("baselines" in only and r.kind != "llm")]
 
@@ -281,7 +283,7 @@ def _init_run_dir(run_dir: Path, suite: Suite, fresh: bool) -> dict[str, Any] | 
     manifest_path = run_dir / MANIFEST
     old = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
     if old is not None and fresh:
-        for name in (RESULTS, VALIDATION, MANIFEST, USER_FACTS, "summary.json", "summary.md", "metrics.png",
+        for name in (RESULTS, VALIDATION, MANIFEST, USER_FACTS, EXPLANATIONS, "summary.json", "summary.md", "metrics.png",
                      "reliability.png", "segments.png"):
             (run_dir / name).unlink(missing_ok=True)
         calib = run_dir / CALIBRATION_DIR
@@ -412,6 +414,7 @@ def run_suite(
                        validation=JsonlLog(run_dir / VALIDATION), after_user=after_user, batch_users=batch_users,
                        limit=limit)
     written_before = len(session.results.rows)
+    explanations = JsonlLog(run_dir / EXPLANATIONS)
     manifest = session.manifest = _session_manifest(old, suite, settings, rankers, limit, only, batch_users)
     try:
         with _progress(progress) as report:
@@ -422,7 +425,10 @@ def run_suite(
             atomic_write_text(run_dir / USER_FACTS, json.dumps(data.user_facts()))
             for ranker in _select(rankers, only):
                 session.run_ranker(ranker)
+            if suite.explain.users and (not only or "explain" in only):
+                run_explanations(data, suite, explanations, report, after_user, limit)
     finally:
+        explanations.close()
         session.results.close()
         session.validation.close()
         manifest["sessions"][-1]["finished"] = time.time()
@@ -432,6 +438,8 @@ def run_suite(
     expected = {r.name: (data.llm_users if r.kind == "llm" else data.users) for r in rankers
                 if r.name not in manifest["skipped"]}
     complete = all(session.results.done(name) >= set(users) for name, users in expected.items())
+    if suite.explain.users:
+        complete = complete and explanations.done(EXPLAIN_KEY) >= set(explained_users(data, suite))
     manifest["complete"] = complete
     _write_manifest(run_dir, manifest)
     summary = summarize(run_dir)

@@ -51,6 +51,11 @@
     [baselines.lightfm]
     no_components = 64
 
+    [explain]                          # "why this item?" on a seeded sample of the evaluated users
+    users = 0                          # 0: none; else the top served item of that many users is
+    template = "grounded"              # explained, and its faithfulness measured (summary: Explanations)
+    trials = 3                         # random removals compared with removing the cited items
+
     [settings]                         # overrides of promptrec.config.Settings for this run
     retrieval = { weights = { transitions = 1.0, behaviour = 0.5, text = 0.1 } }
 
@@ -244,6 +249,17 @@ class SegmentSpec(_Strict):
         return v
 
 
+class ExplainSpec(_Strict):
+    """"Why this item?" in the run (`promptrec.eval.explanations`): the top item served in
+    retrieval mode to a seeded sample of ``users`` evaluated users (0: none) is explained with
+    the settings' explainer and ``template``, and its faithfulness measured with ``trials``
+    random removals beside the cited one."""
+
+    users: int = Field(default=0, ge=0)
+    template: str = "grounded"
+    trials: int = Field(default=3, ge=1)
+
+
 class Suite(_Strict):
     """One evaluation run, as declared in a suite file."""
 
@@ -256,12 +272,13 @@ class Suite(_Strict):
     grid: GridSpec = Field(default_factory=GridSpec)
     baselines: BaselineSpec = Field(default_factory=BaselineSpec)
     segments: SegmentSpec = Field(default_factory=SegmentSpec)
+    explain: ExplainSpec = Field(default_factory=ExplainSpec)
     settings: dict[str, Any] = Field(default_factory=dict)
     source: str = Field(default="", exclude=True)  # the file's text, as read
 
     @model_validator(mode="after")
     def _check(self) -> "Suite":
-        if not self.baselines.rankers and not self.grid.templates:
+        if not self.baselines.rankers and not self.grid.templates and not self.explain.users:
             raise ValueError("the suite runs nothing: no baselines and no templates")
         if "split" in self.settings:
             raise ValueError("[settings] may not set split: give the tie rule as [data] tie_rule (and tie_seed)")

@@ -426,7 +426,8 @@ class Conversation:
         return sorted(out)
 
     def _generate(self, messages: list[dict[str, str]], stream: bool, kind: Literal["why", "free"]) -> Iterator[str]:
-        # A backend that can constrain decoding (transformers) keeps quoted text to the evidence.
+        # A backend that can constrain decoding (transformers: a logits processor; vLLM: structured
+        # outputs) keeps quoted text to the evidence.
         extra = {"quoted": self._quoted_choices(kind)} if getattr(self.backend, "constrains_quotes", False) else {}
         if stream:
             yield from self.backend.chat_stream(messages, self.max_new_tokens, temperature=0.0, **extra)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -445,6 +446,21 @@ def test_a_chat_ending_in_an_assistant_message_is_continued(backend, reference):
     got = backend.chat(opened, max_new_tokens=12)
     assert got == ref and not got.startswith("The answer is")
     assert "".join(backend.chat_stream(opened, max_new_tokens=12)).strip() == got
+
+
+def test_quoted_text_is_one_of_the_choices(backend):
+    """Grounded decoding: with ``quoted``, whatever the model writes inside double quotes is one
+    of the given strings (transformers: a logits processor; vLLM: structured outputs)."""
+    choices = ["Heat (1995)", "Fargo (1996)"]
+    opened = [{"role": "user", "content": "What is the best movie of all time?"},
+              {"role": "assistant", "content": 'The best movie of all time is "'}]
+    assert backend.constrains_quotes
+    free = backend.chat(opened, max_new_tokens=24)
+    held = backend.chat(opened, max_new_tokens=24, quoted=choices)
+    assert free.split('"')[0] not in choices, free  # unconstrained, it names another film
+    assert held.split('"')[0] in choices, held
+    assert all(q in choices for q in re.findall(r'"([^"]*)"', '"' + held)), held
+    assert "".join(backend.chat_stream(opened, max_new_tokens=24, quoted=choices)).strip() == held
 
 
 def test_chat_stream_joins_to_chat_and_can_be_closed(backend):

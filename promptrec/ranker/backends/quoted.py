@@ -101,3 +101,29 @@ class QuotedChoices:
                 if bad:
                     scores[row, torch.tensor(bad, device=scores.device)] = float("-inf")
         return scores
+
+
+def quoted_choices_regex(choices: Sequence[str], written: str = "") -> str | None:
+    """The same rule as a regular expression over the generated text, for engines that take
+    structured-output regexes (vLLM): quoted spans are one of ``choices``. ``written``: the
+    answer's text already in the prompt; its quoted titles are not offered again, and a quote it
+    left open must be finished with a choice. Weaker than `QuotedChoices` in one way: a choice
+    may be quoted twice in the generated text (the sentence checks see repeats). None when there
+    is nothing to hold quotes to."""
+    import re
+
+    parts = written.split(QUOTE)
+    used = frozenset(parts[1:-1:2] if len(parts) % 2 == 0 else parts[1::2])
+    left = [c for c in sorted({c for c in choices if c and QUOTE not in c})
+            if not any(c.startswith(u) or u.startswith(c) for u in used)]
+    if not left:
+        return None
+    alternatives = "|".join(re.escape(c) for c in sorted(left, key=len, reverse=True))
+    free = f'[^"]*("({alternatives})"[^"]*)*'
+    if len(parts) % 2 == 1:
+        return free
+    partial = parts[-1]  # a quote is open: finish one of the choices that start so
+    rests = [c[len(partial):] for c in left if c.startswith(partial)]
+    if not rests:
+        return None
+    return "(" + "|".join(re.escape(r) for r in sorted(rests, key=len, reverse=True)) + ')"' + free

@@ -43,7 +43,7 @@ import itertools
 import math
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,7 +56,8 @@ from promptrec.ranker.backends.vllm_common import (  # noqa: F401 - re-exported 
     VLLMBackendError,
     has_gpu,
 )
-from promptrec.ranker.backends.base import TokenizerOps, common_prefix_length, record_usage
+from promptrec.ranker.backends.base import TokenizerOps, common_prefix_length, continues_final_message, record_usage
+from promptrec.ranker.backends.quoted import quoted_choices_regex
 
 if TYPE_CHECKING:  # pragma: no cover
     from promptrec.config import Settings
@@ -331,7 +332,12 @@ class VLLMEngineBackend(TokenizerOps):
 
     # ------------------------------------------------------------------ protocol: generation
 
-    def _chat_params(self, max_new_tokens: int, temperature: float, delta: bool = False) -> Any:
+    # chat() and chat_stream() take ``quoted``: quoted text must be one of these strings, held
+    # by vLLM's structured outputs (a regex, `quoted_choices_regex`).
+    constrains_quotes = True
+
+    def _chat_params(self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float,
+                     quoted: Sequence[str] | None, delta: bool = False) -> Any:
         from vllm import SamplingParams
 
         kwargs: dict[str, Any] = {"max_tokens": int(max_new_tokens), "temperature": float(max(temperature, 0.0))}
@@ -339,19 +345,27 @@ class VLLMEngineBackend(TokenizerOps):
             from vllm.sampling_params import RequestOutputKind
 
             kwargs["output_kind"] = RequestOutputKind.DELTA
+        regex = quoted_choices_regex(quoted, messages[-1]["content"] if continues_final_message(messages) else "") \
+            if quoted else None
+        if regex is not None:
+            from vllm.sampling_params import StructuredOutputsParams
+
+            kwargs["structured_outputs"] = StructuredOutputsParams(regex=regex)
         return SamplingParams(**kwargs)
 
-    def chat(self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float = 0.0) -> str:
+    def chat(self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float = 0.0, *,
+             quoted: Sequence[str] | None = None) -> str:
         self._engine()  # raises when closed
         ids = self.encode(self.render_chat(messages))
         with self._lock:
-            (out,) = self._generate([ids], self._chat_params(max_new_tokens, temperature))
+            (out,) = self._generate([ids], self._chat_params(messages, max_new_tokens, temperature, quoted))
         if not out.outputs:
             raise VLLMBackendError("vLLM returned no generation")
         return out.outputs[0].text.strip()
 
     def chat_stream(
-        self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float = 0.0
+        self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float = 0.0, *,
+        quoted: Sequence[str] | None = None,
     ) -> Iterator[str]:
         """Yield text pieces as the engine produces them; closing the iterator aborts the request.
 
@@ -361,7 +375,7 @@ class VLLMEngineBackend(TokenizerOps):
         from vllm.inputs import TokensPrompt
 
         ids = self.encode(self.render_chat(messages))
-        params = self._chat_params(max_new_tokens, temperature, delta=True)
+        params = self._chat_params(messages, max_new_tokens, temperature, quoted, delta=True)
 
         def pieces() -> Iterator[str]:
             with self._lock:

@@ -40,13 +40,14 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from promptrec.ranker.backends.base import TokenizerOps, continues_final_message, record_usage
+from promptrec.ranker.backends.quoted import quoted_choices_regex
 from promptrec.ranker.backends.vllm_common import ServerUnavailable, root_url, vllm_default, wait_until_ready
 from promptrec.ranker.backends.vllm_engine import (
     MAX_LOGPROB_TOKEN_IDS,
@@ -407,7 +408,12 @@ class VLLMServerBackend(TokenizerOps):
 
     # ------------------------------------------------------------------ protocol: generation
 
-    def _chat_payload(self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float) -> dict:
+    # chat() and chat_stream() take ``quoted``: quoted text must be one of these strings, held
+    # by the server's structured outputs (a regex, `quoted_choices_regex`).
+    constrains_quotes = True
+
+    def _chat_payload(self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float,
+                      quoted: Sequence[str] | None = None) -> dict:
         payload = {
             "model": self._prepare(),
             "messages": messages,
@@ -416,10 +422,16 @@ class VLLMServerBackend(TokenizerOps):
         }
         if continues_final_message(messages):  # vLLM's chat API continues the open assistant message
             payload.update(add_generation_prompt=False, continue_final_message=True)
+        regex = quoted_choices_regex(quoted, messages[-1]["content"] if continues_final_message(messages) else "") \
+            if quoted else None
+        if regex is not None:
+            payload["structured_outputs"] = {"regex": regex}
         return payload
 
-    def chat(self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float = 0.0) -> str:
-        body = self._request("POST", "/v1/chat/completions", self._chat_payload(messages, max_new_tokens, temperature))
+    def chat(self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float = 0.0, *,
+             quoted: Sequence[str] | None = None) -> str:
+        body = self._request("POST", "/v1/chat/completions",
+                             self._chat_payload(messages, max_new_tokens, temperature, quoted))
         try:
             content = body["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError) as exc:
@@ -429,14 +441,15 @@ class VLLMServerBackend(TokenizerOps):
         return content.strip()
 
     def chat_stream(
-        self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float = 0.0
+        self, messages: list[dict[str, str]], max_new_tokens: int, temperature: float = 0.0, *,
+        quoted: Sequence[str] | None = None,
     ) -> Iterator[str]:
         """Yield text pieces from a streamed chat completion; closing the iterator closes the
         connection (the server then aborts the request). Connection failures before the first
         byte are retried like any request."""
         import httpx
 
-        payload = {**self._chat_payload(messages, max_new_tokens, temperature), "stream": True}
+        payload = {**self._chat_payload(messages, max_new_tokens, temperature, quoted), "stream": True}
 
         def events(response: Any) -> Iterator[str]:
             first = True
