@@ -9,7 +9,7 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -229,6 +229,24 @@ class ServeSettings(_Section):
     # Host headers the service answers (DNS rebinding: a web page must not reach a service bound
     # to localhost through a name of its own). Add the names it is deployed under; "*" allows any.
     allowed_hosts: list[str] = Field(default_factory=lambda: ["localhost", "127.0.0.1", "::1"])
+    # API keys (`X-API-Key` or `Authorization: Bearer`): with write_key set, POST /events,
+    # POST /items and DELETE /users/{id} need it (else 401); with read_key set, every other
+    # route but /health and /metrics needs the read or the write key. Unset: open (loopback use).
+    # Give them through the environment (PROMPTREC_SERVE__WRITE_KEY), never in a committed file.
+    write_key: SecretStr | None = None
+    read_key: SecretStr | None = None
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)  # a larger request body is a 413
+    max_batch: int = Field(default=1000, ge=1)  # events or items in one POST
+
+
+class StoreSettings(_Section):
+    """The live store of events, catalog entries and erasures written through the API
+    (`promptrec.store`)."""
+
+    # None: SQLite in WAL mode, the file live.sqlite in the index folder (one host). Several
+    # workers or hosts: a PostgreSQL URL, e.g. "postgresql+psycopg://user:pass@host:5432/promptrec"
+    # (give it through PROMPTREC_STORE__URL when it holds a password).
+    url: str | None = None
 
 
 class DomainSettings(BaseModel):
@@ -341,6 +359,7 @@ class Settings(BaseSettings):
     data: DataSettings = Field(default_factory=DataSettings)  # files of your own instead of `dataset`
     domain: DomainSettings = Field(default_factory=DomainSettings)
     serve: ServeSettings = Field(default_factory=ServeSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
     explain: ExplainSettings = Field(default_factory=ExplainSettings)
 
     @classmethod

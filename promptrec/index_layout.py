@@ -27,7 +27,8 @@ FORMAT = "promptrec.index/1"
 #: promptrec's to write in.
 INDEX_NAMES = frozenset({".promptrec-index", "manifest.json", ".build.lock", "chroma", "transitions.npz",
                          "sequential.npz", "sequential_model.pt", "calibration", "ranker", "validation",
-                         "current", "current.tmp", "versions"})
+                         "current", "current.tmp", "versions", "live.sqlite", "live.sqlite-wal",
+                         "live.sqlite-shm"})
 _VERSION_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}-[0-9a-f]{6}$")
 #: What Chroma writes in its persistent folder: its SQLite file (and journals) and one folder
 #: per vector segment, named by a UUID.
@@ -125,6 +126,12 @@ class IndexLayout:
                 )
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.marker, json.dumps({"format": FORMAT}) + "\n")
+
+    @property
+    def live_store(self) -> Path:
+        """The embedded live store (`promptrec.store`, SQLite): events and items written through
+        the API; it belongs to the index folder, not to a version, so builds keep it."""
+        return self.root / "live.sqlite"
 
     @property
     def build_lock(self) -> Path:

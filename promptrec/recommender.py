@@ -19,6 +19,15 @@ from promptrec.retrieval.index import ProgressFn, RetrievalIndex
 from promptrec.retrieval.retriever import Retriever
 from promptrec.retrieval.schema import CandidateList
 from promptrec.schema import RecommendationList
+from promptrec.store import LiveStore
+from promptrec.store.events import (
+    ErasureReceipt,
+    IngestReceipt,
+    LiveCatalog,
+    checked_row,
+    live_store_url,
+    merged_log,
+)
 
 if TYPE_CHECKING:
     from promptrec.pipeline import RankedCandidates
@@ -79,7 +88,7 @@ class Recommender:
         self.settings = settings
         self.domain = settings.resolved_domain()
         self.items = items_for_domain(list(items), self.domain.has_year)
-        self.catalog = {item.item_id: item for item in self.items}
+        self.catalog: dict[str, Item] = {item.item_id: item for item in self.items}
         self.histories = histories
         self.index = index
         # The index's fitted fusion weights, unless the settings pin their own.
@@ -92,6 +101,8 @@ class Recommender:
         self._explainer: LLMBackend | None = None  # `explain.generator`, when it is another model
         self._rerankers: dict[str, LLMReranker] = {}
         self._calibrators: dict[str, Calibrator | None] = {}
+        self._live: LiveStore | None = None
+        self.live_store()  # when there is one, items added after the build are found through it
 
     @classmethod
     def from_interactions(
@@ -103,6 +114,7 @@ class Recommender:
         progress: ProgressFn | None = None,
         rebuild: bool = False,
         retrain: bool = False,
+        store_mark: tuple[int, float] = (0, 0.0),
     ) -> Recommender:
         """Build (or update) an index from in-memory records and return a Recommender over it.
 
@@ -118,7 +130,7 @@ class Recommender:
         items = items_for_domain(list(items), settings.resolved_domain().has_year)
         histories = histories_from_frame(frame, settings.split)
         index = RetrievalIndex.build(items, histories, settings, namespace, progress=progress, rebuild=rebuild,
-                                     history_order=order, retrain=retrain)
+                                     history_order=order, retrain=retrain, store_mark=store_mark)
         return cls(items, histories, index, settings)
 
     @classmethod
@@ -149,14 +161,28 @@ class Recommender:
         settings = settings or Settings()
         dataset = load_dataset(settings)
         namespace = settings.dataset_name()
-        if build:
-            return cls.from_interactions(
-                dataset.items, dataset.interactions, settings, namespace=namespace,
-                progress=progress, rebuild=rebuild, retrain=retrain,
-            )
-        if settings.index_dir is None:
-            settings = settings.model_copy(update={"index_dir": settings.resolved_index_dir()})
-        return cls.open(dataset.items, dataset.interactions, settings, namespace)
+        items, interactions, mark = dataset.items, dataset.interactions, (0, 0.0)
+        url = live_store_url(settings)
+        store = LiveStore(url) if url is not None else None
+        try:
+            if build:  # the events, items and erasures written through the API join the build
+                if store is not None:
+                    items, interactions, mark = merged_log(items, interactions, store)
+                return cls.from_interactions(items, interactions, settings, namespace=namespace,
+                                             progress=progress, rebuild=rebuild, retrain=retrain, store_mark=mark)
+            if settings.index_dir is None:
+                settings = settings.model_copy(update={"index_dir": settings.resolved_index_dir()})
+            if store is not None:  # the data the served version was built from
+                from promptrec.retrieval.index import read_version_manifest
+
+                built = read_version_manifest(settings.index_layout().live())
+                if built is not None:
+                    items, interactions, _ = merged_log(items, interactions, store,
+                                                        (built.store_seq, built.store_until))
+            return cls.open(items, interactions, settings, namespace)
+        finally:
+            if store is not None:
+                store.close()
 
     def reopened(self) -> Recommender:
         """This recommender over the index version served now (after a build switched to a new
@@ -181,14 +207,81 @@ class Recommender:
         return self.settings.model_copy(update={"retrieval": self.retriever.settings})
 
     def history(self, user_id: str) -> list[str]:
-        """The user's item ids, oldest first; an unknown user is an error."""
+        """The user's item ids, oldest first: the built log's, then the events written to the live
+        store since the build (read now, so an acknowledged event counts at once); an erased
+        user's built history is gone. An unknown user is an error."""
         user_id = str(user_id)
-        if user_id not in self.histories:
+        built = self.histories.get(user_id)
+        store = self.live_store()
+        erased = False
+        if store is not None:
+            if built is not None and store.is_erased(user_id):
+                built, erased = None, True
+            after = self.index.manifest.store_seq if self.index is not None else 0
+            low = self.settings.min_rating
+            live = [e["item_id"] for e in store.user_events(user_id, after)
+                    if low is None or e["rating"] is None or e["rating"] >= low]
+            if live:
+                return [*(built or []), *live]
+        if built is None:
+            if erased:
+                raise UnknownUserError(f"unknown user {user_id!r}: the user was erased (forget_user)")
             raise UnknownUserError(
                 f"unknown user {user_id!r}: not in the interaction log "
                 f"({len(self.histories)} users; e.g. {', '.join(list(self.histories)[:3])})"
             )
-        return self.histories[user_id]
+        return built
+
+    # ------------------------------------------------------------------ the live store
+    def live_store(self, create: bool = False) -> LiveStore | None:
+        """The live store (`store.url`, else SQLite in the index folder); None when the embedded
+        one was never written and ``create`` is false."""
+        if self._live is None:
+            url = live_store_url(self.settings, create)
+            if url is None:
+                return None
+            with self._lock:
+                if self._live is None:
+                    self._live = LiveStore(url)
+            if not isinstance(self.catalog, LiveCatalog):
+                self.catalog = LiveCatalog(self.catalog, self._live)
+                self.retriever.catalog = self.catalog
+        return self._live
+
+    def add_interactions(self, events: Sequence[Interaction | Mapping[str, Any]]) -> IngestReceipt:
+        """Write events to the live store (one transaction: all or none) and return once they
+        are durable; each user's next `recommend()` reads them. A row that is not an event, or
+        whose item is in no catalog, is refused with its position and field, and nothing is written."""
+        checked = [checked_row(Interaction, row, n, "event") for n, row in enumerate(events)]
+        for n, event in enumerate(checked):
+            if event.item_id not in self.catalog:
+                raise UnknownItemError(f"event {n}: item_id {event.item_id!r} is in no catalog "
+                                       f"(add it first with add_items / POST /items); nothing was written")
+        first, last = self.live_store(create=True).add_events(checked)
+        return IngestReceipt(accepted=len(checked), first_seq=first, last_seq=last)
+
+    def add_items(self, items: Sequence[Item | Mapping[str, Any]]) -> IngestReceipt:
+        """Write new or changed catalog entries to the live store and upsert their text vectors,
+        so the text source can retrieve them at once (the trained sources learn them at the next
+        build). A malformed entry is refused with its position and field; nothing is written."""
+        checked = [checked_row(Item, row, n, "item") for n, row in enumerate(items)]
+        checked = items_for_domain(checked, self.domain.has_year)
+        store = self.live_store(create=True)
+        self.index.upsert_text(checked)
+        store.put_items(checked)
+        for item in checked:
+            self.catalog[item.item_id] = item
+        return IngestReceipt(accepted=len(checked))
+
+    def forget_user(self, user_id: str) -> ErasureReceipt:
+        """Erase a user: their stored events are deleted, their built history is hidden from now
+        on, and the next build (`promptrec index`) leaves their events out."""
+        user_id = str(user_id)
+        self.history(user_id)  # an unknown user is an error
+        deleted = self.live_store(create=True).erase_user(user_id)
+        return ErasureReceipt(user_id=user_id, events_deleted=deleted,
+                              note="the user's events are deleted from the live store and their history is "
+                                   "hidden; the next index build leaves them out of training")
 
     def item(self, item_id: str) -> Item:
         try:
@@ -566,6 +659,8 @@ class Recommender:
         close_explainer = getattr(explainer, "close", None)
         if callable(close_explainer):
             close_explainer()
+        if self._live is not None:
+            self._live.close()  # its connections; it reconnects when used again
         if backend is not None and owned:
             from promptrec.ranker.reranker import wait_for_abandoned
 

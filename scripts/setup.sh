@@ -22,3 +22,8 @@ if [ ! -x /usr/bin/chromium ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null 2>&1 \
     || echo "setup.sh: apt-get install chromium failed; the browser test will not run" >&2
 fi
+# The live store's PostgreSQL tests start a server of their own from Debian's postgresql package.
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; } >/dev/null 2>&1 \
+    || echo "setup.sh: apt-get install postgresql failed; the PostgreSQL tests will not run" >&2
+fi

@@ -239,3 +239,38 @@ def chroma_server(tmp_path, free_port) -> Iterator[ChromaServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server for the test session: `initdb` in a temp folder, run as the
+    `postgres` user (root may not run it) on a unix socket in that folder, stopped after.
+    (Not under pytest's tmp folder: only its owner may enter that.)"""
+    import tempfile
+
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    if not bins:
+        if os.environ.get("CI") == "true":
+            raise RuntimeError("PostgreSQL is not installed (apt-get install postgresql)")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    bin_dir = bins[-1].parent
+    root = Path(tempfile.mkdtemp(prefix="promptrec-pg-"))
+    data, sock = root / "data", root / "sock"
+    sock.mkdir()
+    as_pg = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    if as_pg:
+        shutil.chown(root, "postgres")
+        shutil.chown(sock, "postgres")
+    subprocess.run([*as_pg, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+                   check=True, capture_output=True, timeout=120)
+    subprocess.run([*as_pg, str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-o",
+                    f"-k {sock} -c listen_addresses='' -c fsync=on", "start"], check=True, capture_output=True,
+                   timeout=120)
+    try:
+        subprocess.run([*as_pg, str(bin_dir / "createdb"), "-h", str(sock), "-U", "postgres", "promptrec"],
+                       check=True, capture_output=True, timeout=60)
+        yield f"postgresql+psycopg://postgres@/promptrec?host={sock}"
+    finally:
+        subprocess.run([*as_pg, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+                       capture_output=True, timeout=120)
+        shutil.rmtree(root, ignore_errors=True)

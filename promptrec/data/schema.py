@@ -17,8 +17,8 @@ class Item(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    item_id: str = Field(min_length=1)
-    title: str = Field(min_length=1)
+    item_id: str = Field(min_length=1, pattern=r"\S")  # not blank
+    title: str = Field(min_length=1, pattern=r"\S")
     year: int | None = None
     genres: tuple[str, ...] = ()
     attributes: dict[str, str] = Field(default_factory=dict)

@@ -110,6 +110,10 @@ class IndexManifest(BaseModel):
     sequential_trained: bool = False  # this build trained the model (else: loaded the checkpoint)
     sequential_skipped: str | None = None  # why there is no sequential source
     fusion: FusionFit | None = None  # the fusion weights this build fitted (None: built before fits)
+    # The live store as this build read it: events up to seq store_seq, items and erasures up
+    # to the time store_until. A history is the built log's plus the stored events after it.
+    store_seq: int = 0
+    store_until: float = 0.0
 
     def key(self) -> IndexKey:
         return IndexKey(namespace=self.namespace, encoder=self.encoder, catalog_fingerprint=self.catalog_fingerprint,
@@ -194,6 +198,12 @@ class RetrievalIndex:
         self.item_ids = manifest.item_ids
         self.position = {item_id: n for n, item_id in enumerate(self.item_ids)}
 
+    def upsert_text(self, items: Sequence[Item]) -> None:
+        """Encode and upsert items' text vectors (items added or changed after the build): the
+        text source finds them at once; the trained sources learn them at the next build."""
+        self.text.sync_some([it.item_id for it in items], [content_hash(it) for it in items],
+                            [it.metadata() for it in items], self.encoder.encode([it.text() for it in items]))
+
     @staticmethod
     def _collection_name(settings: Settings, version: VersionLayout, namespace: str, kind: str) -> str:
         """On a Chroma server every version has its own collections; an embedded store is the version's own."""
@@ -238,8 +248,10 @@ class RetrievalIndex:
         rebuild: bool = False,
         history_order: str = "time",
         retrain: bool = False,
+        store_mark: tuple[int, float] = (0, 0.0),
     ) -> RetrievalIndex:
-        """Create or update the index. Text vectors are upserted only for items whose text
+        """Create or update the index. ``store_mark``: the live store's (last event seq, time)
+        that ``items`` and ``histories`` include (`promptrec.store`). Text vectors are upserted only for items whose text
         changed; behaviour vectors are refitted only when the interaction log changed. The
         sequential model is trained when no checkpoint exists (or `retrain`); a checkpoint
         for other data or hyperparameters is refused. `history_order="none"` (no timestamps)
@@ -252,7 +264,8 @@ class RetrievalIndex:
             version = layout.new_version()
             try:
                 cls._start_version(settings, served, version, namespace, everything=not rebuild)
-                index = cls._build(items, histories, settings, namespace, progress, version, history_order, retrain)
+                index = cls._build(items, histories, settings, namespace, progress, version, history_order, retrain,
+                                   store_mark)
             except BaseException as exc:
                 cls._delete_version(settings, version, namespace)
                 kept = "the build deleted its partial version; the version served is unchanged"
@@ -328,6 +341,7 @@ class RetrievalIndex:
         version: VersionLayout,
         history_order: str = "time",
         retrain: bool = False,
+        store_mark: tuple[int, float] = (0, 0.0),
     ) -> RetrievalIndex:
         started = time.perf_counter()
         previous = read_version_manifest(version, strict=False)
@@ -375,6 +389,8 @@ class RetrievalIndex:
             behaviour_sync=behaviour_sync,
             split=settings.split,
             history_order=history_order,
+            store_seq=store_mark[0],
+            store_until=store_mark[1],
             **sequential,
         )
         atomic_write_text(version.manifest, manifest.model_dump_json(indent=1))

@@ -107,7 +107,9 @@ class Retriever:
         head = fused[: n - slots]
         taken = {i for i, _ in head}
         scores = dict(fused)
-        tail = [(i, scores.get(i, 0.0)) for i, _ in text if pop[position[i]] == 0 and i not in taken][:slots]
+        # an item added after the build (no position) has no interactions yet either
+        tail = [(i, scores.get(i, 0.0)) for i, _ in text
+                if (i not in position or pop[position[i]] == 0) and i not in taken][:slots]
         moved = {i for i, _ in tail}
         return head + tail + [(i, s) for i, s in fused[n - slots:] if i not in moved]
 
@@ -135,7 +137,8 @@ class Retriever:
                     rank=rank,
                     source_scores={s: v[item_id] for s, v in scores.items() if item_id in v},
                     source_ranks={s: v[item_id] for s, v in ranks.items() if item_id in v},
-                    popularity=int(self.index.popularity[self.index.position[item_id]]),
+                    popularity=(int(self.index.popularity[self.index.position[item_id]])
+                                if item_id in self.index.position else 0),
                 )
             )
         return out

@@ -260,6 +260,15 @@ class ItemVectorCollection:
                 on_progress(len(batch), len(todo))
         return report
 
+    def sync_some(self, ids: Sequence[str], content_hashes: Sequence[str], metadatas: Sequence[dict[str, Any]],
+                  vectors: np.ndarray) -> None:
+        """Upsert these items' vectors (the others stay as they are)."""
+        with self._errors(f"writing to {self.name!r}"):
+            self._collection.upsert(
+                ids=list(ids), embeddings=np.asarray(vectors, dtype=np.float32),
+                metadatas=[{**m, "content_hash": h} for m, h in zip(metadatas, content_hashes)],
+            )
+
     def copy_from(self, other: ItemVectorCollection) -> None:
         """Make this (empty) collection hold what ``other`` holds: vectors, item metadata and
         the collection's own metadata (a new index version starts from the served one)."""

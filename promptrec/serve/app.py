@@ -3,7 +3,8 @@
 Endpoints (OpenAPI at ``/docs``): ``GET /health``, ``GET /users``, ``POST /candidates``,
 ``POST /recommend``, ``POST /why`` (server-sent events), ``POST /conversations``,
 ``GET|DELETE /conversations/{id}``, ``POST /conversations/{id}/ask`` (server-sent events),
-and the chat page at ``/``.
+``POST /events``, ``POST /items``, ``DELETE /users/{id}`` (the live store), ``GET /metrics``
+(Prometheus), and the chat page at ``/``. API keys and the body limit: `promptrec.serve.guard`.
 
 * The model is loaded once, at start-up, and shared: blocking work runs in threads, and the
   Recommender's and the backend's locks serialise what must be serialised.
@@ -33,7 +34,8 @@ from promptrec.config import Settings
 from promptrec.recommender import Recommender
 from promptrec.serve.conversations import ConversationStore
 from promptrec.serve.http_errors import add_error_handlers
-from promptrec.serve.routes import explain, page, recommend, status
+from promptrec.serve.guard import install_guard
+from promptrec.serve.routes import explain, live, page, recommend, status
 from promptrec.serve.state import AppState
 
 
@@ -61,9 +63,10 @@ def create_app(rec: Recommender | None = None, *, preload: bool = True,
     )
     app.state.serve = state
     settings = rec.settings if rec is not None else Settings()
+    install_guard(app, settings.serve, state.metrics)
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.serve.allowed_hosts)
     add_error_handlers(app)
-    for router in (status.router, recommend.router, explain.router, page.router):
+    for router in (status.router, recommend.router, explain.router, live.router, page.router):
         app.include_router(router)
     page.mount_static(app)
     return app

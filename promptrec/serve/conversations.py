@@ -92,6 +92,14 @@ class ConversationStore:
         with self._lock:
             self._entries.pop(conversation_id, None)
 
+    def close_user(self, user_id: str, why: str) -> int:
+        """Close every conversation of a user; returns how many were open."""
+        with self._lock:
+            own = [cid for cid, e in self._entries.items() if e.conversation.user_id == str(user_id)]
+            for cid in own:
+                self._close(cid, why)
+        return len(own)
+
     def _close(self, conversation_id: str, why: str) -> None:
         self._entries.pop(conversation_id, None)
         self._closed[conversation_id] = why

@@ -23,6 +23,7 @@ from promptrec.errors import (
 from promptrec.explain.conversation import QuestionError
 from promptrec.ranker.prompts import PromptError
 from promptrec.serve.conversations import ConversationBusy, ConversationNotFound
+from promptrec.store import StoreError
 
 log = logging.getLogger("promptrec")
 _PATH = re.compile(r"(?<![\w.:/])/(?:[^/\s'\"]+/)+([^/\s'\"]+)")
@@ -111,6 +112,10 @@ def classify(exc: BaseException, fields: dict[str, Loc]) -> Exception:
         return ServerMisconfigured(f"the server's settings are invalid: {exc}")
     if isinstance(exc, TimeoutError):
         return GeneratorUnavailable(f"the generator did not answer in time: {exc or 'timed out'}")
+    if isinstance(exc, StoreError):
+        return GeneratorUnavailable(f"the live store is unavailable: {exc}")
+    if isinstance(exc, InputError) and "rows" in fields:
+        return FieldError(422, fields["rows"], str(exc), "bad_row")
     if isinstance(exc, IndexMismatchError):
         return GeneratorUnavailable(f"the server's index or calibration does not match its model: {exc}")
     return GeneratorUnavailable(f"the generator failed: {type(exc).__name__}: {exc}")

@@ -21,6 +21,7 @@ from promptrec.recommender import Recommender
 from promptrec.retrieval.store import release_persistent_store
 from promptrec.schema import RecommendationList
 from promptrec.serve.conversations import ConversationStore
+from promptrec.serve.guard import ServeMetrics
 
 if TYPE_CHECKING:  # pragma: no cover
     from promptrec.ranker.backends.base import LLMBackend
@@ -63,6 +64,7 @@ class AppState:
     options: dict[str, Any] = field(default_factory=dict)  # for every Conversation
     recent: RecentLists = field(default_factory=RecentLists)
     backend: LLMBackend | None = None  # set once the model is loaded
+    metrics: ServeMetrics = field(default_factory=ServeMetrics)
 
     index_error: str | None = None  # why the version now served on disk could not be opened
     _index_seen: tuple[int, int] | None = None  # the index pointer's (inode, mtime) last looked at

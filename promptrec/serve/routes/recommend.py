@@ -7,6 +7,7 @@ import math
 from fastapi import APIRouter
 
 from promptrec.errors import UnknownItemError
+from promptrec.ranker.backends.base import track_usage
 from promptrec.retrieval.schema import CandidateList
 from promptrec.schema import RecommendationList
 from promptrec.serve.http_errors import BODY_ERRORS, FieldError, call
@@ -104,16 +105,22 @@ def recommend(body: RecommendRequest, state: ServeState) -> RecommendationList:
     history = _history(state, body)
     _check_where(body)
     rec = state.recommender()
-    if history is None and body.where is None and body.n_candidates is None and body.template is None:
-        # The user's default list: kept whole, so that a "why?" that follows explains it
-        # with the ranks shown, without ranking again.
-        full = call(lambda: rec.recommend(body.who, max(body.k, rec.settings.n_candidates)), **_fields(body))
-        state.recent.put(full)
-        return full.model_copy(update={"recommendations": full.recommendations[: body.k]})
-    return call(lambda: rec.recommend(
-        body.who, body.k, history=history, where=body.where, n_candidates=body.n_candidates,
-        template=body.template,
-    ), **_fields(body))
+    with track_usage() as usage:
+        if history is None and body.where is None and body.n_candidates is None and body.template is None:
+            # The user's default list: kept whole, so that a "why?" that follows explains it
+            # with the ranks shown, without ranking again.
+            full = call(lambda: rec.recommend(body.who, max(body.k, rec.settings.n_candidates)), **_fields(body))
+            state.recent.put(full)
+            listed = full.model_copy(update={"recommendations": full.recommendations[: body.k]})
+        else:
+            listed = call(lambda: rec.recommend(
+                body.who, body.k, history=history, where=body.where, n_candidates=body.n_candidates,
+                template=body.template,
+            ), **_fields(body))
+    state.metrics.llm_tokens.inc(usage.computed)
+    if listed.degraded:
+        state.metrics.degraded.inc()
+    return listed
 
 
 def _fields(body: UserQuery) -> dict[str, tuple[str, ...]]:

@@ -1,0 +1,175 @@
+"""The live service over HTTP: events and items in, fresh lists out, erasure, API keys, body
+limits and /metrics. A real Recommender over the ML-100K slice (retrieval mode: no model is
+loaded), its own index folder and the live store in it (SQLite), and one test with two
+"workers" (two apps) sharing a real PostgreSQL store."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from fastapi.testclient import TestClient
+from pydantic import SecretStr
+
+from promptrec.recommender import Recommender
+from promptrec.serve import create_app
+
+pytestmark = pytest.mark.integration
+
+WRITE, READ = "w-key-0123456789", "r-key-0123456789"
+
+
+def _settings(asset_settings, index_dir, **store):
+    ranker = asset_settings.ranker.model_copy(update={"mode": "retrieval"})
+    update = {"index_dir": index_dir, "n_candidates": 10, "ranker": ranker}
+    if store:
+        update["store"] = asset_settings.store.model_copy(update=store)
+    return asset_settings.model_copy(update=update)
+
+
+@pytest.fixture(scope="module")
+def built(ml_slice, asset_settings, tmp_path_factory):
+    index_dir = tmp_path_factory.mktemp("live") / "index"
+    items, frame = ml_slice
+    Recommender.from_interactions(items, frame, _settings(asset_settings, index_dir), namespace="live").close()
+    return index_dir
+
+
+@pytest.fixture
+def rec(built, ml_slice, asset_settings, tmp_path):
+    """A fresh copy of the built index for each test (its live store starts empty)."""
+    import shutil
+
+    index_dir = tmp_path / "index"
+    shutil.copytree(built, index_dir)
+    items, frame = ml_slice
+    return Recommender.open(items, frame, _settings(asset_settings, index_dir), "live")
+
+
+def client_for(rec, **keys):
+    if keys:
+        serve = rec.settings.serve.model_copy(update={k: SecretStr(v) for k, v in keys.items()})
+        rec.settings = rec.settings.model_copy(update={"serve": serve})
+    return TestClient(create_app(rec, preload=False), base_url="http://localhost")
+
+
+def listed(client, user, k=10, **headers):
+    r = client.post("/recommend", json={"user_id": user, "k": k}, headers=headers)
+    assert r.status_code == 200, r.text
+    return [x["item_id"] for x in r.json()["recommendations"]]
+
+
+def test_an_acknowledged_event_changes_the_next_list(rec):
+    with client_for(rec) as client:
+        before = listed(client, "1")
+        r = client.post("/events", json={"events": [{"user_id": "1", "item_id": before[0], "timestamp": 2e9}]})
+        assert r.status_code == 200 and r.json()["accepted"] == 1
+        after = listed(client, "1")
+        assert before[0] not in after and after != before  # read at request time, history excluded
+        assert rec.history("1")[-1] == before[0]
+        # a user known only from the live store gets lists too
+        assert client.post("/events", json={"events": [{"user_id": "new-user", "item_id": before[0]}]}).status_code == 200
+        assert listed(client, "new-user")
+
+
+def test_bad_rows_are_refused_with_their_field_and_nothing_is_written(rec):
+    with client_for(rec) as client:
+        item = rec.history("1")[0]
+        r = client.post("/events", json={"events": [{"user_id": "1", "item_id": item}, {"user_id": "1"}]})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "events", 1, "item_id"]
+        r = client.post("/events", json={"events": [{"user_id": "1", "item_id": item},
+                                                    {"user_id": "1", "item_id": "no-such-item"}]})
+        assert r.status_code == 404 and r.json()["detail"][0]["loc"] == ["body", "events", 1, "item_id"]
+        assert "no-such-item" in r.json()["detail"][0]["msg"]
+        assert rec.live_store() is None or rec.live_store().count_events() == 0
+        r = client.post("/events", json={"events": [{"user_id": "1", "item_id": item}] * 1001})
+        assert r.status_code == 413
+        r = client.post("/items", json={"items": [{"item_id": "x", "title": "  "}]})
+        assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "items", 0, "title"]
+
+
+def test_a_new_item_is_retrievable_at_once(rec, ml_slice):
+    """Its text vector is upserted with the write: the text source ranks it for a history like
+    it, and with `retrieval.new_item_slots` the fused list gives it a place."""
+    toy_story = next(i for i in rec.items if i.title.startswith("Toy Story"))
+    new = {"item_id": "new-toy-story", "title": "Toy Story 5", "year": 2026, "genres": list(toy_story.genres)}
+    items, frame = ml_slice
+    retrieval = rec.settings.retrieval.model_copy(update={"new_item_slots": 2})
+    rec = Recommender.open(items, frame, rec.settings.model_copy(update={"retrieval": retrieval}), "live")
+    with client_for(rec) as client:
+        assert client.post("/items", json={"items": [new]}).status_code == 200
+        text = rec.retriever.source_rankings([toy_story.item_id], 5)["text"]
+        assert "new-toy-story" in [i for i, _ in text]
+        r = client.post("/candidates", json={"history": [toy_story.item_id], "n": 20})
+        assert r.status_code == 200, r.text
+        found = {c["item_id"]: c for c in r.json()["candidates"]}
+        assert "new-toy-story" in found and found["new-toy-story"]["popularity"] == 0
+        ok = client.post("/events", json={"events": [{"user_id": "2", "item_id": "new-toy-story"}]})
+        assert ok.status_code == 200  # events may name it now
+
+
+def test_erasing_a_user(rec):
+    with client_for(rec) as client:
+        item = listed(client, "2")[0]
+        client.post("/events", json={"events": [{"user_id": "2", "item_id": item}]})
+        conv = client.post("/conversations", json={"user_id": "2"})
+        r = client.delete("/users/2")
+        assert r.status_code == 200 and r.json()["events_deleted"] == 1 and "next index build" in r.json()["note"]
+        gone = client.post("/recommend", json={"user_id": "2"})
+        assert gone.status_code == 404 and "erased" in gone.json()["detail"][0]["msg"]
+        if conv.status_code == 200:
+            cid = conv.json()["conversation_id"]
+            assert client.get(f"/conversations/{cid}", params={"user_id": "2"}).status_code == 404
+        assert client.delete("/users/no-such-user").status_code == 404
+
+
+def test_keys_guard_writes_and_reads(rec, caplog):
+    caplog.set_level(logging.DEBUG)
+    with client_for(rec, write_key=WRITE, read_key=READ) as client:
+        event = {"events": [{"user_id": "1", "item_id": rec.history("1")[0]}]}
+        assert client.post("/events", json=event).status_code == 401
+        assert client.post("/events", json=event, headers={"X-API-Key": READ}).status_code == 401
+        assert client.post("/events", json=event, headers={"X-API-Key": WRITE + "x"}).status_code == 401
+        assert client.post("/events", json=event, headers={"Authorization": f"Bearer {WRITE}"}).status_code == 200
+        assert client.post("/recommend", json={"user_id": "1"}).status_code == 401
+        assert listed(client, "1", **{"X-API-Key": READ})
+        assert client.get("/health").status_code == 200 and client.get("/metrics").status_code == 200
+        assert client.delete("/users/1", headers={"X-API-Key": READ}).status_code == 401
+        big = client.post("/events", content=b"{" + b" " * 1_100_000 + b"}", headers={
+            "X-API-Key": WRITE, "content-type": "application/json"})
+        assert big.status_code == 413
+    assert WRITE not in caplog.text and READ not in caplog.text
+
+
+def test_metrics_count_requests_events_and_refusals(rec):
+    with client_for(rec, write_key=WRITE) as client:
+        listed(client, "1")
+        client.post("/events", json={"events": [{"user_id": "1", "item_id": rec.history("1")[0]}] * 3},
+                    headers={"X-API-Key": WRITE})
+        client.post("/events", json={"events": []})
+        text = client.get("/metrics").text
+    assert "promptrec_events_ingested_total 3.0" in text
+    assert 'promptrec_requests_total{method="POST",route="/recommend",status="200"} 1.0' in text
+    assert 'promptrec_requests_refused_total{reason="key"} 1.0' in text
+    assert 'promptrec_request_seconds_count{method="POST",route="/recommend"} 1.0' in text
+
+
+def test_two_workers_share_a_postgresql_store(built, ml_slice, asset_settings, postgres_url, tmp_path):
+    import shutil
+
+    from promptrec.store import LiveStore
+
+    with LiveStore(postgres_url).engine.begin() as conn:
+        conn.exec_driver_sql("TRUNCATE events, items, erased_users RESTART IDENTITY")
+    items, frame = ml_slice
+    workers = []
+    for n in range(2):
+        index_dir = tmp_path / f"index{n}"
+        shutil.copytree(built, index_dir)
+        workers.append(Recommender.open(items, frame, _settings(asset_settings, index_dir, url=postgres_url), "live"))
+    with client_for(workers[0]) as one, client_for(workers[1]) as two:
+        before = listed(two, "3")
+        assert one.post("/events", json={"events": [{"user_id": "3", "item_id": before[0]}]}).status_code == 200
+        assert before[0] not in listed(two, "3")  # written by one worker, served by the other
+        assert one.delete("/users/4").status_code == 200
+        assert two.post("/recommend", json={"user_id": "4"}).status_code == 404
