@@ -192,8 +192,11 @@ class LiveStore:
                 self._sa.func.max(self.events.c.seq), 0))).scalar_one())
 
     def count_events(self) -> int:
+        return self._count(self.events)
+
+    def _count(self, table: Any) -> int:
         with self.engine.connect() as conn:
-            return int(conn.execute(self._sa.select(self._sa.func.count()).select_from(self.events)).scalar_one())
+            return int(conn.execute(self._sa.select(self._sa.func.count()).select_from(table)).scalar_one())
 
     def users(self) -> set[str]:
         """Users with stored events."""
@@ -202,7 +205,7 @@ class LiveStore:
 
     def describe(self) -> dict[str, Any]:
         return {"url": self.url, "events": self.count_events(), "last_seq": self.last_seq(),
-                "items": len(self.all_items()), "erased_users": len(self.erased_users())}
+                "items": self._count(self.items), "erased_users": self._count(self.erased)}
 
     def close(self) -> None:
         self.engine.dispose()
