@@ -117,7 +117,7 @@ def test_conversation_links_keep_their_contract(api_schema, ml_slice):
             case.validate_response(response, additional_checks=additional_checks, transport_kwargs=kwargs or None,
                                    excluded_checks=[ensure_resource_availability], recorder=self.recorder)
 
-    Conversations.run(settings=settings(max_examples=12, stateful_step_count=6, deadline=None, database=None,
+    Conversations.run(settings=settings(max_examples=20, stateful_step_count=6, deadline=None, database=None,
                                         derandomize=True, suppress_health_check=list(HealthCheck)))
     print(seen)
     followed = {label for label, status in seen if status < 300}
