@@ -237,6 +237,16 @@ class ServeSettings(_Section):
     read_key: SecretStr | None = None
     max_body_bytes: int = Field(default=1_000_000, ge=1024)  # a larger request body is a 413
     max_batch: int = Field(default=1000, ge=1)  # events or items in one POST
+    # Where conversations live: "store" (the live store: any worker goes on with any of them) or
+    # "memory" (the worker that started one; lost when it stops).
+    conversations: Literal["store", "memory"] = "store"
+    # How long one answer may hold a stored conversation; one whose worker died mid-answer is
+    # busy (409) until then.
+    conversation_lease_s: float = Field(default=300.0, gt=0)
+    # Retrain from the live store every so many seconds when it holds something new (a new
+    # index version; the workers switch to it, the old one serves until then). None: never
+    # (run `promptrec train retriever` yourself, e.g. from cron).
+    retrain_every_s: float | None = Field(default=None, ge=1.0)
 
 
 class StoreSettings(_Section):

@@ -28,7 +28,7 @@ FORMAT = "promptrec.index/1"
 INDEX_NAMES = frozenset({".promptrec-index", "manifest.json", ".build.lock", "chroma", "transitions.npz",
                          "sequential.npz", "sequential_model.pt", "calibration", "ranker", "validation",
                          "current", "current.tmp", "versions", "live.sqlite", "live.sqlite-wal",
-                         "live.sqlite-shm"})
+                         "live.sqlite-shm", ".retrain.lock"})
 _VERSION_NAME = re.compile(r"^[0-9]{8}T[0-9]{6}-[0-9a-f]{6}$")
 #: What Chroma writes in its persistent folder: its SQLite file (and journals) and one folder
 #: per vector segment, named by a UUID.
@@ -136,6 +136,11 @@ class IndexLayout:
     @property
     def build_lock(self) -> Path:
         return self.root / ".build.lock"
+
+    @property
+    def retrain_lock(self) -> Path:
+        """Held by the service worker that retrains on `serve.retrain_every_s` (one at a time)."""
+        return self.root / ".retrain.lock"
 
     @property
     def pointer(self) -> Path:

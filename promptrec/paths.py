@@ -102,10 +102,15 @@ def atomic_write_text(path: Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
+class LockHeld(PromptrecError):
+    """Another process holds the lock (`file_lock` with ``wait=False``)."""
+
+
 @contextlib.contextmanager
-def file_lock(path: Path, what: str) -> Iterator[None]:
+def file_lock(path: Path, what: str, wait: bool = True) -> Iterator[None]:
     """An exclusive ``fcntl.flock`` on ``path`` for the block; waits (and says so) when another
-    process holds it, e.g. two `promptrec index` runs on one index."""
+    process holds it, e.g. two `promptrec index` runs on one index, or raises `LockHeld` when
+    ``wait`` is false."""
     import fcntl
 
     path = Path(path)
@@ -117,6 +122,8 @@ def file_lock(path: Path, what: str) -> Iterator[None]:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait:
+                raise LockHeld(f"another process holds {path} ({what})") from None
             log.info("waiting for another process that is building %s (lock %s)", what, path)
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
         try:

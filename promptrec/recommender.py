@@ -13,7 +13,7 @@ import pandas as pd
 
 from promptrec.config import Settings, SplitSettings
 from promptrec.data.schema import Interaction, Item, interactions_frame, items_for_domain
-from promptrec.errors import FilterError, InputError, UnknownItemError, UnknownUserError
+from promptrec.errors import FilterError, InputError, PromptrecError, UnknownItemError, UnknownUserError
 from promptrec.paths import slug
 from promptrec.retrieval.index import ProgressFn, RetrievalIndex
 from promptrec.retrieval.retriever import Retriever
@@ -75,6 +75,18 @@ def _for_order(settings: Settings, frame: pd.DataFrame) -> tuple[Settings, str]:
     return settings.model_copy(update={"retrieval": retrieval}), "none"
 
 
+def _as_built(settings: Settings, items: Sequence[Item], interactions: Any, store: LiveStore) -> tuple[Sequence[Item], Any]:
+    """The data the served index version was built from: these records plus the live store as
+    that build read it (its manifest's mark)."""
+    from promptrec.retrieval.index import read_version_manifest
+
+    built = read_version_manifest(settings.index_layout().live())
+    if built is None:
+        return items, interactions
+    items, interactions, _ = merged_log(items, interactions, store, (built.store_seq, built.store_until))
+    return items, interactions
+
+
 class Recommender:
     """Candidates (and recommendations) for the users of one interaction log."""
 
@@ -103,6 +115,10 @@ class Recommender:
         self._calibrators: dict[str, Calibrator | None] = {}
         self._live: LiveStore | None = None
         self.live_store()  # when there is one, items added after the build are found through it
+        # The data the index was built from, before the live store's events and items joined it:
+        # (items, interactions), or a function loading them; what `retrained` and `reopened` merge
+        # the store into. None: unknown (the recommender cannot retrain itself).
+        self._source: tuple[Sequence[Item], Any] | Callable[[], tuple[Sequence[Item], Any]] | None = None
 
     @classmethod
     def from_interactions(
@@ -123,6 +139,7 @@ class Recommender:
         index has no checkpoint, or with `retrain`; one for other data is refused.
         """
         settings = settings or Settings()
+        given_items = items
         if settings.index_dir is None:
             settings = settings.model_copy(update={"index_dir": settings.cache_dir / "index" / slug(namespace)})
         frame = prepared_frame(interactions, settings, namespace)
@@ -131,7 +148,9 @@ class Recommender:
         histories = histories_from_frame(frame, settings.split)
         index = RetrievalIndex.build(items, histories, settings, namespace, progress=progress, rebuild=rebuild,
                                      history_order=order, retrain=retrain, store_mark=store_mark)
-        return cls(items, histories, index, settings)
+        rec = cls(items, histories, index, settings)
+        rec._source = (given_items, interactions) if store_mark == (0, 0.0) else None
+        return rec
 
     @classmethod
     def open(
@@ -146,8 +165,12 @@ class Recommender:
         settings, _ = _for_order(settings, frame)
         items = items_for_domain(list(items), settings.resolved_domain().has_year)
         histories = histories_from_frame(frame, settings.split)
+        given_items = items
         index = RetrievalIndex.open(settings, namespace, items, histories)
-        return cls(items, histories, index, settings)
+        rec = cls(items, histories, index, settings)
+        if index.manifest.store_seq == 0 and index.manifest.store_until == 0.0:
+            rec._source = (given_items, interactions)
+        return rec
 
     @classmethod
     def from_settings(
@@ -168,21 +191,46 @@ class Recommender:
             if build:  # the events, items and erasures written through the API join the build
                 if store is not None:
                     items, interactions, mark = merged_log(items, interactions, store)
-                return cls.from_interactions(items, interactions, settings, namespace=namespace,
-                                             progress=progress, rebuild=rebuild, retrain=retrain, store_mark=mark)
-            if settings.index_dir is None:
-                settings = settings.model_copy(update={"index_dir": settings.resolved_index_dir()})
-            if store is not None:  # the data the served version was built from
-                from promptrec.retrieval.index import read_version_manifest
-
-                built = read_version_manifest(settings.index_layout().live())
-                if built is not None:
-                    items, interactions, _ = merged_log(items, interactions, store,
-                                                        (built.store_seq, built.store_until))
-            return cls.open(items, interactions, settings, namespace)
+                rec = cls.from_interactions(items, interactions, settings, namespace=namespace,
+                                            progress=progress, rebuild=rebuild, retrain=retrain, store_mark=mark)
+            else:
+                if settings.index_dir is None:
+                    settings = settings.model_copy(update={"index_dir": settings.resolved_index_dir()})
+                if store is not None:  # the data the served version was built from
+                    items, interactions = _as_built(settings, items, interactions, store)
+                rec = cls.open(items, interactions, settings, namespace)
         finally:
             if store is not None:
                 store.close()
+
+        def reload() -> tuple[Sequence[Item], Any]:
+            data = load_dataset(settings)
+            return data.items, data.interactions
+
+        rec._source = reload
+        return rec
+
+    def retrained(self, progress: ProgressFn | None = None) -> Recommender:
+        """Train the sequential model again and refit the index on the data this recommender
+        was built from plus the live store (every stored event and item, the erased users left
+        out), as a new index version; returns the Recommender over it. This one goes on serving
+        the old version (`promptrec train retriever` does the same from the settings)."""
+        items, interactions = self._base_data()
+        mark = (0, 0.0)
+        store = self.live_store()
+        if store is not None:
+            items, interactions, mark = merged_log(items, interactions, store)
+        rec = Recommender.from_interactions(items, interactions, self.settings, self.index.manifest.namespace,
+                                            progress=progress, retrain=True, store_mark=mark)
+        rec._source = self._source
+        return rec
+
+    def _base_data(self) -> tuple[Sequence[Item], Any]:
+        if self._source is None:
+            raise PromptrecError("this recommender does not know the data its index was built from (it was "
+                                 "opened on data that already held live-store events): retrain with "
+                                 "`promptrec train retriever`")
+        return self._source() if callable(self._source) else self._source
 
     def reopened(self) -> Recommender:
         """This recommender over the index version served now (after a build switched to a new
@@ -193,8 +241,17 @@ class Recommender:
         try:
             index = RetrievalIndex.open(self.settings, self.index.manifest.namespace, self.items, self.histories)
             rec = Recommender(self.items, self.histories, index, self.settings)
-        except IndexMismatchError:  # built for a changed catalog or log: read them again
-            rec = Recommender.from_settings(self.settings, build=False)
+            rec._source = self._source
+        except IndexMismatchError:  # built for a changed catalog or log (or the live store's part of it)
+            if self._source is None:
+                rec = Recommender.from_settings(self.settings, build=False)
+            else:
+                items, interactions = self._base_data()
+                store = self.live_store()
+                if store is not None:
+                    items, interactions = _as_built(self.settings, items, interactions, store)
+                rec = Recommender.open(items, interactions, self.settings, self.index.manifest.namespace)
+                rec._source = self._source
         with self._lock:
             rec._backend, rec._owns_backend = self._backend, self._owns_backend
             self._owns_backend = False

@@ -7,6 +7,7 @@ whether the grounding check passed; ``ask(question)`` continues the dialogue.
 
 from promptrec.explain.conversation import (
     Conversation,
+    ConversationState,
     Explanation,
     QuestionError,
     StreamEvent,
@@ -19,6 +20,7 @@ from promptrec.explain.grounding import GroundingCheck, TitleIndex, TitleMention
 
 __all__ = [
     "Conversation",
+    "ConversationState",
     "Evidence",
     "Explanation",
     "Faithfulness",

@@ -65,11 +65,11 @@ from promptrec.explain.prompts import (
 from promptrec.explain.refine import Refined, parse_refinement, refine
 from promptrec.explain.scope import Declined, declined
 from promptrec.ranker.prompts import CHAT_MARKERS, sanitize_text
+from promptrec.schema import RecommendationList
 
 if TYPE_CHECKING:  # pragma: no cover
     from promptrec.ranker.backends.base import LLMBackend
     from promptrec.recommender import Recommender
-    from promptrec.schema import RecommendationList
 
 Grounding = Literal["ok", "trimmed", "regenerated", "fallback", "declined"]
 
@@ -145,6 +145,22 @@ class StreamEvent:
 class Turn:
     role: Literal["user", "assistant"]
     content: str
+
+
+class ConversationState(BaseModel):
+    """What a conversation has said and shown so far: all of `Conversation` that changes, as
+    JSON, so that another process (any worker of a service) can go on with it
+    (`Conversation.snapshot`, `Conversation.restore`)."""
+
+    user_id: str
+    evidence: Evidence | None = None
+    turns: list[Turn] = Field(default_factory=list)
+    explanations: list[Explanation] = Field(default_factory=list)
+    shown: list[Suggestion] = Field(default_factory=list)
+    allowed: list[str] = Field(default_factory=list)
+    trimmed_turns: int = 0
+    recommendations: RecommendationList | None = None
+    ranker_note: str | None = None
 
 
 def clean_answer(text: str, max_chars: int = MAX_ANSWER_CHARS) -> str:
@@ -389,6 +405,24 @@ class Conversation:
         msgs += [{"role": t.role, "content": t.content} for t in self.turns]
         msgs.append({"role": "user", "content": user_message})
         return msgs
+
+    def snapshot(self) -> ConversationState:
+        """The conversation's state so far (see `ConversationState`)."""
+        return ConversationState(
+            user_id=self.user_id, evidence=self.evidence, turns=list(self.turns),
+            explanations=list(self.explanations), shown=list(self.shown),
+            allowed=sorted(self.allowed, key=_id_key), trimmed_turns=self.trimmed_turns,
+            recommendations=self._recommendations, ranker_note=self._ranker_note,
+        )
+
+    def restore(self, state: ConversationState) -> None:
+        """Go on from a snapshot of a conversation with the same user."""
+        if state.user_id != self.user_id:
+            raise PromptrecError(f"a conversation of user {state.user_id!r} cannot go on for user {self.user_id!r}")
+        self.evidence, self.turns = state.evidence, list(state.turns)
+        self.explanations, self.shown = list(state.explanations), list(state.shown)
+        self.allowed, self.trimmed_turns = set(state.allowed), state.trimmed_turns
+        self._recommendations, self._ranker_note = state.recommendations, state.ranker_note
 
     # ------------------------------------------------------------------ internals
 

@@ -7,6 +7,6 @@ require("fastapi", "serve", "the HTTP service (promptrec serve)")
 require("uvicorn", "serve", "the HTTP service (promptrec serve)")
 
 from promptrec.serve.app import create_app
-from promptrec.serve.conversations import ConversationStore
+from promptrec.serve.conversations import ConversationStore, MemoryConversations, SharedConversations
 
-__all__ = ["ConversationStore", "create_app"]
+__all__ = ["ConversationStore", "MemoryConversations", "SharedConversations", "create_app"]

@@ -17,7 +17,8 @@ Endpoints (OpenAPI at ``/docs``): ``GET /health``, ``GET /users``, ``POST /candi
   piece is a 503 whose ``detail`` says why; after it, an ``error`` event ends the stream.
 * Conversations are bound to a user: every conversation request carries the ``user_id``, and
   an id used with another user's id is a 404, like an unknown one. A conversation only ever
-  holds its own user's evidence. They live in the worker process that created them.
+  holds its own user's evidence. They live in the live store (``serve.conversations``), so
+  any worker goes on with any of them.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from promptrec.recommender import Recommender
 from promptrec.serve.conversations import ConversationStore
 from promptrec.serve.http_errors import add_error_handlers
 from promptrec.serve.guard import install_guard
+from promptrec.serve.retrain import RetrainSchedule
 from promptrec.serve.routes import explain, live, page, recommend, status
 from promptrec.serve.state import AppState
 
@@ -44,17 +46,27 @@ def create_app(rec: Recommender | None = None, *, preload: bool = True,
                conversation_options: dict[str, Any] | None = None) -> FastAPI:
     """The API over `rec` (default: `Recommender.from_settings(build=False)`, the configured
     index, which must have been built: `promptrec index`). `preload` loads the generator at
-    start-up, so the first request does not pay for it. `conversation_options` go to every
+    start-up, so the first request does not pay for it. `store`: where conversations live
+    (default: as ``serve.conversations`` says). `conversation_options` go to every
     `Conversation` (e.g. ``max_new_tokens``)."""
-    state = AppState(rec, conversations=store or ConversationStore(), options=dict(conversation_options or {}))
+    state = AppState(rec, conversations=store, options=dict(conversation_options or {}))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if state.rec is None:
             state.rec = await run_in_threadpool(Recommender.from_settings, None, False)
+        await run_in_threadpool(state.open_conversations)
         if preload:
             await run_in_threadpool(state.load_model)
-        yield
+        every = state.recommender().settings.serve.retrain_every_s
+        if every is not None:
+            state.retraining = RetrainSchedule(state, every)
+            state.retraining.start()
+        try:
+            yield
+        finally:
+            if state.retraining is not None:
+                state.retraining.stop()
 
     app = FastAPI(
         title="promptrec",

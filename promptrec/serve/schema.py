@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from promptrec.explain.conversation import MAX_QUESTION_CHARS, Explanation, Suggestion
 from promptrec.explain.refine import MAX_REQUEST_CHARS
+from promptrec.serve.retrain import RetrainStatus
 
 ANONYMOUS = "anonymous"
 
@@ -149,4 +150,5 @@ class Health(BaseModel):
     model: ModelStatus
     calibration: CalibrationStatus | None
     adapter: str | None = None  # the LoRA adapter the generator runs with; None: the base model
-    conversations: int
+    conversations: int  # open ones (in the live store: every worker's)
+    retraining: RetrainStatus | None = None  # serve.retrain_every_s: the last turn, the last failure

@@ -20,8 +20,9 @@ from promptrec.explain.conversation import Conversation
 from promptrec.recommender import Recommender
 from promptrec.retrieval.store import release_persistent_store
 from promptrec.schema import RecommendationList
-from promptrec.serve.conversations import ConversationStore
+from promptrec.serve.conversations import ConversationStore, MemoryConversations, SharedConversations
 from promptrec.serve.guard import ServeMetrics
+from promptrec.serve.retrain import RetrainSchedule
 
 if TYPE_CHECKING:  # pragma: no cover
     from promptrec.ranker.backends.base import LLMBackend
@@ -60,11 +61,12 @@ class AppState:
     """The server's shared parts. `rec` is None until the app starts (then: from the settings)."""
 
     rec: Recommender | None
-    conversations: ConversationStore = field(default_factory=ConversationStore)
+    conversations: ConversationStore | None = None  # None until the app starts (`serve.conversations`)
     options: dict[str, Any] = field(default_factory=dict)  # for every Conversation
     recent: RecentLists = field(default_factory=RecentLists)
     backend: LLMBackend | None = None  # set once the model is loaded
     metrics: ServeMetrics = field(default_factory=ServeMetrics)
+    retraining: RetrainSchedule | None = None  # `serve.retrain_every_s`
 
     index_error: str | None = None  # why the version now served on disk could not be opened
     _index_seen: tuple[int, int] | None = None  # the index pointer's (inode, mtime) last looked at
@@ -116,6 +118,23 @@ class AppState:
         self.backend = reranker.backend
         with contextlib.suppress(PromptrecError):  # reported by /health
             rec.calibrator(reranker)
+
+    def open_conversations(self) -> None:
+        """The conversation store the settings name (unless one was given)."""
+        if self.conversations is not None:
+            return
+        serve = self.recommender().settings.serve
+        if serve.conversations == "memory":
+            self.conversations = MemoryConversations()
+        else:
+            self.recommender().live_store(create=True)  # fails at start-up, not at the first conversation
+            self.conversations = SharedConversations(
+                lambda: self.recommender().live_store(create=True), self.resumed_conversation,
+                lease_s=serve.conversation_lease_s)
+
+    def resumed_conversation(self, user_id: str) -> Conversation:
+        """The Conversation object a stored conversation goes on in."""
+        return Conversation(self.recommender(), user_id, **self.options)
 
     def conversation(self, user_id: str) -> Conversation:
         """A new conversation for the user, starting from the list last shown to them."""

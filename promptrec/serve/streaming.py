@@ -11,10 +11,11 @@ import threading
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import Any
 
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from promptrec.explain.conversation import Conversation, Explanation
-from promptrec.serve.conversations import ConversationBusy, Entry
+from promptrec.serve.conversations import Entry
 from promptrec.serve.http_errors import Loc, classify
 from promptrec.serve.schema import Answer
 
@@ -88,8 +89,8 @@ async def answer(entry: Entry, events: Events, stream: bool, timeout_s: float | 
                  fields: dict[str, Loc]) -> Any:
     """Claim the conversation, run `events` in a thread, and answer: SSE, or one Answer."""
     try:
-        entry.claim()
-    except ConversationBusy as exc:
+        await run_in_threadpool(entry.claim)  # a stored conversation: the store marks it busy
+    except Exception as exc:  # busy (409), or closed meanwhile (404)
         raise classify(exc, fields) from exc
     headers = {"X-Conversation-Id": entry.conversation_id}
     source = _pump(events, timeout_s, entry.release)

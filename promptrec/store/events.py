@@ -1,5 +1,5 @@
-"""The live store: events and catalog entries that arrive after an index was built, and the users
-erased since. One SQL schema on SQLAlchemy Core, so the embedded default (SQLite in WAL mode, a
+"""The live store: events and catalog entries that arrive after an index was built, the users
+erased since, and the open conversations (so that any worker goes on with any of them). One SQL schema on SQLAlchemy Core, so the embedded default (SQLite in WAL mode, a
 file under the index folder; nothing to run) and PostgreSQL (a URL, for several workers or
 hosts) are the same code. A write returns only after its transaction committed: an
 acknowledged event survives a ``kill -9`` of the process that took it.
@@ -88,6 +88,15 @@ class LiveStore:
             sa.Column("erased", sa.Float, nullable=False),
             sa.Column("events_deleted", sa.Integer, nullable=False),
         )
+        self.conversations = sa.Table(
+            "conversations", meta,
+            sa.Column("conversation_id", sa.String, primary_key=True),
+            sa.Column("user_id", sa.String, nullable=False, index=True),
+            sa.Column("state", sa.Text),  # the conversation's state as JSON; NULL once closed
+            sa.Column("last_used", sa.Float, nullable=False),
+            sa.Column("busy_until", sa.Float, nullable=False),  # a worker is answering until then
+            sa.Column("closed", sa.String),  # why it closed; NULL while open
+        )
         try:
             meta.create_all(self.engine)
         except Exception as exc:  # noqa: BLE001 - a driver error: say which store
@@ -124,7 +133,84 @@ class LiveStore:
             conn.execute(self.erased.delete().where(self.erased.c.user_id == user_id))
             conn.execute(self.erased.insert(), [{"user_id": user_id, "erased": time.time(),
                                                  "events_deleted": int(deleted)}])
+            self._close_conversations(conn, self.conversations.c.user_id == user_id, "the user was erased")
         return int(deleted)
+
+    # ------------------------------------------------------------------ conversations
+    def open_conversation(self, conversation_id: str, user_id: str, state: str, *, max_per_user: int,
+                          max_open: int, ttl_s: float) -> None:
+        """Store a new conversation's state. In the same transaction, conversations idle for more
+        than ``ttl_s`` close, then the user's least recently used ones past ``max_per_user`` and
+        everyone's past ``max_open``; closed ones keep only why they closed."""
+        sa, c = self._sa, self.conversations.c
+        now = time.time()
+        with self._writing() as conn:
+            self._close_conversations(conn, (c.closed.is_(None)) & (c.last_used < now - ttl_s),
+                                      f"idle for more than {ttl_s:g} s")
+            conn.execute(self.conversations.delete().where(c.closed.is_not(None), c.last_used < now - 10 * ttl_s))
+            for where, limit, why in (
+                (c.user_id == user_id, max_per_user,
+                 f"the user's newer conversations replaced it (at most {max_per_user} per user)"),
+                (sa.true(), max_open, f"the server was full ({max_open} conversations)"),
+            ):
+                open_ids = conn.execute(sa.select(c.conversation_id).where(where, c.closed.is_(None))
+                                        .order_by(c.last_used)).scalars().all()
+                surplus = open_ids[: max(0, len(open_ids) - limit + 1)]
+                if surplus:
+                    self._close_conversations(conn, c.conversation_id.in_(surplus), why)
+            conn.execute(self.conversations.insert(), [{
+                "conversation_id": conversation_id, "user_id": user_id, "state": state,
+                "last_used": now, "busy_until": 0.0, "closed": None}])
+
+    def conversation(self, conversation_id: str, user_id: str) -> tuple[str | None, str | None]:
+        """(state, None) for an open conversation of this user, (None, why it closed) for a closed
+        one, (None, None) when there is none for this user."""
+        c = self.conversations.c
+        with self.engine.connect() as conn:
+            row = conn.execute(self._sa.select(c.state, c.closed).where(
+                c.conversation_id == conversation_id, c.user_id == user_id)).first()
+        return (None, None) if row is None else (row.state, row.closed)
+
+    def claim_conversation(self, conversation_id: str, user_id: str, lease_s: float) -> str | None:
+        """Mark an open conversation busy for at most ``lease_s`` and return its latest state;
+        None if it is busy (another worker answers in it) or no longer open."""
+        c = self.conversations.c
+        now = time.time()
+        with self._writing() as conn:
+            claimed = conn.execute(self.conversations.update().where(
+                c.conversation_id == conversation_id, c.user_id == user_id, c.closed.is_(None),
+                c.busy_until < now).values(busy_until=now + lease_s)).rowcount
+            if not claimed:
+                return None
+            return conn.execute(self._sa.select(c.state).where(c.conversation_id == conversation_id)).scalar_one()
+
+    def release_conversation(self, conversation_id: str, state: str) -> bool:
+        """Store the state an answer left and end the claim; False if the conversation closed
+        meanwhile (its state is then not written back)."""
+        c = self.conversations.c
+        with self._writing() as conn:
+            return bool(conn.execute(self.conversations.update().where(
+                c.conversation_id == conversation_id, c.closed.is_(None)).values(
+                state=state, busy_until=0.0, last_used=time.time())).rowcount)
+
+    def close_conversation(self, conversation_id: str, why: str) -> None:
+        with self._writing() as conn:
+            self._close_conversations(conn, self.conversations.c.conversation_id == conversation_id, why)
+
+    def close_user_conversations(self, user_id: str, why: str) -> int:
+        """Close a user's open conversations; returns how many there were."""
+        with self._writing() as conn:
+            return self._close_conversations(conn, self.conversations.c.user_id == user_id, why)
+
+    def count_conversations(self) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(self._sa.select(self._sa.func.count()).select_from(self.conversations)
+                                    .where(self.conversations.c.closed.is_(None))).scalar_one())
+
+    def _close_conversations(self, conn: Any, where: Any, why: str) -> int:
+        c = self.conversations.c
+        return int(conn.execute(self.conversations.update().where(where, c.closed.is_(None))
+                                .values(state=None, closed=why)).rowcount or 0)
 
     # ------------------------------------------------------------------ reads
     def user_events(self, user_id: str, after_seq: int = 0) -> list[dict[str, Any]]:
@@ -186,6 +272,16 @@ class LiveStore:
                             timestamp=r["timestamp"] if r["timestamp"] is not None else r["received"],
                             behaviour=r["behaviour"]) for r in rows]
 
+    def changed_since(self, seq: int, until: float) -> bool:
+        """Whether an event after ``seq``, or an item or an erasure after the time ``until``, is
+        stored: what a build that read the store up to (seq, until) has not seen."""
+        sa = self._sa
+        queries = (sa.select(self.events.c.seq).where(self.events.c.seq > seq).limit(1),
+                   sa.select(self.items.c.item_id).where(self.items.c.received > until).limit(1),
+                   sa.select(self.erased.c.user_id).where(self.erased.c.erased > until).limit(1))
+        with self.engine.connect() as conn:
+            return any(conn.execute(q).first() is not None for q in queries)
+
     def last_seq(self) -> int:
         with self.engine.connect() as conn:
             return int(conn.execute(self._sa.select(self._sa.func.coalesce(
@@ -205,7 +301,8 @@ class LiveStore:
 
     def describe(self) -> dict[str, Any]:
         return {"url": self.url, "events": self.count_events(), "last_seq": self.last_seq(),
-                "items": self._count(self.items), "erased_users": self._count(self.erased)}
+                "items": self._count(self.items), "erased_users": self._count(self.erased),
+                "open_conversations": self.count_conversations()}
 
     def close(self) -> None:
         self.engine.dispose()

@@ -117,9 +117,9 @@ def test_erasing_a_user(rec):
         assert r.status_code == 200 and r.json()["events_deleted"] == 1 and "next index build" in r.json()["note"]
         gone = client.post("/recommend", json={"user_id": "2"})
         assert gone.status_code == 404 and "erased" in gone.json()["detail"][0]["msg"]
-        if conv.status_code == 200:
-            cid = conv.json()["conversation_id"]
-            assert client.get(f"/conversations/{cid}", params={"user_id": "2"}).status_code == 404
+        assert conv.status_code == 201, conv.text
+        closed = client.get(f"/conversations/{conv.json()['conversation_id']}", params={"user_id": "2"})
+        assert closed.status_code == 404 and "the user was erased" in closed.text
         assert client.delete("/users/no-such-user").status_code == 404
 
 
@@ -160,7 +160,7 @@ def test_two_workers_share_a_postgresql_store(built, ml_slice, asset_settings, p
     from promptrec.store import LiveStore
 
     with LiveStore(postgres_url).engine.begin() as conn:
-        conn.exec_driver_sql("TRUNCATE events, items, erased_users RESTART IDENTITY")
+        conn.exec_driver_sql("TRUNCATE events, items, erased_users, conversations RESTART IDENTITY")
     items, frame = ml_slice
     workers = []
     for n in range(2):
@@ -173,3 +173,52 @@ def test_two_workers_share_a_postgresql_store(built, ml_slice, asset_settings, p
         assert before[0] not in listed(two, "3")  # written by one worker, served by the other
         assert one.delete("/users/4").status_code == 200
         assert two.post("/recommend", json={"user_id": "4"}).status_code == 404
+        # a conversation started by one worker goes on in the other, and is seen by both
+        started = one.post("/conversations", json={"user_id": "3"})
+        assert started.status_code == 201, started.text
+        cid, first = started.json()["conversation_id"], started.json()["suggestions"][0]["item_id"]
+        answered = two.post("/why", json={"user_id": "3", "item_id": first, "conversation_id": cid, "stream": False})
+        assert answered.status_code == 200 and answered.json()["conversation_id"] == cid, answered.text
+        seen = one.get(f"/conversations/{cid}", params={"user_id": "3"}).json()
+        assert seen["item_id"] == first and len(seen["explanations"]) == 1
+        assert one.delete("/users/3").status_code == 200
+        closed = two.post(f"/conversations/{cid}/ask", json={"user_id": "3", "question": "Why?", "stream": False})
+        assert closed.status_code == 404 and "the user was erased" in closed.text
+
+
+def _wait_for_retrain(client, outcome, timeout_s=120.0):
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        last = (client.get("/health").json()["retraining"] or {}).get("last")
+        if last and last["outcome"] == outcome:
+            return last
+        time.sleep(0.5)
+    raise AssertionError(f"no {outcome} retrain in {timeout_s:g} s: {client.get('/health').json()['retraining']}")
+
+
+def test_the_service_retrains_on_its_schedule_without_downtime(rec):
+    serve = rec.settings.serve.model_copy(update={"retrain_every_s": 1.0})
+    rec.settings = rec.settings.model_copy(update={"serve": serve})
+    with client_for(rec) as client:
+        state = client.app.state.serve
+        assert _wait_for_retrain(client, "skipped")["detail"] == "nothing new in the live store"
+        old_version = state.recommender().index.version.name
+        item = listed(client, "5")[0]
+        assert client.post("/events", json={"events": [{"user_id": "5", "item_id": item, "timestamp": 2e9}]}).status_code == 200
+        done = _wait_for_retrain(client, "retrained")
+        served = state.recommender()
+        assert served.index.version.name == done["detail"] != old_version
+        assert served.index.manifest.store_seq == done["store_seq"] == 1
+        assert served.history("5").count(item) == 1  # trained on once, not counted twice
+        assert listed(client, "5")  # the new version answers
+        # a retrain that fails (here: its encoder is gone) leaves the served version answering
+        broken = served.settings.model_copy(update={"encoder": str(rec.settings.index_dir / "no-such-encoder")})
+        served.settings = broken
+        assert client.post("/items", json={"items": [{"item_id": "fresh", "title": "A Fresh Film"}]}).status_code == 200
+        failed = _wait_for_retrain(client, "failed")
+        health = client.get("/health").json()
+        assert health["status"] == "degraded" and health["retraining"]["last_failure"]["detail"] == failed["detail"]
+        assert any(d["name"] == "retraining" and not d["ok"] and "still served" in d["detail"] for d in health["dependencies"])
+        assert state.recommender().index.version.name == done["detail"] and listed(client, "5")

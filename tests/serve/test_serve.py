@@ -209,39 +209,58 @@ def test_a_stalled_generator_times_out(client, rec):
         rec.use_backend(real)
 
 
-def test_the_conversation_store_binds_users_and_stays_bounded(rec):
+@pytest.fixture(params=["memory", "shared"])
+def conversation_stores(request, rec, tmp_path):
+    """Makes conversation stores of one kind: in memory, or in a live store (SQLite)."""
     from promptrec.explain import Conversation
-    from promptrec.serve.conversations import ConversationBusy, ConversationNotFound, ConversationStore
+    from promptrec.serve.conversations import MemoryConversations, SharedConversations
+    from promptrec.store import LiveStore
 
-    store = ConversationStore(max_conversations=2)
+    if request.param == "memory":
+        yield MemoryConversations
+        return
+    live = LiveStore(f"sqlite:///{tmp_path / 'live.sqlite'}")
+    yield lambda **limits: SharedConversations(lambda: live, lambda user: Conversation(rec, user), **limits)
+    live.close()
+
+
+def test_the_conversation_store_binds_users_and_stays_bounded(rec, conversation_stores):
+    from promptrec.explain import Conversation
+    from promptrec.serve.conversations import ConversationBusy, ConversationNotFound
+
+    store = conversation_stores(max_conversations=2)
     first, second, third = (store.add(Conversation(rec, user)) for user in ("1", "2", "3"))
     assert len(store) == 2 and len({first.conversation_id, second.conversation_id, third.conversation_id}) == 3
     with pytest.raises(ConversationNotFound, match="closed: the server was full"):
         store.get(first.conversation_id, "1")  # the least recently used went first
     with pytest.raises(ConversationNotFound):
         store.get(second.conversation_id, "3")
-    assert store.get(second.conversation_id, "2") is second
+    assert store.get(second.conversation_id, "2").conversation_id == second.conversation_id
     second.claim()
     with pytest.raises(ConversationBusy):
-        second.claim()
+        store.get(second.conversation_id, "2").claim()  # busy for any holder of the id
     second.release()
     second.claim()
     second.release()
     # one client starting many conversations for one user closes only that user's older ones
-    store = ConversationStore(max_conversations=100, max_per_user=2)
+    store = conversation_stores(max_conversations=100, max_per_user=2)
     others = store.add(Conversation(rec, "2"))
     flood = [store.add(Conversation(rec, "1")) for _ in range(5)]
-    assert store.get(others.conversation_id, "2") is others and len(store) == 3
-    assert store.get(flood[-1].conversation_id, "1") is flood[-1]
+    assert store.get(others.conversation_id, "2").conversation_id == others.conversation_id
+    assert store.get(flood[-1].conversation_id, "1").conversation_id == flood[-1].conversation_id
     with pytest.raises(ConversationNotFound, match=r"closed: the user's newer conversations replaced it \(at most 2"):
         store.get(flood[0].conversation_id, "1")
+    assert store.close_user("1", "the user was erased") >= 2
+    with pytest.raises(ConversationNotFound):
+        store.get(flood[-1].conversation_id, "1")
 
 
 def test_health_reports_each_dependency(client, rec):
     from test_backend_contract import free_port
 
     health = client.get("/health").json()
-    assert {d["name"]: d["ok"] for d in health["dependencies"]} == {"index files": True, "vector store": True}
+    assert {d["name"]: d["ok"] for d in health["dependencies"]} == {"index files": True, "vector store": True,
+                                                                            "live store": True}
     manifest = rec.settings.index_layout().live().manifest
     aside = manifest.with_name("manifest.aside")
     manifest.rename(aside)

@@ -25,7 +25,7 @@ def url(request, tmp_path):
     pg = request.getfixturevalue("postgres_url")
     store = LiveStore(pg)  # a clean database for each test
     with store.engine.begin() as conn:
-        conn.exec_driver_sql("TRUNCATE events, items, erased_users RESTART IDENTITY")
+        conn.exec_driver_sql("TRUNCATE events, items, erased_users, conversations RESTART IDENTITY")
     store.close()
     return pg
 

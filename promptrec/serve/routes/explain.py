@@ -12,6 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 
 from promptrec.serve.conversations import Entry
 from promptrec.serve.http_errors import BODY_ERRORS, FieldError, Loc, call
+from promptrec.explain.conversation import Suggestion
 from promptrec.explain.refine import Refined
 from promptrec.serve.schema import (
     AskRequest,
@@ -26,13 +27,13 @@ from promptrec.serve.streaming import SSE_DOC, answer, conversation_events
 router = APIRouter(tags=["explain"], responses=BODY_ERRORS)
 
 
-def _info(entry: Entry, with_suggestions: bool = False) -> ConversationInfo:
+def _info(entry: Entry, suggestions: list[Suggestion] | None = None) -> ConversationInfo:
     conv = entry.conversation
     return ConversationInfo(
         conversation_id=entry.conversation_id, user_id=conv.user_id,
         item_id=conv.evidence.item.item_id if conv.evidence else None,
         explanations=list(conv.explanations),
-        suggestions=conv.suggestions() if with_suggestions else [],
+        suggestions=suggestions or [],
     )
 
 
@@ -63,8 +64,10 @@ _ANSWERED_LINKS = {
              responses={201: {"description": "The conversation started", "links": _STARTED_LINKS}})
 def new_conversation(body: NewConversation, state: ServeState) -> ConversationInfo:
     """Start a conversation for a user; returns its id and the user's ranked suggestions."""
-    entry = call(lambda: state.conversations.add(state.conversation(body.user_id)))
-    return call(lambda: _info(entry, with_suggestions=True))
+    conv = call(lambda: state.conversation(body.user_id))
+    suggestions = call(conv.suggestions)  # before it is stored: the ranked list is part of its state
+    entry = state.conversations.add(conv)
+    return _info(entry, suggestions)
 
 
 @router.get("/conversations/{conversation_id}", response_model=ConversationInfo, operation_id="get_conversation")
@@ -87,12 +90,14 @@ async def why(body: WhyRequest, state: ServeState) -> Any:
     rec = state.recommender()
     fields: dict[str, Loc] = {"conversation": ("body", "conversation_id")}
     if body.conversation_id is not None:
-        entry = call(lambda: state.conversations.get(body.conversation_id, body.user_id), **fields)
+        entry = await run_in_threadpool(call, lambda: state.conversations.get(body.conversation_id, body.user_id),
+                                        **fields)
     else:
         call(lambda: rec.history(body.user_id))
     call(lambda: rec.item(body.item_id))
     if body.conversation_id is None:
-        entry = state.conversations.add(await run_in_threadpool(state.conversation, body.user_id))
+        conv = await run_in_threadpool(state.conversation, body.user_id)
+        entry = await run_in_threadpool(state.conversations.add, conv)
     conv = entry.conversation
 
     def events() -> Iterator[tuple[str, Any]]:
@@ -106,7 +111,7 @@ async def why(body: WhyRequest, state: ServeState) -> Any:
              responses={200: SSE_DOC, 409: {"description": "no item in focus, or busy"}})
 async def ask(conversation_id: str, body: AskRequest, state: ServeState) -> Any:
     """A follow-up question about the conversation's item in focus, streamed like /why."""
-    entry = call(lambda: state.conversations.get(conversation_id, body.user_id))
+    entry = await run_in_threadpool(call, lambda: state.conversations.get(conversation_id, body.user_id))
     conv = entry.conversation
     if conv.evidence is None:
         raise FieldError(409, ("path", "conversation_id"),

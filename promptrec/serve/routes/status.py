@@ -68,6 +68,21 @@ def _dependencies(state: AppState) -> list[DependencyStatus]:
                                     detail=f"{chroma} is gone; run `promptrec index`" if gone else None))
     except PromptrecError as exc:
         out.append(DependencyStatus(name="vector store", ok=False, detail=str(exc)))
+    try:
+        store = rec.live_store()
+        if store is not None:
+            store.last_seq()
+            out.append(DependencyStatus(name="live store", ok=True))
+    except PromptrecError as exc:
+        out.append(DependencyStatus(name="live store", ok=False, detail=str(exc)))
+    except Exception as exc:  # noqa: BLE001 - a driver error (the database is down): say so
+        out.append(DependencyStatus(name="live store", ok=False,
+                                    detail=f"{store.url} does not answer ({type(exc).__name__})"))
+    failed = state.retraining.status.last_failure if state.retraining is not None else None
+    if failed is not None:
+        out.append(DependencyStatus(name="retraining", ok=False, detail=(
+            f"the retrain of {failed.started:%Y-%m-%d %H:%M:%S} UTC failed ({failed.detail}); "
+            "the previous index version is still served")))
     if settings.ranker.backend == "vllm-server":
         url = settings.ranker.server_url.rstrip("/") + "/models"
         try:
@@ -103,7 +118,8 @@ def health(state: ServeState) -> Health:
         ),
         calibration=calibration,
         adapter=getattr(backend, "adapter", None),
-        conversations=len(state.conversations),
+        conversations=len(state.conversations) if state.conversations is not None else 0,
+        retraining=state.retraining.status if state.retraining is not None else None,
     )
 
 
