@@ -73,7 +73,9 @@ def main() -> None:
             acked += r.json()["accepted"]
         fresh_s, retries = [], 0
         for user in rng.sample(users, args.users):
-            listed = client.post("/recommend", json={"user_id": user, "k": 10}).json()["recommendations"]
+            answer = client.post("/recommend", json={"user_id": user, "k": 10})
+            assert answer.status_code == 200, answer.text
+            listed = answer.json()["recommendations"]
             item = listed[0]["item_id"]
             t0 = time.perf_counter()
             client.post("/events", json={"events": [{"user_id": user, "item_id": item}]}).raise_for_status()
@@ -86,7 +88,7 @@ def main() -> None:
             fresh_s.append(time.perf_counter() - t0)
     stored = rec.live_store().count_events()
     server.should_exit = True
-    info = hardware_info()
+    info = hardware_info("cpu", "float32")
     print(f"store: {rec.live_store().url.split('?')[0] if args.store_url else 'sqlite (index folder)'}; "
           f"CPU capability {info.cpu_capability}, {info.torch_threads} torch threads")
     print(f"/events, 100 events a batch, {args.batches} batches: p50 {percentile(event_ms, .5):.1f} ms, "

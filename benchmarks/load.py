@@ -308,7 +308,7 @@ def mixed_main(args: argparse.Namespace) -> None:
         stop_server(server)
     stored = store.count_events() - events_before
     store.close()
-    info = hardware_info()
+    info = hardware_info("cpu", "float32")
     m = health["model"]
     print(f"mixed load: {args.workers} workers, {args.clients_mixed} clients, {args.seconds:g} s; store "
           f"{'PostgreSQL' if args.store_url else 'SQLite (index folder)'}; ranker.mode {settings.ranker.mode}, "

@@ -283,9 +283,10 @@ class ItemVectorCollection:
         self.set_metadata(**{k: v for k, v in other.metadata().items() if k not in self.identity})
 
     def vectors(self, ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
-        """Stored vectors (all, or those of `ids` that exist), as (ids, matrix)."""
+        """Stored vectors (all, or those of `ids` that exist, each once), as (ids, matrix)."""
+        wanted = list(dict.fromkeys(ids)) if ids is not None else None  # Chroma refuses a repeated id
         with self._errors(f"reading {self.name!r}"):
-            got = self._collection.get(ids=list(ids) if ids is not None else None, include=["embeddings"])
+            got = self._collection.get(ids=wanted, include=["embeddings"])
         embeddings = got["embeddings"]
         if embeddings is None or len(embeddings) == 0:
             return [], np.zeros((0, int(self.identity.get("dimension", 0))), dtype=np.float32)

@@ -70,6 +70,9 @@ def test_an_acknowledged_event_changes_the_next_list(rec):
         # a user known only from the live store gets lists too
         assert client.post("/events", json={"events": [{"user_id": "new-user", "item_id": before[0]}]}).status_code == 200
         assert listed(client, "new-user")
+        # the same item twice in a history (seen again) is a history, not a vector-store error
+        assert client.post("/events", json={"events": [{"user_id": "new-user", "item_id": before[0]}]}).status_code == 200
+        assert listed(client, "new-user")
 
 
 def test_bad_rows_are_refused_with_their_field_and_nothing_is_written(rec):
