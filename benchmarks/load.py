@@ -176,6 +176,8 @@ class WorkerRss(threading.Thread):
         while not self.halt.wait(self.every):
             for child in self.process.children(recursive=False):
                 try:
+                    if not any(c.status == psutil.CONN_LISTEN for c in child.net_connections("tcp")):
+                        continue  # not a worker (multiprocessing's resource tracker)
                     tree = [child, *child.children(recursive=True)]
                     rss = sum(p.memory_info().rss for p in tree)
                 except psutil.Error:
