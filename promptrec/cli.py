@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
@@ -29,6 +30,9 @@ train_app = typer.Typer(help="Train the learned parts: the retriever and the ran
 app.add_typer(train_app, name="train")
 prompts_app = typer.Typer(help="Prompt templates: the package's defaults and yours (prompts_dir).", no_args_is_help=True)
 app.add_typer(prompts_app, name="prompts")
+batch_app = typer.Typer(help="Batch jobs over many users: Parquet shards, on this machine or a Ray cluster.",
+                        no_args_is_help=True)
+app.add_typer(batch_app, name="batch")
 
 
 def _version(value: bool) -> None:
@@ -146,6 +150,51 @@ def fusion_summary(rec: Recommender) -> str:
     return (f"fusion weights fitted on {fit.users} held-out last events ({fit.settings_tried} settings, "
             f"{fit.seconds:.1f} s): {served}; held-out NDCG@10 {fit.best.ndcg10:.4f} against "
             f"{fit.settings_weights.ndcg10:.4f} for retrieval.weights")
+
+
+@batch_app.command("recommend")
+def batch_recommend_command(
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder (Parquet shards; a rerun resumes it)."),
+    users: Optional[Path] = typer.Option(None, "--users", help="A file of user ids, one per line (default: every user)."),
+    k: int = typer.Option(10, "--k", "-k", min=1, help="Recommendations per user."),
+    template: Optional[str] = typer.Option(None, "--template", help="The rerank template (default: ranker.template)."),
+    engine: str = typer.Option("local", "--engine", help='"local" (this process) or "ray" (a Ray Data actor pool).'),
+    address: Optional[str] = typer.Option(
+        None, "--address", help="Ray: join the cluster at host:port, ray://host:10001 or auto (default: start a local one)."),
+    actors: int = typer.Option(2, "--actors", min=1, help="Ray: actors in the pool (each opens the index and loads the generator once)."),
+    cpus_per_actor: Optional[float] = typer.Option(None, "--cpus-per-actor", help="Ray: CPUs each actor reserves (default: fits the cluster)."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="Torch threads per worker (this process, or each Ray actor); equal threads give bit-equal rows."),
+    shard_users: int = typer.Option(256, "--shard-users", min=1, help="Users per Parquet shard (the unit of resumption)."),
+    batch_users: int = typer.Option(8, "--batch-users", min=1, help="Users per grouped LLM call (speed only)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start the output folder over, whoever's shards it holds."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Top-k for every user (or --users) into Parquet: user, rank, item, probability, LLM score,
+    mode, degraded flag and reason, model, template hash, index version."""
+    import contextlib
+
+    from promptrec.batch import batch_recommend, read_user_list
+
+    if engine not in ("local", "ray"):
+        raise InputError(f"--engine must be local or ray, got {engine!r}")
+    listed = read_user_list(users) if users is not None else None
+    logging.getLogger("promptrec").setLevel(logging.WARNING)
+    with (contextlib.nullcontext(None) if quiet else progress_bars()) as report:
+        summary = batch_recommend(
+            out, settings=Settings(), users=listed, k=k, template=template, engine=engine,  # type: ignore[arg-type]
+            address=address, actors=actors, cpus_per_actor=cpus_per_actor, threads=threads,
+            shard_users=shard_users, batch_users=batch_users, overwrite=overwrite, progress=report)
+    console.print(data_text(
+        f"{summary.users_done} users ranked, {summary.rows} rows in {summary.shards} shards "
+        f"({summary.shards_this_run} computed now, {summary.users_per_second:.2f} users/s, engine {summary.engine}) "
+        f"→ {summary.output}"))
+    if summary.degraded_users:
+        console.print(data_text(f"{summary.degraded_users} users degraded to the retrieval order (the LLM failed): "
+                                "see degraded_reason in their rows", "yellow"))
+    if summary.unknown_users:
+        console.print(data_text(f"{summary.unknown_users} users unknown to the index, not ranked: "
+                                f"listed in {Path(summary.output) / '_unknown_users.txt'}", "yellow"))
 
 
 @train_app.command("retriever")

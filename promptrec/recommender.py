@@ -514,8 +514,37 @@ class Recommender:
         without one, by the LLM score (probabilities None). If the LLM fails or times out the
         list keeps the retrieval order and says so (`degraded`, `degraded_reason`).
         """
-        if not isinstance(k, int) or k <= 0:
+        return self._recommend_group([user_id], k, histories=[history], where=where,
+                                     n_candidates=n_candidates, template=template)[0]
+
+    def recommend_many(
+        self,
+        user_ids: Sequence[str],
+        k: int = 10,
+        *,
+        n_candidates: int | None = None,
+        template: str | None = None,
+    ) -> list[RecommendationList]:
+        """`recommend` for several users with their stored histories, the LLM called once for the
+        group (the vLLM backends batch it; on CPU transformers the users run in turn). Each list
+        equals what `recommend` returns for its user; ``latency_s`` is the group's time shared."""
+        return self._recommend_group(list(user_ids), k, histories=[None] * len(user_ids),
+                                     n_candidates=n_candidates, template=template)
+
+    def _recommend_group(
+        self,
+        user_ids: list[str],
+        k: int,
+        *,
+        histories: list[Sequence[str] | None],
+        where: dict[str, Any] | None = None,
+        n_candidates: int | None = None,
+        template: str | None = None,
+    ) -> list[RecommendationList]:
+        if not isinstance(k, int) or isinstance(k, bool) or k <= 0:
             raise InputError(f"k (the number of recommendations) must be positive, got {k!r}")
+        if not user_ids:
+            return []
         started = time.perf_counter()
         mode, reason, decision = self.settings.ranker.mode, None, None
         if mode == "auto":
@@ -524,27 +553,27 @@ class Recommender:
             reason = decision.reason if decision is not None else (
                 "no ranker.mode = \"auto\" decision yet: serving the LLM rerank; run `promptrec calibrate` to decide")
         orders = decision.orders if decision is not None else None
+        found = [self.candidates(u, n_candidates, where=where, history=h) for u, h in zip(user_ids, histories, strict=True)]
         if mode == "retrieval":
-            found = self.candidates(user_id, n_candidates, where=where, history=history)
-            listed = self.rank_retrieval(found, n_candidates).recommendation_list(k, time.perf_counter() - started)
-            return listed.model_copy(update={"mode_reason": reason})
-        found, result = self.rerank(
-            user_id, history=history, where=where, n_candidates=n_candidates, template=template, orders=orders
-        )
-        from promptrec.pipeline import rank_candidates
+            ranked = [self.rank_retrieval(f, n_candidates) for f in found]
+        else:
+            from promptrec.pipeline import rank_candidates
 
-        calibrator = None
-        if self.settings.ranker.calibrate:
-            # an auto decision for fewer orders carries the calibration fitted for them
-            if orders is None:
-                calibrator = self.calibrator(self.reranker(template), n_candidates)
-            else:
-                calibrator = decision.calibration
-                calibrator.check_key(self.calibration_key(self.reranker(template, orders), n_candidates),
-                                     self.mode_decision_file(self.reranker(template)))
-        ranked = rank_candidates(found, result, calibrator)
-        listed = ranked.recommendation_list(k, latency_s=time.perf_counter() - started)
-        return listed.model_copy(update={"mode_reason": reason}) if reason else listed
+            reranker = self.reranker(template, orders)
+            results = reranker.run_many([([self.catalog[i] for i in f.history], f) for f in found])
+            calibrator = None
+            if self.settings.ranker.calibrate:
+                # an auto decision for fewer orders carries the calibration fitted for them
+                if orders is None:
+                    calibrator = self.calibrator(self.reranker(template), n_candidates)
+                else:
+                    calibrator = decision.calibration
+                    calibrator.check_key(self.calibration_key(reranker, n_candidates),
+                                         self.mode_decision_file(self.reranker(template)))
+            ranked = [rank_candidates(f, r, calibrator) for f, r in zip(found, results, strict=True)]
+        latency = (time.perf_counter() - started) / len(user_ids)
+        lists = [r.recommendation_list(k, latency_s=latency) for r in ranked]
+        return [listed.model_copy(update={"mode_reason": reason}) for listed in lists] if reason else lists
 
     def mode_decision_file(self, reranker: LLMReranker) -> Path:
         """Where the ``ranker.mode = "auto"`` decision for this template and model lives."""

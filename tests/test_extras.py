@@ -46,3 +46,12 @@ def test_lightfm_without_the_baselines_extra(monkeypatch):
     _without(monkeypatch, "lightfm")
     with pytest.raises(BaselineUnavailable, match=r"promptrec\[baselines\]"):
         LightFMRanker(LightFMParams(), seed=0).prepare(None)
+
+
+def test_the_ray_engine_without_the_ray_extra(monkeypatch, tmp_path):
+    from promptrec.batch import batch_recommend
+
+    _without(monkeypatch, "ray", "ray.data")
+    with pytest.raises(MissingExtraError, match=r"Ray batch engine.*promptrec\[ray\]"):
+        batch_recommend(tmp_path / "out", engine="ray")  # before any index is opened
+    assert not (tmp_path / "out").exists()

@@ -264,7 +264,7 @@ def test_every_third_party_import_is_declared():
         dep.split(";")[0].split("[")[0].split("=")[0].split(">")[0].split("<")[0].strip().lower().replace("_", "-")
         for dep in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
     }
-    optional = {"vllm", "lightfm", "peft", "openai", "fastapi", "uvicorn", "prometheus_client", "playwright", "selenium"}
+    optional = {"vllm", "lightfm", "peft", "openai", "fastapi", "uvicorn", "prometheus_client", "ray", "playwright", "selenium"}
     distributions = metadata.packages_distributions()
     missing = set()
     for path in (REPO / "promptrec").rglob("*.py"):
