@@ -163,6 +163,8 @@ def batch_recommend_command(
         None, "--address", help="Ray: join the cluster at host:port, ray://host:10001 or auto (default: start a local one)."),
     actors: int = typer.Option(2, "--actors", min=1, help="Ray: actors in the pool (each opens the index and loads the generator once)."),
     cpus_per_actor: Optional[float] = typer.Option(None, "--cpus-per-actor", help="Ray: CPUs each actor reserves (default: fits the cluster)."),
+    gpus_per_actor: float = typer.Option(
+        0.0, "--gpus-per-actor", min=0.0, help='Ray: GPUs each actor reserves (ranker.backend "vllm-engine": a vLLM replica per actor).'),
     threads: Optional[int] = typer.Option(
         None, "--threads", min=1, help="Torch threads per worker (this process, or each Ray actor); equal threads give bit-equal rows."),
     shard_users: int = typer.Option(256, "--shard-users", min=1, help="Users per Parquet shard (the unit of resumption)."),
@@ -183,7 +185,7 @@ def batch_recommend_command(
     with (contextlib.nullcontext(None) if quiet else progress_bars()) as report:
         summary = batch_recommend(
             out, settings=Settings(), users=listed, k=k, template=template, engine=engine,  # type: ignore[arg-type]
-            address=address, actors=actors, cpus_per_actor=cpus_per_actor, threads=threads,
+            address=address, actors=actors, cpus_per_actor=cpus_per_actor, gpus_per_actor=gpus_per_actor, threads=threads,
             shard_users=shard_users, batch_users=batch_users, overwrite=overwrite, progress=report)
     console.print(data_text(
         f"{summary.users_done} users ranked, {summary.rows} rows in {summary.shards} shards "

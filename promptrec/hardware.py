@@ -15,7 +15,9 @@ reported) as an AVX2 one, which is how the AVX2 figures can be reproduced anywhe
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 
 from pydantic import BaseModel
@@ -118,3 +120,34 @@ def hardware_info(device: str, dtype: str) -> HardwareInfo:
         torch_threads=torch.get_num_threads(),
         gpu=gpu,
     )
+
+
+def set_compute_threads(threads: int) -> Callable[[], None]:
+    """Use ``threads`` threads for torch and for the BLAS and OpenMP pools (threadpoolctl) in this
+    process; returns what restores the counts before. Two processes with equal counts sum
+    floats in the same order, so they score bit-equal (other counts can differ in the last digits)."""
+    import threadpoolctl
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    limits = threadpoolctl.threadpool_limits(threads)
+
+    def restore() -> None:
+        limits.restore_original_limits()
+        torch.set_num_threads(before)
+
+    return restore
+
+
+@contextlib.contextmanager
+def compute_threads(threads: int | None) -> Iterator[None]:
+    """`set_compute_threads` for the block (None: the counts as they are)."""
+    if not threads:
+        yield
+        return
+    restore = set_compute_threads(threads)
+    try:
+        yield
+    finally:
+        restore()

@@ -52,6 +52,6 @@ def test_the_ray_engine_without_the_ray_extra(monkeypatch, tmp_path):
     from promptrec.batch import batch_recommend
 
     _without(monkeypatch, "ray", "ray.data")
-    with pytest.raises(MissingExtraError, match=r"Ray batch engine.*promptrec\[ray\]"):
+    with pytest.raises(MissingExtraError, match=r"the Ray engine.*promptrec\[ray\]"):
         batch_recommend(tmp_path / "out", engine="ray")  # before any index is opened
     assert not (tmp_path / "out").exists()

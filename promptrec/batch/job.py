@@ -18,6 +18,7 @@ from promptrec.batch.output import BatchIdentity, BatchOutput, ShardInfo
 from promptrec.batch.worker import ShardSpec, ShardWorker, index_version
 from promptrec.config import Settings
 from promptrec.errors import InputError
+from promptrec.fanout import check_reachable, ray_cluster, require_ray
 from promptrec.progress import ProgressFn
 from promptrec.recommender import Recommender
 
@@ -91,6 +92,7 @@ def batch_recommend(
     address: str | None = None,
     actors: int = 2,
     cpus_per_actor: float | None = None,
+    gpus_per_actor: float = 0.0,
     threads: int | None = None,
     shard_users: int = 256,
     batch_users: int = 8,
@@ -102,9 +104,9 @@ def batch_recommend(
 
     A rerun with the same job resumes (only missing shards are computed); another job's folder is
     refused unless ``overwrite``. ``engine="ray"`` fans the shards out to a pool of ``actors`` on
-    the Ray cluster at ``address`` (None: a local one is started). ``threads``: torch threads of
-    each worker (this process, or each actor); workers with equal threads write bit-equal rows
-    (other counts sum floats in another order: scores may differ in their last digits). Unknown
+    the Ray cluster at ``address`` (None: a local one is started). ``threads``: compute threads
+    (torch and BLAS) of each worker (this process, or each actor); equal threads write bit-equal
+    rows (other counts sum floats in another order: scores may differ in their last digits). Unknown
     users are counted in the summary and listed in ``_unknown_users.txt``.
     """
     if engine not in ("local", "ray"):
@@ -112,12 +114,14 @@ def batch_recommend(
     for name, value in (("k", k), ("shard_users", shard_users), ("batch_users", batch_users), ("actors", actors)):
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise InputError(f"{name} must be a positive integer, got {value!r}")
+    if gpus_per_actor < 0 or (cpus_per_actor is not None and cpus_per_actor <= 0):
+        raise InputError("cpus_per_actor must be positive and gpus_per_actor not negative")
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads <= 0):
         raise InputError(f"threads must be a positive integer, got {threads!r}")
     if engine == "ray":
-        engines.require_ray()
+        require_ray()
         if address is not None:  # fail fast, before the index is opened
-            engines.check_reachable(address)
+            check_reachable(address)
     owned = recommender is None
     rec = recommender or Recommender.from_settings(settings, build=False)
     settings = rec.settings
@@ -150,13 +154,9 @@ def batch_recommend(
         if engine == "local":
             engines.run_local(ShardWorker(spec, rec), todo, done, threads)
         else:
-            joined = engines.connect(address)
-            try:
+            with ray_cluster(address):
                 cluster = engines.run_ray(settings, spec, todo, done, actors=actors, cpus_per_actor=cpus_per_actor,
-                                          threads=threads)
-            finally:
-                if joined:
-                    engines.disconnect()
+                                          gpus_per_actor=gpus_per_actor, threads=threads)
         seconds = time.perf_counter() - started
         infos = out.done()
         unknown = [u for i in sorted(infos) for u in infos[i].unknown]

@@ -5,6 +5,7 @@ Mount it with ``app.add_typer(eval_app, name="eval")``. Then
     promptrec eval ml100k            # = promptrec eval run ml100k
     promptrec eval run ml100k --out runs/ml100k --limit 50
     promptrec eval run ml100k --only baselines            # the LLM rows in a later session
+    promptrec eval run ml100k --engine ray --actors 4     # the LLM rows on a Ray actor pool
     promptrec eval run ml100k --tie-rule hash --out runs/ml100k-hash
     promptrec eval compare runs/a runs/b [--a RANKER] [--b RANKER] [--metric ndcg@10] [--json] [--out DIR]
     promptrec eval report runs/ml100k          # recompute summary.{json,md} and the PNGs
@@ -57,6 +58,13 @@ def run(
         None, "--llm-users", help='Override grid.users (the LLM rankers\' users): "all" or a sample size.'),
     batch_users: int = typer.Option(
         8, "--batch-users", min=1, help="Users per grouped LLM call (the vLLM backends batch them); speed only."),
+    engine: str = typer.Option(
+        "local", "--engine", help='"local", or "ray": the LLM rows on a Ray Data actor pool (the baselines and calibration here).'),
+    address: Optional[str] = typer.Option(
+        None, "--address", help="Ray: join the cluster at host:port, ray://host:10001 or auto (default: start a local one)."),
+    actors: int = typer.Option(2, "--actors", min=1, help="Ray: actors in the pool (each loads the model once)."),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", min=1, help="Torch threads per worker (this process, or each Ray actor); equal threads give equal rows."),
 ) -> None:
     """Run (or continue) a suite; writes per-user JSONL, summary.{json,md} and PNGs into the run folder.
 
@@ -70,8 +78,10 @@ def run(
     logging.getLogger("promptrec").setLevel(logging.WARNING)
     loaded = load_suite(suite).with_overrides(tie_rule=tie_rule, tie_seed=tie_seed, users=count(users),
                                               llm_users=count(llm_users))
+    if engine not in ("local", "ray"):
+        raise typer.BadParameter(f"must be local or ray, got {engine!r}", param_hint="--engine")
     result = run_suite(loaded, out, fresh=fresh, limit=limit, progress=not quiet, only=only,
-                       batch_users=batch_users)
+                       batch_users=batch_users, engine=engine, address=address, actors=actors, threads=threads)
     typer.echo((result.run_dir / "summary.md").read_text(encoding="utf-8"))
     state = "complete" if result.complete else "partial"
     typer.echo(f"{state} run in {result.run_dir} ({result.written} rows written in this session)", err=True)

@@ -62,6 +62,8 @@ from promptrec.eval.run_folder import (  # noqa: F401 - re-exported: the run fol
 from promptrec.eval.explanations import EXPLANATIONS, explained_users, run_explanations
 from promptrec.eval.explanations import ROW_KEY as EXPLAIN_KEY
 from promptrec.eval.suite import Suite, load_suite
+from promptrec.fanout import check_reachable, ray_cluster, require_ray
+from promptrec.hardware import compute_threads
 from promptrec.paths import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -384,6 +386,10 @@ def run_suite(
     backend_factory: Callable[[str, str], Any] | None = None,
     only: Sequence[str] | None = None,
     batch_users: int = 8,
+    engine: str = "local",
+    address: str | None = None,
+    actors: int = 2,
+    threads: int | None = None,
 ) -> RunResult:
     """Run (or continue) a suite; returns the run folder and its summary.
 
@@ -397,12 +403,22 @@ def run_suite(
     ``batch_users``: users per grouped LLM call (`LLMReranker.run_many`: the vLLM backends batch
     them; on CPU transformers they run in turn), for the calibration and the test rows alike;
     it changes the speed, not the rows, so it is not part of the suite's digest.
+    ``engine="ray"``: the LLM rankers' test rows are computed by a pool of ``actors`` on the Ray
+    cluster at ``address`` (None: a local one is started; `promptrec.eval.ray_rows`), each with
+    ``threads`` torch threads; the baselines and the calibration run here. The rows equal the
+    local engine's (timings aside) when the threads are equal, and go into the same run folder.
 
     Each ranker goes through its users in one seeded order (`EvalData.run_order`), so the rows
     of a partial run, or of ``limit`` users, are a seeded random sample of its users.
     """
     from promptrec.eval.report import summarize, write_report as _write_report
 
+    if engine not in ("local", "ray"):
+        raise PromptrecError(f"engine must be 'local' or 'ray', got {engine!r}")
+    if engine == "ray":
+        require_ray()
+        if address is not None:  # fail fast, before any data is loaded
+            check_reachable(address)
     if not isinstance(suite, Suite):
         suite = load_suite(suite)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(suite)
@@ -412,7 +428,8 @@ def run_suite(
     rankers = build_rankers(suite, pool, settings.prompts_dir)
     session = _Session(suite=suite, run_dir=run_dir, results=JsonlLog(run_dir / RESULTS),
                        validation=JsonlLog(run_dir / VALIDATION), after_user=after_user, batch_users=batch_users,
-                       limit=limit)
+                       limit=limit, settings=settings,
+                       ray=RayRows(address, actors, threads) if engine == "ray" else None)
     written_before = len(session.results.rows)
     explanations = JsonlLog(run_dir / EXPLANATIONS)
     manifest = session.manifest = _session_manifest(old, suite, settings, rankers, limit, only, batch_users)
@@ -423,8 +440,13 @@ def run_suite(
             manifest["data"] = _data_summary(data, settings)
             _write_manifest(run_dir, manifest)
             atomic_write_text(run_dir / USER_FACTS, json.dumps(data.user_facts()))
-            for ranker in _select(rankers, only):
-                session.run_ranker(ranker)
+            with contextlib.ExitStack() as stack:
+                if session.ray is not None and any(r.kind == "llm" for r in _select(rankers, only)):
+                    stack.enter_context(ray_cluster(address))
+                elif threads:
+                    stack.enter_context(compute_threads(threads))
+                for ranker in _select(rankers, only):
+                    session.run_ranker(ranker)
             if suite.explain.users and (not only or "explain" in only):
                 run_explanations(data, suite, explanations, report, after_user, limit)
     finally:
@@ -488,6 +510,15 @@ def _data_summary(data: EvalData, settings: Settings) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class RayRows:
+    """Where a session computes its LLM test rows on Ray (`run_suite(engine="ray")`)."""
+
+    address: str | None
+    actors: int
+    threads: int | None
+
+
 @dataclass
 class _Session:
     """One `run_suite` call's state: the run folder's logs and manifest, the prepared data."""
@@ -499,9 +530,35 @@ class _Session:
     after_user: AfterUser | None
     batch_users: int
     limit: int | None
+    settings: Settings | None = None
+    ray: RayRows | None = None
     manifest: dict[str, Any] = field(default_factory=dict)
     data: EvalData | None = None
     report: Any = None
+
+    def _ranked(self, ranker: EvalRanker, todo: list[str], length: int) -> Iterator[tuple[str, Any, float]]:
+        """(user, ranked output, latency per user) for the users still to do: grouped through
+        `rank_many` here, or on the Ray actors for an LLM ranker when the session runs on Ray."""
+        data = self.data
+        assert data is not None
+        groups = list(_batches(todo, self.batch_users if ranker.kind == "llm" else 1))
+        if self.ray is not None and ranker.kind == "llm":
+            from promptrec.eval.ray_rows import rank_on_ray
+
+            validation = None
+            if self.suite.calibration.enabled:
+                by_user = {row["user_id"]: row for row in self.validation.rows_for(ranker.name)}
+                validation = [by_user[u] for u in data.calibration_users]
+            assert self.settings is not None
+            yield from rank_on_ray(self.suite, self.settings, ranker.name, groups, validation, length,
+                                   actors=self.ray.actors, threads=self.ray.threads)
+            return
+        for batch in groups:
+            histories = [data.test_histories.get(user, []) for user in batch]
+            t0 = time.perf_counter()
+            outs = ranker.rank_many(list(zip(batch, histories)), length)
+            latency = (time.perf_counter() - t0) / len(batch)  # a batch's time, shared by its users
+            yield from ((user, out, latency) for user, out in zip(batch, outs))
 
     def run_ranker(self, ranker: EvalRanker) -> None:
         """The rows this ranker still lacks (its calibration first, for an LLM row), appended to
@@ -534,15 +591,11 @@ class _Session:
         if report:
             report(ranker.name, len(users) - len(todo), len(users))
         length = self.suite.protocol.list_length
-        for batch in _batches(todo, self.batch_users if ranker.kind == "llm" else 1):
-            histories = [data.test_histories.get(user, []) for user in batch]
-            t0 = time.perf_counter()
-            outs = ranker.rank_many(list(zip(batch, histories)), length)
-            latency = (time.perf_counter() - t0) / len(batch)  # a batch's time, shared by its users
-            for user, history, out in zip(batch, histories, outs):
-                self.results.append(_row(ranker, user, data.test_targets[user], out, latency, data, history))
-                if report:
-                    report(ranker.name, 1, len(users))
-                if self.after_user:
-                    self.after_user(ranker.name, user)
+        for user, out, latency in self._ranked(ranker, todo, length):
+            history = data.test_histories.get(user, [])
+            self.results.append(_row(ranker, user, data.test_targets[user], out, latency, data, history))
+            if report:
+                report(ranker.name, 1, len(users))
+            if self.after_user:
+                self.after_user(ranker.name, user)
         ranker.close()

@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from promptrec.batch import BatchOutputError, batch_recommend
-from promptrec.batch.engines import ClusterError
+from promptrec.fanout import ClusterError
 from promptrec.config import RankerSettings
 from promptrec.recommender import Recommender
 

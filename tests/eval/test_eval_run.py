@@ -436,3 +436,29 @@ def test_the_new_item_scenario_hides_the_newest_items_from_every_log(eval_settin
         parse_suite(text.replace("new_items = 0.2\n", "new_items = 0.2\nnew_users = 2\n"), "both")
     with pytest.raises(SuiteError, match="new_items"):
         parse_suite(text.replace("new_items = 0.2", "new_items = 1.5"), "too-many")
+
+
+def test_llm_rows_on_a_ray_cluster_equal_the_local_rows_and_resume(smoke_run, eval_settings, tmp_path):
+    """`engine="ray"`: the LLM rows come from an actor pool on a real local Ray cluster (2 CPUs,
+    no dashboard) into the same run folder; a session stopped half-way resumes on Ray, and the
+    rows equal the local run's (scores to 1e-5: the actors run one torch thread each)."""
+    ray = pytest.importorskip("ray")
+    run_dir = tmp_path / "ray"
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
+    try:
+        with pytest.raises(Stop):  # 12 calibration rows (here), then 2 test rows (from the actors)
+            run_suite(SMOKE, run_dir, settings=eval_settings, only=[LLM], batch_users=2, engine="ray", threads=1,
+                      after_user=stop_after(14))
+        assert len(read_results(run_dir)) == 2
+        result = run_suite(SMOKE, run_dir, settings=eval_settings, only=[LLM], batch_users=2, engine="ray", threads=1)
+    finally:
+        ray.shutdown()
+    assert result.written == 3
+    a = {k: v for k, v in _rows_by_key(smoke_run.run_dir).items() if k[0] == LLM}
+    b = _rows_by_key(run_dir)
+    assert a.keys() == b.keys() and len(b) == 5
+    for key, row in a.items():
+        assert row["candidates"] == b[key]["candidates"] and row["ranked"] == b[key]["ranked"], key
+        assert row["calibration_id"] == b[key]["calibration_id"]
+        for field in ("scores", "p_after"):
+            np.testing.assert_allclose(row[field], b[key][field], rtol=0, atol=1e-5)
