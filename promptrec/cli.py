@@ -108,10 +108,10 @@ def models_fetch(name: str) -> None:
     console.print(f"{name}: {fetch(name, Settings())}")
 
 
-def _recommender(build: bool, rebuild: bool = False):
+def _recommender(build: bool, rebuild: bool = False, settings: Settings | None = None):
     from promptrec.recommender import Recommender
 
-    settings = Settings()
+    settings = settings or Settings()
     if build:
         with progress_bars() as report:
             return Recommender.from_settings(settings, build=True, progress=report, rebuild=rebuild)
@@ -119,9 +119,26 @@ def _recommender(build: bool, rebuild: bool = False):
 
 
 @app.command()
-def index(rebuild: bool = typer.Option(False, help="Drop the stored vectors and build anew.")) -> None:
+def index(
+    rebuild: bool = typer.Option(False, help="Drop the stored vectors and build anew."),
+    engine: Optional[str] = typer.Option(
+        None, "--engine", help='"ray": encode the catalog\'s text on a Ray cluster (ray.encode_text); "local": here.'),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray: the cluster (ray.address; default: a local one)."),
+    actors: Optional[int] = typer.Option(None, "--actors", min=1, help="Ray: encoder actors (ray.actors)."),
+) -> None:
     """Fetch the configured data set and build (or update) its retrieval index."""
-    rec = _recommender(build=True, rebuild=rebuild)
+    settings = Settings()
+    if engine not in (None, "local", "ray"):
+        raise InputError(f"--engine must be local or ray, got {engine!r}")
+    update = {k: v for k, v in (("encode_text", None if engine is None else engine == "ray"), ("address", address),
+                                ("actors", actors)) if v is not None}
+    if update:
+        settings = settings.model_copy(update={"ray": settings.ray.model_copy(update=update)})
+    if settings.ray.encode_text:
+        from promptrec.fanout import require_ray
+
+        require_ray()
+    rec = _recommender(build=True, rebuild=rebuild, settings=settings)
     m = rec.index.manifest
     console.print(
         f"index for {m.namespace}: {len(m.item_ids)} items, {m.n_users} users, "

@@ -344,6 +344,15 @@ class DataSettings(BaseModel):
         return self.catalog is not None
 
 
+class RaySettings(_Section):
+    """Work on a Ray cluster (`pip install "promptrec[ray]"`): the index build's text encoding
+    (`promptrec index --engine ray`). The batch jobs take their cluster on the command line."""
+
+    address: str | None = None  # host:port, ray://host:10001 or "auto"; None: a local cluster for the job
+    encode_text: bool = False  # the index build encodes the catalog's text on the cluster
+    actors: PositiveInt = 2  # encoder actors (each loads the encoder once)
+
+
 class Settings(BaseSettings):
     """Every setting promptrec reads. TOML file: $PROMPTREC_CONFIG or ./promptrec.toml."""
 
@@ -371,6 +380,7 @@ class Settings(BaseSettings):
     serve: ServeSettings = Field(default_factory=ServeSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     explain: ExplainSettings = Field(default_factory=ExplainSettings)
+    ray: RaySettings = Field(default_factory=RaySettings)
 
     @classmethod
     def settings_customise_sources(

@@ -47,7 +47,7 @@ class BatchSummary(BaseModel):
 
 def settings_digest(settings: Settings) -> str:
     """A digest of everything that shapes the rows (machine paths and the service's settings left out)."""
-    public = settings.model_dump(mode="json", exclude={"cache_dir", "index_dir", "serve"})
+    public = settings.model_dump(mode="json", exclude={"cache_dir", "index_dir", "serve", "ray"})
     return hashlib.blake2b(json.dumps(public, sort_keys=True).encode(), digest_size=8).hexdigest()
 
 

@@ -355,11 +355,22 @@ class RetrievalIndex:
         report = progress or (lambda stage, advance, total: None)
 
         catalog_fp = catalog_fingerprint(items)
+        hashes = [content_hash(item) for item in items]
+        vectors_for = lambda batch: encoder.encode([texts[n] for n in batch])  # noqa: E731
+        if settings.ray.encode_text:  # the texts to encode, on the Ray cluster, before the sync writes them
+            from promptrec.retrieval.ray_encoding import encode_on_ray
+
+            stored = text.content_hashes()
+            todo = [n for n, (i, h) in enumerate(zip(item_ids, hashes)) if stored.get(i) != h]
+            encoded = encode_on_ray(settings, [texts[n] for n in todo], encoder.dimension,
+                                    on_chunk=lambda n: report("text vectors (ray)", n, len(todo)))
+            row = {n: k for k, n in enumerate(todo)}
+            vectors_for = lambda batch: encoded[[row[n] for n in batch]]  # noqa: E731
         text_sync = text.sync(
             item_ids,
-            [content_hash(item) for item in items],
+            hashes,
             metadatas,
-            lambda batch: encoder.encode([texts[n] for n in batch]),
+            vectors_for,
             on_progress=lambda advance, total: report("text vectors", advance, total),
         )
         text.set_metadata(catalog_fingerprint=catalog_fp)

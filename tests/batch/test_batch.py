@@ -177,3 +177,32 @@ def test_the_command_line_writes_the_job_and_names_bad_input(settings, local_row
         bad = runner.invoke(app, ["batch", "recommend", "--out", "out", "--users", "users.txt", "--shard-users", "2",
                                   "-k", "4", *args])
         assert bad.exit_code == 2 and "Traceback" not in bad.output and needle in " ".join(bad.output.split()), bad.output
+
+
+def test_the_index_build_encodes_the_text_on_ray_into_equal_vectors(ml_slice, asset_settings, ray_cluster, tmp_path):
+    """`ray.encode_text`: the catalog's text vectors come from encoder actors; they equal the
+    local build's (to float noise: the actors run other thread counts) and retrieve the same."""
+    import numpy as np
+
+    from promptrec.config import RaySettings
+
+    items, frame = ml_slice
+    built, stages = {}, {}
+    for name, ray in (("local", RaySettings()), ("ray", RaySettings(encode_text=True, actors=2))):
+        settings = asset_settings.model_copy(update={"index_dir": tmp_path / name, "n_candidates": 10, "ray": ray})
+        seen = stages[name] = {}
+
+        def report(stage, advance, total, seen=seen):
+            seen[stage] = seen.get(stage, 0) + advance
+
+        built[name] = Recommender.from_interactions(items, frame, settings, namespace="encode", progress=report)
+    assert stages["ray"]["text vectors (ray)"] == len(items) and "text vectors (ray)" not in stages["local"]
+    ids = sorted(it.item_id for it in items)
+    (ids_a, a), (ids_b, b) = (built[name].index.text.vectors(ids) for name in ("local", "ray"))
+    assert ids_a == ids_b and len(ids_a) == len(items)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    for user in ("1", "7"):
+        assert ([c.item_id for c in built["local"].candidates(user).candidates]
+                == [c.item_id for c in built["ray"].candidates(user).candidates])
+    for rec in built.values():
+        rec.close()
