@@ -7,8 +7,9 @@ Ray engine runs on a local cluster started once (its start-up is printed, not co
 cluster outlives a job); each Ray run's time includes its actors opening the index and loading
 the generator, as the local run's includes loading it. Every worker gets the machine's cores
 shared out (local: all; Ray: cores / actors threads per actor). Printed: users per second, the
-ratio to local, the peak resident memory of each worker process, and whether the rows equal
-the local engine's and `recommend()`'s.
+ratio to local, the peak resident memory of each worker process, whether the Ray engines list
+the same items at the same ranks as the local one and by how much their scores differ (other
+thread counts add floats in another order), and whether the local rows equal `recommend()`'s.
 
     python benchmarks/batch.py [--users 64] [--shard-users 8] [--seed 0]
 
@@ -79,16 +80,19 @@ def main() -> None:
     print(f"MovieLens-100K, {args.users} users, k=10, LLM on ({local.rows // max(local.users_done, 1)} rows a user); "
           f"CPU capability {info.cpu_capability}, {cores} cores; Ray {ray.__version__}, local cluster start "
           f"{ray_start:.1f} s (not counted)")
-    print("| engine | threads per worker | users/s | x local | seconds | peak RSS per worker (GiB) | rows equal local |")
-    print("|---|---|---|---|---|---|---|")
+    print("| engine | threads per worker | users/s | x local | seconds | peak RSS per worker (GiB) | same items and ranks as local | max score difference |")
+    print("|---|---|---|---|---|---|---|---|")
     base = local.users_per_second
-    reference = _rows(work / "local")
+    reference = _rows(work / "local").to_pandas()
     for name, (summary, threads) in results.items():
         peaks = ", ".join(f"{v / 2**30:.2f}" for v in summary.workers.values())
-        equal = "-" if name == "local" else ("yes" if _rows(Path(summary.output)).equals(reference) else
-                                             "no (other thread counts: scores differ in the last digits)")
+        same, diff = "-", "-"
+        if name != "local":
+            rows = _rows(Path(summary.output)).to_pandas()
+            same = "yes" if (rows[["user_id", "rank", "item_id"]].equals(reference[["user_id", "rank", "item_id"]])) else "no"
+            diff = f"{max(float((rows[c] - reference[c]).abs().max()) for c in ('llm_score', 'retrieval_score')):.1e}"
         print(f"| {name} | {threads} | {summary.users_per_second:.3f} | {summary.users_per_second / base:.2f} | "
-              f"{summary.seconds:.1f} | {peaks} | {equal} |")
+              f"{summary.seconds:.1f} | {peaks} | {same} | {diff} |")
     print(f"local rows equal recommend() for 5 users (same threads): {same_as_recommend}")
     print("target: Ray >= 0.85x local")
     shutil.rmtree(work, ignore_errors=True)

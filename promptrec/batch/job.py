@@ -160,11 +160,10 @@ def batch_recommend(
         seconds = time.perf_counter() - started
         infos = out.done()
         unknown = [u for i in sorted(infos) for u in infos[i].unknown]
-        rows = out.read()
         summary = BatchSummary(
             output=str(out.folder), engine=engine, complete=len(infos) == len(shards), users=len(todo_users),
             users_done=sum(infos[i].users - len(infos[i].unknown) for i in infos), unknown_users=len(unknown),
-            degraded_users=sum(infos[i].degraded_users for i in infos), rows=rows.num_rows, shards=len(shards),
+            degraded_users=sum(infos[i].degraded_users for i in infos), rows=out.row_count(), shards=len(shards),
             shards_this_run=len(computed), seconds=seconds,
             users_per_second=sum(c.users for c in computed) / seconds if computed and seconds > 0 else 0.0,
             index_version=version, workers=_peaks(computed), cluster=cluster,

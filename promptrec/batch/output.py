@@ -156,6 +156,10 @@ class BatchOutput:
         os.replace(tmp, path)
         return path
 
+    def row_count(self) -> int:
+        """Rows in the written shards (from their footers: nothing is read)."""
+        return sum(pq.read_metadata(p).num_rows for p in self.folder.glob("part-*.parquet"))
+
     def read(self) -> pa.Table:
         """Every written shard's rows, in shard order."""
         paths = sorted(self.folder.glob("part-*.parquet"))

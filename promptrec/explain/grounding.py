@@ -20,8 +20,9 @@ scans an answer and returns a `GroundingCheck`:
   though they are not in the user's history;
 * ``unsupported_claims``: numbers and years the answer states that the facts it was given
   do not contain ("released in 1988" when the facts say 2004; "read by over 43 people");
-* ``first_person``, ``meta_talk``, ``wrong_domain``: the roles and words of the answer
-  (`promptrec.explain.roles`): "I watched", "the facts", "you watched" a book.
+* ``first_person``, ``meta_talk``, ``wrong_domain``, ``swapped``: the roles and words of the
+  answer (`promptrec.explain.roles`): "I watched", "the facts", "you watched" a book, "you chose
+  X to recommend Y" or the user's own item recommended to them.
 
 Prose is full of words that are also film titles ("heat", "now and then", "big"), so a
 catalog mention must be written like a title: every capitalised word of the catalog title
@@ -42,7 +43,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, Field
 
 from promptrec.data.schema import Item
-from promptrec.explain.roles import first_person_claims, meta_talk, wrong_domain_words
+from promptrec.explain.roles import first_person_claims, meta_talk, swapped_roles, wrong_domain_words
 
 if TYPE_CHECKING:  # pragma: no cover
     from promptrec.domain import Domain
@@ -152,12 +153,14 @@ class GroundingCheck(BaseModel):
     first_person: list[str] = Field(default_factory=list)
     meta_talk: list[str] = Field(default_factory=list)
     wrong_domain: list[str] = Field(default_factory=list)
+    # Swapped roles: the user cast as the recommender, or their own item recommended to them:
+    swapped: list[str] = Field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return (not self.unsupported and not self.invented and not self.misattributed and not self.unsupported_claims
                 and not self.echoed and not self.repeated and not self.first_person and not self.meta_talk
-                and not self.wrong_domain)
+                and not self.wrong_domain and not self.swapped)
 
     def cited_item_ids(self, among: Iterable[str] | None = None) -> list[str]:
         """Allowed item ids the answer names (in order of first mention), optionally only ``among``."""
@@ -179,7 +182,8 @@ class GroundingCheck(BaseModel):
                      + [f"(repeats itself: {r!r})" for r in self.repeated]
                      + [f"(speaks as if it consumed an item itself: {v!r})" for v in self.first_person]
                      + [f"(talks about its input: {m!r})" for m in self.meta_talk]
-                     + [f"(another medium's word: {w!r})" for w in self.wrong_domain]):
+                     + [f"(another medium's word: {w!r})" for w in self.wrong_domain]
+                     + [f"(swaps the roles: {r!r})" for r in self.swapped]):
             if text not in out:
                 out.append(text)
         return out
@@ -466,9 +470,10 @@ class TitleIndex:
         invented = self.find_invented(answer, ignore, mentions, near=near, allowed=allowed_set)
         mentions = sorted(mentions + near, key=lambda m: m.start)
         unsupported = [m for m in mentions if not m.allowed]
-        misattributed = []
+        misattributed, history_spans = [], []
         if history is not None:
             seen = set(history)
+            history_spans = [(m.start, m.end) for m in mentions if m.allowed and seen.intersection(m.item_ids)]
             misattributed = [
                 m for m in mentions
                 if m.allowed and not seen.intersection(m.item_ids) and _claims_watched(answer, m.start, self._claims)
@@ -490,7 +495,8 @@ class TitleIndex:
                               echoed=echoed_runs(titles_out, instructions),
                               repeated=repeated_runs(titles_out) + doubled_titles(answer, mentions),
                               first_person=first_person_claims(titles_out, self.domain),
-                              meta_talk=meta_talk(titles_out), wrong_domain=wrong_domain_words(titles_out, self.domain))
+                              meta_talk=meta_talk(titles_out), wrong_domain=wrong_domain_words(titles_out, self.domain),
+                              swapped=swapped_roles(answer, titles_out, history_spans))
 
 
 _COUNT_VERBS = frozenset({"is", "are", "was", "were", "of"})

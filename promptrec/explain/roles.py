@@ -42,3 +42,29 @@ def wrong_domain_words(answer: str, domain: Domain) -> list[str]:
         return []
     pattern = re.compile(r"\b(?:" + "|".join(re.escape(v) for v in foreign) + r")\b", re.I)
     return [m.group(0) for m in pattern.finditer(answer)]
+
+
+# "you chose X to recommend Y": the user cast as the recommender.
+_USER_AS_RECOMMENDER = re.compile(
+    r"\byou(?:'ve| have)?\s+(?:chose|chosen|picked|selected|recommended|suggested)\b[^.!?]{0,120}?"
+    r"\bto\s+(?:recommend|suggest)\b", re.I)
+# A recommendation that ends right before a title: "I recommend (that you watch)", "you should read".
+_RECOMMENDS_NEXT = re.compile(
+    r"(?:\b(?:I|we)(?:\s+would)?\s+(?:recommend|suggest)(?:ed)?(?:\s+(?:that\s+)?you)?"
+    r"|\byou\s+(?:should|might|could|may|would)\s+(?:also\s+)?(?:like|love|enjoy))"
+    r"(?:\s+(?:to\s+)?(?:watch|watching|read|reading|listen\s+to|listening\s+to|try|trying|check\s+out|see))?"
+    r"[\s\"“”‘’'*_]*$", re.I)
+
+
+def swapped_roles(answer: str, titles_out: str, history_spans: list[tuple[int, int]]) -> list[str]:
+    """Phrases with the roles swapped: the user cast as the one recommending ("you chose X to
+    recommend Y"), or one of the user's own items recommended to them ("I recommend you watch
+    X" for an X in their history). ``titles_out``: the answer with its titles blanked;
+    ``history_spans``: where the answer names items of the user's history."""
+    out = [m.group(0) for m in _USER_AS_RECOMMENDER.finditer(titles_out)]
+    for start, end in history_spans:
+        base = max(0, start - 80)
+        lead = _RECOMMENDS_NEXT.search(answer[base:start])
+        if lead:
+            out.append(answer[base + lead.start():end])
+    return out

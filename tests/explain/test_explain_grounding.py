@@ -191,3 +191,30 @@ def test_the_domain_decides_which_verbs_are_foreign():
     assert wrong_domain_words("You watched it", generic) == []
     assert first_person_claims("We've also enjoyed it; you read it; I really loved", books) == [
         "We've also enjoyed", "I really loved"]
+
+
+def test_swapped_roles_are_found():
+    from promptrec.explain.roles import swapped_roles
+
+    text = 'You chose "Dangerous Minds" to recommend "Higher Learning".'
+    blanked = 'You chose "              " to recommend "               ".'
+    assert swapped_roles(text, blanked, []) == ['You chose "              " to recommend']
+    answer = 'Because you watched "Heat (1995)", I recommend you watch "Heat (1995)".'
+    spans = [(answer.index('"Heat') + 1, answer.index('"Heat') + 12), (answer.rindex("Heat"), answer.rindex("Heat") + 11)]
+    assert swapped_roles(answer, answer, spans) == ['I recommend you watch "Heat (1995)']
+    plain = 'Because you watched "Heat (1995)" and "Fargo (1996)", this one fits.'
+    assert swapped_roles(plain, plain, [(21, 32), (39, 51)]) == []
+
+
+@pytest.mark.integration
+def test_an_answer_with_swapped_roles_is_not_ok(titles, ids):
+    heat, fargo = ids["Heat (1995)"], ids["Fargo (1996)"]
+    history = [heat, fargo]
+    again = titles.check('Because you watched "Heat (1995)", you might also enjoy "Fargo (1996)".', {heat, fargo},
+                         history=history)
+    assert again.swapped and not again.ok and any("swaps the roles" in o for o in again.offending())
+    chose = titles.check('You chose "Heat (1995)" to recommend "Fargo (1996)".', {heat, fargo}, history=history)
+    assert chose.swapped and not chose.ok
+    fine = titles.check('Because you watched "Heat (1995)" and "Fargo (1996)", this crime film fits.', {heat, fargo},
+                        history=history)
+    assert fine.swapped == [] and fine.ok, fine
