@@ -148,6 +148,12 @@ def test_a_killed_actor_is_replaced_and_the_output_is_complete(settings, local_r
     table = _table(tmp_path / "ray")
     assert table.equals(_table(reference))  # no user missing, none twice
     assert not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == psutil.STATUS_ZOMBIE
+    # a job cut short (two shards lost with it) and run again computes only those, on Ray too
+    for shard in ("part-00001.parquet", "part-00003.parquet"):
+        (tmp_path / "ray" / shard).unlink()
+    resumed = batch_recommend(tmp_path / "ray", settings=settings, users=USERS, k=4, shard_users=2, engine="ray",
+                              actors=2, threads=1)
+    assert resumed.complete and resumed.shards_this_run == 2 and _table(tmp_path / "ray").equals(_table(reference))
 
 
 def test_the_command_line_writes_the_job_and_names_bad_input(settings, local_rows, tmp_path, monkeypatch):
