@@ -183,7 +183,7 @@ def batch_recommend_command(
     gpus_per_actor: float = typer.Option(
         0.0, "--gpus-per-actor", min=0.0, help='Ray: GPUs each actor reserves (ranker.backend "vllm-engine": a vLLM replica per actor).'),
     threads: Optional[int] = typer.Option(
-        None, "--threads", min=1, help="Torch threads per worker (this process, or each Ray actor); equal threads give bit-equal rows."),
+        None, "--threads", min=1, help="Torch threads per worker (this process, or each Ray actor); torch and BLAS alike."),
     shard_users: int = typer.Option(256, "--shard-users", min=1, help="Users per Parquet shard (the unit of resumption)."),
     batch_users: int = typer.Option(8, "--batch-users", min=1, help="Users per grouped LLM call (speed only)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start the output folder over, whoever's shards it holds."),

@@ -105,8 +105,8 @@ def batch_recommend(
     A rerun with the same job resumes (only missing shards are computed); another job's folder is
     refused unless ``overwrite``. ``engine="ray"`` fans the shards out to a pool of ``actors`` on
     the Ray cluster at ``address`` (None: a local one is started). ``threads``: compute threads
-    (torch and BLAS) of each worker (this process, or each actor); equal threads write bit-equal
-    rows (other counts sum floats in another order: scores may differ in their last digits). Unknown
+    (torch and BLAS) of each worker (this process, or each actor); other counts sum floats in
+    another order, so scores may differ in their last digits (and near-ties swap). Unknown
     users are counted in the summary and listed in ``_unknown_users.txt``.
     """
     if engine not in ("local", "ray"):

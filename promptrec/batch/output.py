@@ -69,7 +69,7 @@ class ShardInfo(BaseModel):
     degraded_users: int
     seconds: float  # the worker's time computing the shard
     worker: str  # the process that computed it (host:pid)
-    threads: int  # its torch threads (equal threads: bit-equal scores)
+    threads: int  # its torch threads
     peak_rss_bytes: int  # that process's peak resident memory so far
 
 

@@ -64,7 +64,7 @@ def run(
         None, "--address", help="Ray: join the cluster at host:port, ray://host:10001 or auto (default: start a local one)."),
     actors: int = typer.Option(2, "--actors", min=1, help="Ray: actors in the pool (each loads the model once)."),
     threads: Optional[int] = typer.Option(
-        None, "--threads", min=1, help="Torch threads per worker (this process, or each Ray actor); equal threads give equal rows."),
+        None, "--threads", min=1, help="Torch threads per worker (this process, or each Ray actor); torch and BLAS alike."),
 ) -> None:
     """Run (or continue) a suite; writes per-user JSONL, summary.{json,md} and PNGs into the run folder.
 
