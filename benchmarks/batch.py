@@ -42,11 +42,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import ray
-    import torch
 
     from promptrec.batch import batch_recommend
     from promptrec.config import Settings
-    from promptrec.hardware import hardware_info
+    from promptrec.hardware import hardware_info, set_compute_threads
     from promptrec.recommender import Recommender
 
     settings = Settings()
@@ -68,7 +67,7 @@ def main() -> None:
     ray.shutdown()
 
     # recommend() in this process, with the local run's threads, for a few of the users
-    torch.set_num_threads(cores)
+    set_compute_threads(cores)
     local_rows = _rows(work / "local").to_pylist()
     with Recommender.from_settings(settings, build=False) as rec:
         same_as_recommend = all(

@@ -62,11 +62,9 @@ def test_local_rows_equal_recommend_and_unknown_users_are_reported(settings, loc
     assert (out / "_unknown_users.txt").read_text() == "no-such-user\n"
     assert summary.shards == 5 and summary.rows == 8 * 4
     rows = _table(out).to_pylist()
-    import torch
+    from promptrec.hardware import compute_threads
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with compute_threads(1):  # the local run's threads
         with Recommender.from_settings(settings, build=False) as rec:
             for user in ("1", "9"):
                 listed = rec.recommend(user, k=4)
@@ -76,8 +74,6 @@ def test_local_rows_equal_recommend_and_unknown_users_are_reported(settings, loc
                                             listed.degraded) for x in listed.recommendations]
                 assert {r["template_hash"] for r in mine} == {listed.template_hash}
                 assert {r["model_id"] for r in mine} == {listed.model_id}
-    finally:
-        torch.set_num_threads(threads)
     assert {r["mode"] for r in rows} == {"llm"} and all(r["llm_score"] is not None for r in rows)
 
 
