@@ -221,6 +221,11 @@ class ChromaSettings(_Section):
     mode: Literal["persistent", "http"] = "persistent"
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    # A collection of at most this many items is searched exactly: its vectors are read once per
+    # process and every similarity is computed, ties in item-id order, so every process and
+    # worker ranks alike. A larger one is searched through Chroma's HNSW index (approximate: two
+    # processes may disagree near the end of a long list). 0: always HNSW.
+    exact_search_max_items: int = Field(default=200_000, ge=0)
 
 
 class ServeSettings(_Section):

@@ -303,6 +303,8 @@ class Recommender:
             if not isinstance(self.catalog, LiveCatalog):
                 self.catalog = LiveCatalog(self.catalog, self._live)
                 self.retriever.catalog = self.catalog
+                if self.index is not None:
+                    self.index.attach_store(self._live)
         return self._live
 
     def add_interactions(self, events: Sequence[Interaction | Mapping[str, Any]]) -> IngestReceipt:

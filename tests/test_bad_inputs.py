@@ -414,7 +414,13 @@ def server_cases() -> list[Case]:
         rec = Recommender.from_interactions(c.w.items, c.w.frame, s, namespace="campaign-http")
         rec.candidates("1", 5)
         server.stop()
-        return rec.candidates("2", 5)
+        # the vectors searched exactly were read at the first query: lists go on from them
+        assert rec.candidates("2", 5).candidates
+        # a write needs the server: a clear error, and the live store is not written either
+        try:
+            return rec.add_items([{"item_id": "campaign-new", "title": "A New Film"}])
+        finally:
+            assert rec.live_store() is None or rec.live_store().item("campaign-new") is None
 
     def vllm_server_down(c: Ctx):
         from promptrec.assets import resolve_model

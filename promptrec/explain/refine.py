@@ -196,12 +196,12 @@ def refine(rec: Recommender, user_id: str, refinement: Refinement, k: int = 5,
     if refinement.query:
         targets.append(("request", rec.index.encoder.encode([refinement.query])[0]))
     if refinement.like_item is not None:
-        ids, vectors = rec.index.text.vectors([refinement.like_item])
+        ids, vectors = rec.index.text_vectors([refinement.like_item])
         if len(ids):
             targets.append(("like", np.asarray(vectors[0], dtype=np.float64)))
     similar: dict[str, float] = {}
     if targets and order:
-        ids, vectors = rec.index.text.vectors(order)
+        ids, vectors = rec.index.text_vectors(order)
         unit = np.asarray(vectors, dtype=np.float64)
         unit /= np.maximum(np.linalg.norm(unit, axis=1, keepdims=True), 1e-12)
         rankings = {"retrieval": order}

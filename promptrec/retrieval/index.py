@@ -22,6 +22,7 @@ import time
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -45,12 +46,16 @@ from promptrec.retrieval.sasrec import (
 from promptrec.retrieval.sources import BehaviourModel, TransitionModel, popularity
 from promptrec.retrieval.weights import FusionFit, choose_weights, holdout_split, sample_users, all_source_rankings
 from promptrec.retrieval.store import (
+    ExactSearch,
     ItemVectorCollection,
     SyncReport,
     chroma_client,
     collection_name,
     drop_persistent_store,
 )
+
+if TYPE_CHECKING:  # pragma: no cover
+    from promptrec.store.events import LiveStore
 
 _SPACES = {"text": "cosine", "behaviour": "ip", "sequential": "ip"}  # each vector kind's distance
 _HOLDOUT = "behaviour-holdout"  # the scratch collection of a build's weight fit
@@ -197,6 +202,40 @@ class RetrievalIndex:
         self.sequential_model = sequential_model
         self.item_ids = manifest.item_ids
         self.position = {item_id: n for n, item_id in enumerate(self.item_ids)}
+        self._store: LiveStore | None = None
+        self._live_text: tuple[tuple[int, int, float], ExactSearch] | None = None  # (base, items mark), search
+        self._live_vectors: dict[tuple[str, str], np.ndarray] = {}  # (item id, content hash) -> text vector
+
+    def attach_store(self, store: LiveStore) -> None:
+        """Catalog entries the live store took after this version was built join the text search,
+        whichever worker took them (each worker encodes them itself: an embedded Chroma store does
+        not show one process the vectors another wrote)."""
+        self._store = store
+        self._live_text = None
+
+    def text_search(self) -> ExactSearch | None:
+        """The text vectors as an exact search, with the live store's later entries in it; None
+        when the collection is above ``chroma.exact_search_max_items`` (Chroma's HNSW is queried)."""
+        base = self.text.exact_search()
+        if base is None or self._store is None:
+            return base
+        count, latest = self._store.items_mark(self.manifest.store_until)
+        key = (id(base), count, latest)
+        if self._live_text is None or self._live_text[0] != key:
+            items = self._store.all_items(received_after=self.manifest.store_until)
+            todo = [it for it in items if (it.item_id, content_hash(it)) not in self._live_vectors]
+            if todo:
+                for item, vector in zip(todo, self.encoder.encode([it.text() for it in todo])):
+                    self._live_vectors[(item.item_id, content_hash(item))] = np.asarray(vector, dtype=np.float32)
+            vectors = [self._live_vectors[(it.item_id, content_hash(it))] for it in items]
+            search = base.with_rows([it.item_id for it in items], np.stack(vectors)) if items else base
+            self._live_text = (key, search)
+        return self._live_text[1]
+
+    def text_vectors(self, ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        """The text vectors of those ``ids`` that exist, each once, as (ids, matrix)."""
+        search = self.text_search()
+        return search.vectors(ids) if search is not None else self.text.vectors(ids)
 
     def upsert_text(self, items: Sequence[Item]) -> None:
         """Encode and upsert items' text vectors (items added or changed after the build): the
@@ -218,12 +257,14 @@ class RetrievalIndex:
             cls._collection_name(settings, version, namespace, "text"),
             "cosine",
             {"kind": "text", "encoder": encoder, "dimension": text_dim},
+            settings.chroma.exact_search_max_items,
         )
         behaviour = ItemVectorCollection(
             client,
             cls._collection_name(settings, version, namespace, "behaviour"),
             "ip",
             {"kind": "behaviour", "encoder": "implicit-als", "dimension": factors},
+            settings.chroma.exact_search_max_items,
         )
         return text, behaviour
 
@@ -235,6 +276,7 @@ class RetrievalIndex:
             cls._collection_name(settings, version, namespace, "sequential"),
             "ip",
             {"kind": "sequential", "encoder": "sasrec", "dimension": dimension},
+            settings.chroma.exact_search_max_items,
         )
 
     @classmethod
@@ -444,6 +486,7 @@ class RetrievalIndex:
             chroma_client(settings.chroma, index.version.chroma),
             cls._collection_name(settings, index.version, manifest.namespace, _HOLDOUT), "ip",
             {"kind": _HOLDOUT, "encoder": "implicit-als", "dimension": rs.als_factors},
+            settings.chroma.exact_search_max_items,
         )
         try:
             if holdout.count():

@@ -8,21 +8,18 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from promptrec.retrieval.store import unit_rows
+
 if TYPE_CHECKING:  # pragma: no cover
     from promptrec.retrieval.index import RetrievalIndex
 
 
-def _unit_rows(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
-
-
 def text_similarities(index: RetrievalIndex, item_id: str, others: Sequence[str]) -> np.ndarray:
-    ids, vectors = index.text.vectors([item_id, *others])
+    ids, vectors = index.text_vectors([item_id, *others])
     row = {i: n for n, i in enumerate(ids)}
     if item_id not in row:
         return np.zeros(len(others))
-    vectors = _unit_rows(np.asarray(vectors, dtype=np.float64))
+    vectors = unit_rows(np.asarray(vectors, dtype=np.float64))
     target = vectors[row[item_id]]
     return np.array([float(vectors[row[o]] @ target) if o in row else 0.0 for o in others])
 

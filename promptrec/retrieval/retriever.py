@@ -18,7 +18,7 @@ from promptrec.retrieval.sources import recency_weighted_mean
 class Retriever:
     """Fuses five sources over one index: the trained sequential model (its encoding of the
     history queried against its item vectors in Chroma; absent when the index has none),
-    transitions, behaviour vectors (ALS, queried in Chroma), text vectors (queried in Chroma)
+    transitions, behaviour vectors (ALS) and text vectors (searched exactly, or through Chroma's HNSW for a large catalog)
     and popularity."""
 
     def __init__(self, index: RetrievalIndex, catalog: Mapping[str, Item], settings: RetrievalSettings):
@@ -72,11 +72,13 @@ class Retriever:
             out["behaviour"] = index.behaviour.query(vector, pool, exclude, where)
         if weights["text"] > 0:
             recent = list(history[-rs.text_history_items :])
-            ids, vectors = index.text.vectors(recent)
+            search = index.text_search()
+            ids, vectors = (search or index.text).vectors(recent)
             row = {item_id: n for n, item_id in enumerate(ids)}
             ordered = np.stack([vectors[row[i]] for i in recent if i in row]) if row else vectors
             query = recency_weighted_mean(ordered, rs.text_recency_half_life)
-            out["text"] = index.text.query(query, pool, exclude, where)
+            out["text"] = (search.top(query, pool, exclude, allowed) if search is not None
+                           else index.text.query(query, pool, exclude, where))
         return out
 
     def fuse(

@@ -121,17 +121,94 @@ class SyncReport(BaseModel):
     unchanged: int = 0
 
 
+class ExactSearch:
+    """Exact nearest items over a matrix of item vectors: every similarity computed, ties broken
+    by item id. The same vectors give the same list in every process, which HNSW's approximate
+    search does not promise."""
+
+    def __init__(self, ids: Sequence[str], vectors: np.ndarray, space: Space):
+        self.ids = list(ids)
+        self.space = space
+        matrix = np.asarray(vectors, dtype=np.float32)
+        matrix = matrix.reshape(len(self.ids), -1) if self.ids else matrix.reshape(0, matrix.shape[-1] if matrix.ndim else 0)
+        self.matrix = unit_rows(matrix) if space == "cosine" else matrix
+        self.row = {item_id: n for n, item_id in enumerate(self.ids)}
+        self._id_rank = np.empty(len(self.ids), dtype=np.int64)  # where each id sorts among the ids
+        self._id_rank[np.argsort(np.asarray(self.ids, dtype=object), kind="stable")] = np.arange(len(self.ids))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def with_rows(self, ids: Sequence[str], vectors: np.ndarray) -> ExactSearch:
+        """This search with the rows of ``ids`` replaced by (or extended with) ``vectors``."""
+        if not len(ids):
+            return self
+        matrix = np.asarray(vectors, dtype=np.float32).reshape(len(ids), -1)
+        if self.space == "cosine":
+            matrix = unit_rows(matrix)
+        new = [n for n, item_id in enumerate(ids) if item_id not in self.row]
+        out = ExactSearch([*self.ids, *(ids[n] for n in new)], np.concatenate([self.matrix, matrix[new]]), self.space)
+        for n, item_id in enumerate(ids):
+            if item_id in self.row:
+                out.matrix[self.row[item_id]] = matrix[n]
+        return out
+
+    def vectors(self, ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
+        """The vectors of those ``ids`` that are here, each once (cosine: unit length)."""
+        found = [i for i in dict.fromkeys(ids) if i in self.row]
+        return found, self.matrix[[self.row[i] for i in found]]
+
+    def top(self, vector: np.ndarray, n: int, exclude: set[str] = frozenset(),
+            allowed: set[str] | None = None) -> list[tuple[str, float]]:
+        """Top-n (item id, similarity) for a query vector, skipping ``exclude`` and, with
+        ``allowed``, every id not in it."""
+        if n <= 0 or not self.ids:
+            return []
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        if self.space == "cosine":
+            norm = float(np.linalg.norm(query))
+            query = query / norm if norm > 0 else query
+        scores = self.matrix @ query
+        want = min(len(scores), n + len(exclude) + (len(self.ids) if allowed is not None else 0))
+        if want < len(scores):
+            # everything at least as similar as the want-th best: ties at the cut stay together
+            cut = np.partition(scores, len(scores) - want)[len(scores) - want]
+            rows = np.flatnonzero(scores >= cut)
+        else:
+            rows = np.arange(len(scores))
+        rows = rows[np.lexsort((self._id_rank[rows], -scores[rows]))]
+        out: list[tuple[str, float]] = []
+        for row in rows:
+            item_id = self.ids[row]
+            if item_id in exclude or (allowed is not None and item_id not in allowed):
+                continue
+            out.append((item_id, float(scores[row])))
+            if len(out) == n:
+                break
+        return out
+
+
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length (a zero row stays zero)."""
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
+
+
 class ItemVectorCollection:
     """One Chroma collection of item vectors plus the metadata that says how they were made."""
 
-    def __init__(self, client, name: str, space: Space, identity: dict[str, Any]):
-        """`identity` (e.g. encoder, dimension) must match what the collection was built with."""
+    def __init__(self, client, name: str, space: Space, identity: dict[str, Any], exact_max_items: int = 0):
+        """`identity` (e.g. encoder, dimension) must match what the collection was built with.
+        A collection of at most ``exact_max_items`` items is searched exactly (`ExactSearch`, its
+        vectors read once), a larger one through Chroma's HNSW index."""
         self.name = name
         self.space = space
         self.identity = identity
+        self.exact_max_items = exact_max_items
         self.location = getattr(client, "promptrec_location", "the Chroma store")
         self.folder = getattr(client, "promptrec_folder", None)  # None on a Chroma server
         self._client = client
+        self._exact: ExactSearch | None = None
         self._open()
 
     def _open(self) -> None:
@@ -162,12 +239,14 @@ class ItemVectorCollection:
         """Drop the collection and start it empty (its vectors are written again by `sync`)."""
         with self._errors(f"recreating collection {self.name!r}"):
             self._client.delete_collection(self.name)
+        self._exact = None
         self._open()
 
     def delete(self) -> None:
         """Drop the collection (a scratch collection a build no longer needs)."""
         with self._errors(f"deleting collection {self.name!r}"):
             self._client.delete_collection(self.name)
+        self._exact = None
 
     def _errors(self, what: str):
         return chroma_errors(self.location, what, self.folder)
@@ -232,6 +311,7 @@ class ItemVectorCollection:
         `vectors_for(positions)` computes vectors for the given positions of `ids` only, so
         unchanged items are never re-encoded; `on_progress(advance, total)` reports progress.
         """
+        self._exact = None
         stored = self.content_hashes()
         wanted = dict(zip(ids, content_hashes))
         removed = [i for i in stored if i not in wanted]
@@ -262,16 +342,20 @@ class ItemVectorCollection:
 
     def sync_some(self, ids: Sequence[str], content_hashes: Sequence[str], metadatas: Sequence[dict[str, Any]],
                   vectors: np.ndarray) -> None:
-        """Upsert these items' vectors (the others stay as they are)."""
+        """Upsert these items' vectors (the others stay as they are; an exact search already
+        read takes them in place)."""
         with self._errors(f"writing to {self.name!r}"):
             self._collection.upsert(
                 ids=list(ids), embeddings=np.asarray(vectors, dtype=np.float32),
                 metadatas=[{**m, "content_hash": h} for m, h in zip(metadatas, content_hashes)],
             )
+        if self._exact is not None:
+            self._exact = self._exact.with_rows(list(ids), np.asarray(vectors, dtype=np.float32))
 
     def copy_from(self, other: ItemVectorCollection) -> None:
         """Make this (empty) collection hold what ``other`` holds: vectors, item metadata and
         the collection's own metadata (a new index version starts from the served one)."""
+        self._exact = None
         with other._errors(f"reading {other.name!r}"):
             got = other._collection.get(include=["embeddings", "metadatas"])
         for start in range(0, len(got["ids"]), UPSERT_BATCH):
@@ -297,6 +381,15 @@ class ItemVectorCollection:
         with self._filter_errors(where):
             return set(self._collection.get(where=where, include=[])["ids"])
 
+    def exact_search(self) -> ExactSearch | None:
+        """The collection's vectors as an `ExactSearch` (read from Chroma once, then kept), or
+        None when it holds more than ``exact_max_items`` items."""
+        if self._exact is None:
+            if self.count() > self.exact_max_items:
+                return None
+            self._exact = ExactSearch(*self.vectors(), self.space)
+        return self._exact
+
     def query(
         self,
         vector: np.ndarray,
@@ -304,7 +397,11 @@ class ItemVectorCollection:
         exclude: set[str] = frozenset(),
         where: dict[str, Any] | None = None,
     ) -> list[tuple[str, float]]:
-        """Top-n (item id, similarity) for a query vector, skipping `exclude`."""
+        """Top-n (item id, similarity) for a query vector, skipping `exclude`; ties in item-id order."""
+        exact = self.exact_search()
+        if exact is not None:
+            allowed = self.ids_matching(where) if where is not None else None
+            return exact.top(vector, n, exclude, allowed)
         total = self.count()
         if total == 0 or n <= 0:
             return []
@@ -316,12 +413,7 @@ class ItemVectorCollection:
                 where=where,
                 include=["distances"],
             )
-        out: list[tuple[str, float]] = []
-        for item_id, distance in zip(result["ids"][0], result["distances"][0]):
-            if item_id in exclude:
-                continue
-            # Chroma's cosine distance is 1 - cos and its ip distance 1 - dot: both give 1 - d.
-            out.append((item_id, 1.0 - float(distance)))
-            if len(out) == n:
-                break
-        return out
+        # Chroma's cosine distance is 1 - cos and its ip distance 1 - dot: both give 1 - d.
+        found = sorted(((1.0 - float(d), i) for i, d in zip(result["ids"][0], result["distances"][0])),
+                       key=lambda pair: (-pair[0], pair[1]))
+        return [(item_id, similarity) for similarity, item_id in found if item_id not in exclude][:n]

@@ -241,12 +241,24 @@ class LiveStore:
                                   .where(self.items.c.item_id == item_id)).scalar_one_or_none()
         return Item.model_validate_json(record) if record is not None else None
 
-    def all_items(self, received_until: float | None = None) -> list[Item]:
+    def all_items(self, received_until: float | None = None, received_after: float | None = None) -> list[Item]:
+        """The stored catalog entries (received in that window), by item id."""
         query = self._sa.select(self.items.c.record).order_by(self.items.c.item_id)
         if received_until is not None:
             query = query.where(self.items.c.received <= received_until)
+        if received_after is not None:
+            query = query.where(self.items.c.received > received_after)
         with self.engine.connect() as conn:
             return [Item.model_validate_json(r) for r in conn.execute(query).scalars()]
+
+    def items_mark(self, received_after: float) -> tuple[int, float]:
+        """(how many, the latest time) of the entries received after ``received_after``: a cheap
+        check of whether that set changed."""
+        sa, t = self._sa, self.items.c
+        query = sa.select(sa.func.count(), sa.func.coalesce(sa.func.max(t.received), 0.0)).where(t.received > received_after)
+        with self.engine.connect() as conn:
+            count, latest = conn.execute(query).one()
+        return int(count), float(latest)
 
     def snapshot_mark(self) -> tuple[int, float]:
         """(the last committed event's seq, now): what a build starting now includes (events up to

@@ -111,6 +111,52 @@ def test_a_new_item_is_retrievable_at_once(rec, ml_slice):
         assert ok.status_code == 200  # events may name it now
 
 
+_OTHER_WORKER = """
+import json, pickle, sys
+from promptrec.config import Settings
+from promptrec.recommender import Recommender
+items, frame, settings_json = pickle.load(open(sys.argv[1], "rb"))
+rec = Recommender.open(items, frame, Settings.model_validate_json(settings_json), "live")
+rec.candidates("2", 20)  # its vectors are read before the other process writes
+print("ready", flush=True)
+sys.stdin.readline()
+text = [i for i, _ in rec.retriever.source_rankings([sys.argv[2]], 5)["text"]]
+listed = [c.item_id for c in rec.candidates("2", 20).candidates]
+print(json.dumps({"text": text, "history": rec.history("2")[-1:], "listed": listed}), flush=True)
+"""
+
+
+def test_a_new_item_reaches_a_worker_in_another_process(rec, ml_slice, tmp_path):
+    """Two processes on one embedded index: an item one of them takes is in the other's text
+    search at once, and a history that holds it is served there (an embedded Chroma store
+    does not show one process the vectors another wrote, so each worker encodes it itself)."""
+    import json
+    import pickle
+    import subprocess
+    import sys
+
+    toy_story = next(i for i in rec.items if i.title.startswith("Toy Story"))
+    rec.add_interactions([{"user_id": "2", "item_id": toy_story.item_id}])  # the store exists before both open
+    items, frame = ml_slice
+    data = tmp_path / "worker.pkl"
+    data.write_bytes(pickle.dumps((items, frame, rec.settings.model_dump_json())))
+    other = subprocess.Popen([sys.executable, "-c", _OTHER_WORKER, str(data), toy_story.item_id],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert other.stdout.readline().strip() == "ready"
+        new = {"item_id": "new-toy-story", "title": "Toy Story 5", "year": 2026, "genres": list(toy_story.genres)}
+        rec.add_items([new])
+        rec.add_interactions([{"user_id": "2", "item_id": "new-toy-story"}])
+        out, _ = other.communicate("go\n", timeout=120)
+    finally:
+        other.kill()
+    seen = json.loads(out.strip().splitlines()[-1])
+    assert seen["history"] == ["new-toy-story"]
+    assert "new-toy-story" in seen["text"]
+    assert seen["listed"] and "new-toy-story" not in seen["listed"]  # in the history, so not listed
+    assert seen["listed"] == [c.item_id for c in rec.candidates("2", 20).candidates]  # as this process lists
+
+
 def test_erasing_a_user(rec):
     with client_for(rec) as client:
         item = listed(client, "2")[0]
