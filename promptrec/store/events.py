@@ -98,7 +98,11 @@ class LiveStore:
             sa.Column("closed", sa.String),  # why it closed; NULL while open
         )
         try:
-            meta.create_all(self.engine)
+            # One write transaction from the start (BEGIN IMMEDIATE on SQLite): workers starting
+            # together wait for each other instead of failing "database is locked" when the
+            # check for the tables (a read) turns into their creation (a write).
+            with self.engine.connect().execution_options(sqlite_immediate=True) as conn, conn.begin():
+                meta.create_all(conn)
         except Exception as exc:  # noqa: BLE001 - a driver error: say which store
             raise StoreError(f"cannot open the live store {self.url}: {type(exc).__name__}: {exc}") from None
         self._sa = sa

@@ -95,3 +95,25 @@ def test_acknowledged_events_survive_kill_9(url, tmp_path):
     store = LiveStore(url)
     assert store.count_events() >= acked >= 2000
     assert store.count_events() % 20 == 0  # a batch is all or nothing
+
+
+def test_workers_opening_a_new_sqlite_store_together_all_open_it(tmp_path):
+    """Workers start at once and each creates the tables if they are missing: none may fail with
+    "database is locked" (the check for the tables turning into their creation used to)."""
+    script = textwrap.dedent("""
+        import sys
+        from pathlib import Path
+        from promptrec.store import LiveStore, sqlite_url
+        sys.stdin.readline()  # start together
+        LiveStore(sqlite_url(Path(sys.argv[1]))).close()
+    """)
+    for round_ in range(10):
+        path = tmp_path / f"round-{round_}" / "live.sqlite"
+        workers = [subprocess.Popen([sys.executable, "-c", script, str(path)], stdin=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True) for _ in range(4)]
+        for worker in workers:
+            worker.stdin.write("go\n")
+            worker.stdin.flush()
+        errors = [worker.communicate(timeout=120)[1] for worker in workers]
+        assert [w.returncode for w in workers] == [0] * 4, "\n".join(errors)
+        assert LiveStore(sqlite_url(path)).count_events() == 0
