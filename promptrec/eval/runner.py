@@ -26,7 +26,7 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -336,8 +336,20 @@ def _batches(users: Sequence[str], size: int) -> Iterator[list[str]]:
         yield list(users[start : start + step])
 
 
-def _calibrate(ranker: LLMRanker, data: EvalData, validation: JsonlLog, run_dir: Path,
-               report, after_user: AfterUser | None, batch_users: int) -> dict[str, Any]:
+def _validation_rows(ranker: LLMRanker, data: EvalData, groups: Iterable[list[str]]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(user, calibration record) for the users of ``groups``, computed here a group at a time."""
+    for batch in groups:
+        records = ranker.validation_records(
+            [(u, data.validation_histories[u], data.validation_targets[u]) for u in batch]
+        )
+        yield from zip(batch, records, strict=True)
+
+
+def _calibrate(ranker: LLMRanker, data: EvalData, validation: JsonlLog, run_dir: Path, report,
+               after_user: AfterUser | None,
+               rows_for: Callable[[list[str]], Iterator[tuple[str, dict[str, Any]]]]) -> dict[str, Any]:
+    """Fit the ranker's calibration on the validation records, computing those validation.jsonl
+    lacks with ``rows_for(users)`` (here, or on the Ray actors)."""
     # Never limited: every test row of a ranker must come from the same calibration, however
     # many sessions (with or without --limit) the run takes.
     users = data.calibration_users
@@ -346,16 +358,12 @@ def _calibrate(ranker: LLMRanker, data: EvalData, validation: JsonlLog, run_dir:
     stage = f"calibration {ranker.name}"
     if report and todo:
         report(stage, len(users) - len(todo), len(users))
-    for batch in _batches(todo, batch_users):
-        records = ranker.validation_records(
-            [(u, data.validation_histories[u], data.validation_targets[u]) for u in batch]
-        )
-        for user, record in zip(batch, records):
-            validation.append({"ranker": ranker.name, "user_id": user, **record})
-            if report:
-                report(stage, 1, len(users))
-            if after_user:
-                after_user(f"{ranker.name}#validation", user)
+    for user, record in rows_for(todo) if todo else ():
+        validation.append({"ranker": ranker.name, "user_id": user, **record})
+        if report:
+            report(stage, 1, len(users))
+        if after_user:
+            after_user(f"{ranker.name}#validation", user)
     by_user = {row["user_id"]: row for row in validation.rows_for(ranker.name)}
     ranker.fit([by_user[u] for u in users], l2=data.suite.calibration.l2)
     info: dict[str, Any] = {"users": len(users), "degraded": sum(bool(by_user[u]["degraded"]) for u in users)}
@@ -403,10 +411,11 @@ def run_suite(
     ``batch_users``: users per grouped LLM call (`LLMReranker.run_many`: the vLLM backends batch
     them; on CPU transformers they run in turn), for the calibration and the test rows alike;
     it changes the speed, not the rows, so it is not part of the suite's digest.
-    ``engine="ray"``: the LLM rankers' test rows are computed by a pool of ``actors`` on the Ray
-    cluster at ``address`` (None: a local one is started; `promptrec.eval.ray_rows`), each with
-    ``threads`` torch threads; the baselines and the calibration run here. The rows equal the
-    local engine's (timings aside) when the threads are equal, and go into the same run folder.
+    ``engine="ray"``: the LLM rankers' calibration records and test rows are computed by a pool
+    of ``actors`` on the Ray cluster at ``address`` (None: a local one is started;
+    `promptrec.eval.ray_rows`), each with ``threads`` torch threads; the baselines and the
+    calibration's fit run here. The rows equal the local engine's (timings aside) when the
+    threads are equal, and go into the same run folder.
 
     Each ranker goes through its users in one seeded order (`EvalData.run_order`), so the rows
     of a partial run, or of ``limit`` users, are a seeded random sample of its users.
@@ -536,6 +545,20 @@ class _Session:
     data: EvalData | None = None
     report: Any = None
 
+    def _validation_rows(self, ranker: LLMRanker, todo: list[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(user, calibration record) for the validation users still to do: here, or on the Ray
+        actors when the session runs on Ray."""
+        assert self.data is not None
+        groups = list(_batches(todo, self.batch_users))
+        if self.ray is None:
+            yield from _validation_rows(ranker, self.data, groups)
+            return
+        from promptrec.eval.ray_rows import validation_on_ray
+
+        assert self.settings is not None
+        yield from validation_on_ray(self.suite, self.settings, ranker.name, groups,
+                                     actors=self.ray.actors, threads=self.ray.threads)
+
     def _ranked(self, ranker: EvalRanker, todo: list[str], length: int) -> Iterator[tuple[str, Any, float]]:
         """(user, ranked output, latency per user) for the users still to do: grouped through
         `rank_many` here, or on the Ray actors for an LLM ranker when the session runs on Ray."""
@@ -585,7 +608,8 @@ class _Session:
         manifest["rankers"][ranker.name] = ranker.describe()
         if ranker.kind == "llm" and self.suite.calibration.enabled:
             manifest["calibration"][ranker.name] = _calibrate(
-                ranker, data, self.validation, self.run_dir, report, self.after_user, self.batch_users
+                ranker, data, self.validation, self.run_dir, report, self.after_user,
+                lambda users: self._validation_rows(ranker, users),
             )
         _write_manifest(self.run_dir, manifest)
         if report:

@@ -14,6 +14,7 @@ from promptrec.eval import RunMismatchError, load_suite, parse_suite, run_suite
 from promptrec.eval.baselines import BaselineUnavailable, LightFMRanker
 from promptrec.eval.rankers import prepare_data
 from promptrec.eval.suite import SuiteError, named_suites
+from promptrec.eval.run_folder import VALIDATION, JsonlLog
 from promptrec.eval.runner import read_results
 
 pytestmark = pytest.mark.integration
@@ -439,14 +440,15 @@ def test_the_new_item_scenario_hides_the_newest_items_from_every_log(eval_settin
 
 
 def test_llm_rows_on_a_ray_cluster_equal_the_local_rows_and_resume(smoke_run, eval_settings, tmp_path):
-    """`engine="ray"`: the LLM rows come from an actor pool on a real local Ray cluster (2 CPUs,
-    no dashboard) into the same run folder; a session stopped half-way resumes on Ray, and the
-    rows equal the local run's (scores to 1e-5: the actors run one torch thread each)."""
+    """`engine="ray"`: the LLM rows, calibration records and test rows alike, come from actor
+    pools on a real local Ray cluster (2 CPUs, no dashboard) into the same run folder; a session
+    stopped half-way resumes on Ray, and the rows equal the local run's (scores to 1e-5: the
+    actors run one torch thread each)."""
     ray = pytest.importorskip("ray")
     run_dir = tmp_path / "ray"
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
     try:
-        with pytest.raises(Stop):  # 12 calibration rows (here), then 2 test rows (from the actors)
+        with pytest.raises(Stop):  # 12 calibration rows, then 2 test rows (from the actors)
             run_suite(SMOKE, run_dir, settings=eval_settings, only=[LLM], batch_users=2, engine="ray", threads=1,
                       after_user=stop_after(14))
         assert len(read_results(run_dir)) == 2
@@ -457,6 +459,12 @@ def test_llm_rows_on_a_ray_cluster_equal_the_local_rows_and_resume(smoke_run, ev
     a = {k: v for k, v in _rows_by_key(smoke_run.run_dir).items() if k[0] == LLM}
     b = _rows_by_key(run_dir)
     assert a.keys() == b.keys() and len(b) == 5
+    local_records = {r["user_id"]: r for r in JsonlLog(smoke_run.run_dir / VALIDATION).rows_for(LLM)}
+    ray_records = {r["user_id"]: r for r in JsonlLog(run_dir / VALIDATION).rows_for(LLM)}
+    assert local_records.keys() == ray_records.keys() and len(ray_records) == 12
+    for user, record in local_records.items():
+        assert record["candidates"] == ray_records[user]["candidates"], user
+        np.testing.assert_allclose(record["scores"], ray_records[user]["scores"], rtol=0, atol=1e-5)
     for key, row in a.items():
         assert row["candidates"] == b[key]["candidates"] and row["ranked"] == b[key]["ranked"], key
         assert row["calibration_id"] == b[key]["calibration_id"]
