@@ -13,6 +13,8 @@ catalog only:
   lowers the item's fused score most are the evidence, relatedness breaking ties. Similarity
   alone picks items the recommender may not have used; the drop is what it did use (the
   faithfulness measure, `promptrec.explain.faithfulness`, checks the served probability).
+  ``lead``: how many of them an answer's opening cites, the fewest whose removal together
+  moves the item down the candidates (one item rarely does when several carry it).
   Same data, same evidence.
 * ``shared``: the item's attributes (each genre, its decade, other catalog attributes) with
   the history items that share them.
@@ -108,6 +110,9 @@ class Evidence(BaseModel):
     history_size: int
     already_in_history: bool  # the user has interacted with the item already
     related: list[RelatedItem]  # most related first
+    # How many of `related`, from the first, an answer's lead cites: the fewest whose removal
+    # together moves the item down the user's retrieval candidates (all when none does).
+    lead: int = 1
     shared: list[SharedAttribute]
     scores: ItemScores
 
@@ -133,19 +138,39 @@ def decade(year: int | None) -> str | None:
 SHORTLIST = 8  # history items whose removal is tried when choosing the evidence
 
 
-def score_drops(rec: Recommender, user_id: str, item_id: str, history: Sequence[str],
-                left_out: Sequence[str]) -> dict[str, float]:
-    """For each of ``left_out``: the item's fused retrieval score for ``history`` minus its score
-    for ``history`` without that item (every occurrence); an item not retrieved scores 0.
-    One retriever run per item, plus one for the whole history."""
+def _retrieval_runs(rec: Recommender, user_id: str, item_id: str,
+                    histories: Sequence[Sequence[str]]) -> list[tuple[int | None, float]]:
+    """For each history: the item's 1-based fused rank among the user's retrieval candidates and
+    its fused score ((None, 0.0): not retrieved). One retriever run per history."""
     pool = max(rec.settings.retrieval.pool_size, rec.settings.n_candidates)
+    out = []
+    for history in histories:
+        found = rec.candidates(user_id, pool, history=history)
+        hit = next((c for c in found.candidates if c.item_id == item_id), None)
+        out.append((hit.rank, hit.fused_score) if hit is not None else (None, 0.0))
+    return out
 
-    def fused(h: Sequence[str]) -> float:
-        found = rec.candidates(user_id, pool, history=h)
-        return next((c.fused_score for c in found.candidates if c.item_id == item_id), 0.0)
 
-    base = fused(history)
-    return {o: base - fused([h for h in history if h != o]) for o in left_out}
+def _without(history: Sequence[str], removed: Sequence[str]) -> list[str]:
+    gone = set(removed)
+    return [h for h in history if h not in gone]
+
+
+def _lead_size(rec: Recommender, user_id: str, item_id: str, history: Sequence[str], chosen: Sequence[str],
+               base_rank: int | None, rank_without_first: int | None) -> int:
+    """How many of ``chosen`` (the most moving first) an answer's lead cites: the fewest whose
+    removal together moves the item down the user's candidates (or out of them); all of them
+    when none does. One retriever run per extra item tried."""
+    def moved(rank: int | None) -> bool:
+        return base_rank is not None and (rank is None or rank > base_rank)
+
+    if not chosen or base_rank is None or moved(rank_without_first):
+        return min(1, len(chosen))
+    for m in range(2, len(chosen) + 1):
+        (rank, _), = _retrieval_runs(rec, user_id, item_id, [_without(history, chosen[:m])])
+        if moved(rank):
+            return m
+    return len(chosen)
 
 
 def related_history_items(
@@ -163,7 +188,7 @@ def related_history_items(
             last_pos[h] = n
     recent_first = sorted(last_pos, key=lambda h: -last_pos[h])
     if not recent_first or k <= 0:
-        return []
+        return [], 0
     related = relatedness(rec.index, item.item_id, recent_first)
     text, behaviour, co = related["text"], related["behaviour"], related["co_occurrence"]
     signals = {"text": text, "behaviour": behaviour, "co_occurrence": co}
@@ -180,11 +205,16 @@ def related_history_items(
     drops: dict[str, float] = {}
     if user_id is not None and shortlist > 0:
         listed = by_relatedness[: max(shortlist, k)]
-        drops = score_drops(rec, user_id, item.item_id, history, listed)
+        (base_rank, base), *runs = _retrieval_runs(rec, user_id, item.item_id,
+                                                   [history, *(_without(history, [o]) for o in listed)])
+        drops = {o: base - score for o, (_, score) in zip(listed, runs)}
+        rank_without = {o: rank for o, (rank, _) in zip(listed, runs)}
         place = {h: n for n, h in enumerate(listed)}
         chosen = sorted(listed, key=lambda h: (-round(drops[h], 9), place[h]))[:k]
+        lead = _lead_size(rec, user_id, item.item_id, history, chosen, base_rank, rank_without[chosen[0]])
     else:
         chosen = by_relatedness[:k]
+        lead = 1
     item_decade = decade(item.year)
     out = []
     for h in chosen:
@@ -207,7 +237,7 @@ def related_history_items(
                 },
             )
         )
-    return out
+    return out, lead
 
 
 def shared_attributes(rec: Recommender, item_id: str, history: Sequence[str]) -> list[SharedAttribute]:
@@ -295,12 +325,14 @@ def build_evidence(
     user_id = str(user_id)
     history = rec.history(user_id)
     item = rec.item(item_id)
+    related, lead = related_history_items(rec, item.item_id, history, k, user_id=user_id, shortlist=shortlist)
     return Evidence(
         user_id=user_id,
         item=ItemRef.of(item),
         history_size=len(set(history)),
         already_in_history=item.item_id in set(history),
-        related=related_history_items(rec, item.item_id, history, k, user_id=user_id, shortlist=shortlist),
+        related=related,
+        lead=lead,
         shared=shared_attributes(rec, item.item_id, history),
         scores=item_scores(rec, user_id, item.item_id, recommendations, ranker_note=ranker_note),
     )

@@ -11,9 +11,10 @@ One file is one explanation style, with these blocks (each rendered on its own, 
 * ``fallback``: a plain explanation built from the evidence alone, used when the
   regenerated answer fails too (sees ``question_kind``: ``"why"`` or ``"free"``);
 * ``answer_lead`` (optional): the opening words of a "why" answer, written from the evidence
-  (the shipped template: "Because you watched" and the history item that moved the score
-  most); the model continues them, so every answer cites the evidence by construction. It may
-  render empty (no related history item): the model then writes the whole answer;
+  (the shipped template: "Because you watched" and ``lead``, the history items that moved the
+  score most, as many as it takes to move the item down the list when removed together); the
+  model continues them, so every answer cites the evidence by construction. It may render
+  empty (no related history item): the model then writes the whole answer;
 * ``declined`` (optional): the answer to a question about other users' records or about the
   instructions or for a fact the item's record lacks, which no model sees (sees ``reason``:
   ``"other users"``, ``"instructions"`` or ``"not in the records"``, and ``asked``);
@@ -112,6 +113,7 @@ def evidence_variables(evidence: Evidence, domain: Domain | None = None) -> dict
         },
         "related": related,
         "related_titles": _english_list([r["title"] for r in related]),
+        "lead": related[: max(evidence.lead, 1)] if related else [],
         "shared": shared,
         "scores": scores,
         "history_size": evidence.history_size,

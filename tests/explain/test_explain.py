@@ -69,6 +69,13 @@ def hostile_item(rec: Recommender) -> str:
     pytest.fail("no candidate of user 2 rests on a hostile row")
 
 
+def lead_text(evidence) -> str:
+    """A why answer's lead as the shipped template writes it: 'Because you watched "A" and "B"'
+    (the evidence's first `lead` related items)."""
+    titles = [f'"{safe_title(r.title)}"' for r in evidence.related[: evidence.lead]]
+    return "Because you watched " + (", ".join(titles[:-1]) + " and " + titles[-1] if len(titles) > 1 else titles[0])
+
+
 def scripted(answers=None) -> FakeBackend:
     """A generator that answers from a script and records every conversation it is given."""
     return FakeBackend(model_id="scripted") if answers is None else FakeBackend(model_id="scripted", answers=answers)
@@ -103,6 +110,19 @@ def test_evidence_is_deterministic_and_cites_real_records(rec):
         return next((c.fused_score for c in found if c.item_id == item_id), 0.0)
     top = first.related[0].item_id
     assert drops[0] == pytest.approx(fused(history) - fused([h for h in history if h != top]), abs=1e-6)
+    # the lead: the fewest of the first related items whose removal together moves the item down
+    pool = max(rec.settings.retrieval.pool_size, rec.settings.n_candidates)
+
+    def moved(n: int) -> bool:
+        def rank(h):
+            found = rec.candidates(CLEAN_USER, pool, history=h).candidates
+            return next((c.rank for c in found if c.item_id == item_id), None)
+        without = rank([h for h in history if h not in {r.item_id for r in first.related[:n]}])
+        return without is None or without > rank(history)
+
+    assert 1 <= first.lead <= len(first.related)
+    assert moved(first.lead) or first.lead == len(first.related)
+    assert not any(moved(n) for n in range(1, first.lead))
     by_similarity = build_evidence(rec, CLEAN_USER, item_id, shortlist=0).related
     assert all(r.score_drop is None for r in by_similarity)
     assert [r.score for r in by_similarity] == sorted((r.score for r in by_similarity), reverse=True)
@@ -138,28 +158,28 @@ def test_a_grounded_answer_is_kept(rec):
     related = evidence.related[0]
     conv, backend = conversation(rec, CLEAN_USER, [", so I picked it for you."])
     result = conv.why(item_id)
-    assert result.text == f'Because you watched "{safe_title(related.title)}", so I picked it for you.'
+    assert result.text == lead_text(evidence) + ", so I picked it for you."
     assert result.grounding == "ok" and result.attempts == 1 and result.offending == []
-    assert result.cited_history_ids == [related.item_id] and result.cites_history
+    assert result.cited_history_ids == [r.item_id for r in evidence.related[: evidence.lead]] and result.cites_history
     assert result.evidence == evidence
     system, *_, lead = backend.chats[0]
     assert system["role"] == "system" and safe_title(related.title) in system["content"]
-    # the model continued the lead, written from the evidence item that moved the score most
-    assert lead == {"role": "assistant", "content": f'Because you watched "{safe_title(related.title)}"'}
+    # the model continued the lead, written from the evidence items that moved the score most
+    assert lead == {"role": "assistant", "content": lead_text(evidence)}
     # a continuation that starts with a word gets its space back (a backend may strip it)
     conv, _ = conversation(rec, CLEAN_USER, ["and it is a good one."])
-    assert conv.why(item_id).text == f'Because you watched "{safe_title(related.title)}" and it is a good one.'
+    assert conv.why(item_id).text == lead_text(evidence) + " and it is a good one."
 
 
 def test_a_sentence_that_fails_ends_the_answer_before_it(rec):
     item_id = top_item(rec, CLEAN_USER)
-    related = safe_title(build_evidence(rec, CLEAN_USER, item_id).related[0].title)
+    lead = lead_text(build_evidence(rec, CLEAN_USER, item_id))
     answer = '. It is as good as "The Midnight Gardener" (2001). You will like it.'
     conv, backend = conversation(rec, CLEAN_USER, [answer])
     events = list(conv.why_stream(item_id))
     result = conv.explanation
     assert result.grounding == "trimmed" and result.attempts == 1 and len(backend.chats) == 1
-    assert result.text == f'Because you watched "{related}".'
+    assert result.text == lead + "."
     assert "".join(e.text for e in events if e.kind == "delta") == result.text  # nothing shown was withdrawn
     assert result.offending == ["The Midnight Gardener"] and "Midnight Gardener" in result.rejected[0]
 
@@ -176,8 +196,8 @@ def test_an_ungrounded_answer_is_regenerated_once(rec):
     result = conv.explanation
     assert result.grounding == "regenerated" and result.attempts == 2
     assert result.offending == ["The Midnight Gardener"]
-    assert result.rejected == [f'Because you watched "{safe_title(related.title)}" and "The Midnight Gardener" (2001).']
-    assert result.cited_history_ids == [related.item_id]
+    assert result.rejected == [lead_text(evidence) + ' and "The Midnight Gardener" (2001).']
+    assert result.cited_history_ids == [r.item_id for r in evidence.related[: evidence.lead]]
     assert "".join(e.text for e in events if e.kind == "delta") == result.text  # the first try was never shown
     assert len(backend.chats) == 2
     retry = backend.chats[1][-1]["content"]
@@ -218,7 +238,8 @@ def test_claiming_the_user_watched_the_recommended_item_is_caught(rec):
 
 def test_follow_up_questions_keep_earlier_turns_and_trim_oldest_first(rec):
     item_id = top_item(rec, CLEAN_USER)
-    related = safe_title(build_evidence(rec, CLEAN_USER, item_id).related[0].title)
+    evidence = build_evidence(rec, CLEAN_USER, item_id)
+    related = safe_title(evidence.related[0].title)
     def answer(messages):  # "." continues a why answer's lead; a free answer names the item itself
         return "." if messages[-1]["role"] == "assistant" else f'You watched "{related}".'
     conv, backend = conversation(rec, CLEAN_USER, answer, max_history_tokens=60)
@@ -226,7 +247,7 @@ def test_follow_up_questions_keep_earlier_turns_and_trim_oldest_first(rec):
     conv.ask("What do they have in common?")
     assert backend.chats[-1][1:3] == [
         {"role": "user", "content": conv.explanations[0].question},
-        {"role": "assistant", "content": f'Because you watched "{related}".'},
+        {"role": "assistant", "content": lead_text(evidence) + "."},
     ]
     for n in range(6):
         conv.ask(f"Question number {n}?")
@@ -446,11 +467,10 @@ def test_why_command_prints_answer_and_evidence_literally(rec):
     out = io.StringIO()
     console = Console(file=out, width=200, color_system=None)
     evidence = build_evidence(rec, HOSTILE_USER, item_id)
-    related = safe_title(evidence.related[0].title)
-    why_command(rec, HOSTILE_USER, item_id, backend=scripted([f'Because you watched "{related}".']),
-                console=console, use_ranker=False)
+    lead = lead_text(evidence)
+    why_command(rec, HOSTILE_USER, item_id, backend=scripted([lead + "."]), console=console, use_ranker=False)
     text = out.getvalue()
-    assert f'Because you watched "{related}".' in text
+    assert lead + "." in text
     assert "grounded" in text and "Evidence for" in text
     assert "history item" in text and f"[{evidence.related[0].item_id}]" in text
     if "307" in {r.item_id for r in evidence.related}:
@@ -551,15 +571,15 @@ def test_parse_command():
 
 def test_a_cut_off_answer_streams_whole_sentences_only(rec):
     item_id = top_item(rec, CLEAN_USER)
-    related = safe_title(build_evidence(rec, CLEAN_USER, item_id).related[0].title)
+    lead = lead_text(build_evidence(rec, CLEAN_USER, item_id))
     cut = ". Both are often described as 3.5 stars and"
     conv = Conversation(rec, CLEAN_USER, scripted([cut]), use_ranker=False)
     events = list(conv.why_stream(item_id))
     deltas = "".join(e.text for e in events if e.kind == "delta")
     assert events[-1].kind == "done"
-    assert deltas == conv.explanation.text == f'Because you watched "{related}".'
+    assert deltas == conv.explanation.text == lead + "."
     # an answer that ends normally streams to its end, its last sentence included
-    whole = f'Because you watched "{related}". It is a classic.'
+    whole = lead + ". It is a classic."
     conv = Conversation(rec, CLEAN_USER, scripted([". It is a classic."]), use_ranker=False)
     deltas = "".join(e.text for e in conv.why_stream(item_id) if e.kind == "delta")
     assert deltas == whole == conv.explanation.text
