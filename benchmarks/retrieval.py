@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import pickle
-import resource
 import shutil
 import statistics
 import tempfile
@@ -23,6 +22,7 @@ import torch
 from promptrec.config import Settings
 from promptrec.data.named import load_named_dataset
 from promptrec.data.preprocess import temporal_split
+from promptrec.hardware import peak_rss_bytes
 from promptrec.recommender import Recommender
 from promptrec.retrieval.weights import all_source_rankings, score_settings
 
@@ -43,10 +43,6 @@ ROWS = [
 
 def dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
 def print_table(rankings, targets, served_weights, rrf_k) -> None:
@@ -94,13 +90,13 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="promptrec-bench-"))
     try:
         settings = base.model_copy(update={"index_dir": workdir / "index"})
-        rss_before = peak_rss_mb()
+        rss_before = peak_rss_bytes() / 2**20
         started = time.perf_counter()
         rec = Recommender.from_interactions(
             dataset.items, history, settings, namespace=f"bench-{args.dataset}", progress=print_epochs
         )
         build_s = time.perf_counter() - started
-        rss_after = peak_rss_mb()
+        rss_after = peak_rss_bytes() / 2**20
         size_mb = dir_size(workdir / "index") / 1e6
         started = time.perf_counter()
         Recommender.from_interactions(dataset.items, history, settings, namespace=f"bench-{args.dataset}")

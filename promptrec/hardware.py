@@ -151,3 +151,12 @@ def compute_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         restore()
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far, in bytes (getrusage; Linux counts KiB)."""
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)

@@ -5,9 +5,7 @@ each actor of its pool (`promptrec.batch.engines`)."""
 from __future__ import annotations
 
 import os
-import resource
 import socket
-import sys
 import time
 from collections.abc import Sequence
 
@@ -18,6 +16,7 @@ from promptrec.batch.output import ShardInfo
 from promptrec.batch.rows import recommendation_rows
 from promptrec.config import Settings
 from promptrec.errors import IndexMismatchError, UnknownUserError
+from promptrec.hardware import peak_rss_bytes
 from promptrec.recommender import Recommender
 
 
@@ -34,11 +33,6 @@ def index_version(rec: Recommender) -> str:
     """The name of the index version a recommender serves ("" for an unversioned index)."""
     version = getattr(rec.index, "version", None)
     return version.name if version is not None else ""
-
-
-def _peak_rss_bytes() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 class ShardWorker:
@@ -79,7 +73,7 @@ class ShardWorker:
                          degraded_users=sum(listed.degraded for listed in lists),
                          seconds=time.perf_counter() - started, worker=f"{socket.gethostname()}:{os.getpid()}",
                          threads=torch.get_num_threads(),
-                         peak_rss_bytes=_peak_rss_bytes())
+                         peak_rss_bytes=peak_rss_bytes())
         return info, table
 
     def close(self) -> None:

@@ -148,8 +148,11 @@ class SharedConversations(ConversationStore):
         return SharedEntry(conversation_id, conversation, store, self.lease_s)
 
     def remove(self, conversation_id: str, user_id: str) -> None:
-        self.get(conversation_id, user_id)
-        self._store().close_conversation(conversation_id, "it was ended (DELETE /conversations)")
+        store = self._store()
+        state, closed = store.conversation(conversation_id, str(user_id))
+        if state is None:  # the same answer as `get`, without building the conversation
+            raise _not_found(conversation_id, user_id, closed, self.ttl_s)
+        store.close_conversation(conversation_id, "it was ended (DELETE /conversations)")
 
     def close_user(self, user_id: str, why: str) -> int:
         return self._store().close_user_conversations(str(user_id), why)

@@ -37,7 +37,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import resource
 import shutil
 import time
 from collections.abc import Callable
@@ -50,6 +49,7 @@ from pydantic import BaseModel
 
 from promptrec.errors import PromptrecError
 from promptrec.extras import require
+from promptrec.hardware import peak_rss_bytes
 from promptrec.paths import atomic_write_text
 from promptrec.ranker.adapters import (
     MANIFEST,
@@ -293,7 +293,7 @@ def _peak_memory_mb(device: Any) -> float:
         import torch
 
         return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return peak_rss_bytes() / 2**20
 
 
 class TrainResult(BaseModel):
