@@ -203,7 +203,8 @@ class RetrievalIndex:
         self.item_ids = manifest.item_ids
         self.position = {item_id: n for n, item_id in enumerate(self.item_ids)}
         self._store: LiveStore | None = None
-        self._live_text: tuple[tuple[int, int, float], ExactSearch] | None = None  # (base, items mark), search
+        # (the collection's search it extends, the store's items mark, the search with the live items)
+        self._live_text: tuple[ExactSearch, tuple[int, float], ExactSearch] | None = None
         self._live_vectors: dict[tuple[str, str], np.ndarray] = {}  # (item id, content hash) -> text vector
 
     def attach_store(self, store: LiveStore) -> None:
@@ -219,9 +220,8 @@ class RetrievalIndex:
         base = self.text.exact_search()
         if base is None or self._store is None:
             return base
-        count, latest = self._store.items_mark(self.manifest.store_until)
-        key = (id(base), count, latest)
-        if self._live_text is None or self._live_text[0] != key:
+        mark = self._store.items_mark(self.manifest.store_until)
+        if self._live_text is None or self._live_text[0] is not base or self._live_text[1] != mark:
             items = self._store.all_items(received_after=self.manifest.store_until)
             todo = [it for it in items if (it.item_id, content_hash(it)) not in self._live_vectors]
             if todo:
@@ -229,8 +229,8 @@ class RetrievalIndex:
                     self._live_vectors[(item.item_id, content_hash(item))] = np.asarray(vector, dtype=np.float32)
             vectors = [self._live_vectors[(it.item_id, content_hash(it))] for it in items]
             search = base.with_rows([it.item_id for it in items], np.stack(vectors)) if items else base
-            self._live_text = (key, search)
-        return self._live_text[1]
+            self._live_text = (base, mark, search)
+        return self._live_text[2]
 
     def text_vectors(self, ids: Sequence[str]) -> tuple[list[str], np.ndarray]:
         """The text vectors of those ``ids`` that exist, each once, as (ids, matrix)."""
