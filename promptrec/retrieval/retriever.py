@@ -73,7 +73,7 @@ class Retriever:
         if weights["text"] > 0:
             recent = list(history[-rs.text_history_items :])
             search = index.text_search()
-            ids, vectors = (search or index.text).vectors(recent)
+            ids, vectors = (search if search is not None else index.text).vectors(recent)
             row = {item_id: n for n, item_id in enumerate(ids)}
             ordered = np.stack([vectors[row[i]] for i in recent if i in row]) if row else vectors
             query = recency_weighted_mean(ordered, rs.text_recency_half_life)

@@ -138,20 +138,23 @@ class SharedConversations(ConversationStore):
                                 max_open=self.max_conversations, ttl_s=self.ttl_s)
         return entry
 
-    def get(self, conversation_id: str, user_id: str) -> Entry:
-        store = self._store()
+    def _open_state(self, store: LiveStore, conversation_id: str, user_id: str) -> str:
+        """The stored state of an open conversation of this user; else the not-found error."""
         state, closed = store.conversation(conversation_id, str(user_id))
         if state is None:
             raise _not_found(conversation_id, user_id, closed, self.ttl_s)
+        return state
+
+    def get(self, conversation_id: str, user_id: str) -> Entry:
+        store = self._store()
+        state = self._open_state(store, conversation_id, user_id)
         conversation = self._new(str(user_id))
         conversation.restore(ConversationState.model_validate_json(state))
         return SharedEntry(conversation_id, conversation, store, self.lease_s)
 
     def remove(self, conversation_id: str, user_id: str) -> None:
         store = self._store()
-        state, closed = store.conversation(conversation_id, str(user_id))
-        if state is None:  # the same answer as `get`, without building the conversation
-            raise _not_found(conversation_id, user_id, closed, self.ttl_s)
+        self._open_state(store, conversation_id, user_id)  # without building the conversation
         store.close_conversation(conversation_id, "it was ended (DELETE /conversations)")
 
     def close_user(self, user_id: str, why: str) -> int:
